@@ -1,0 +1,46 @@
+/**
+ * `pno`: one entry for every PnO program. Each subcommand lives in its own module and takes
+ * --help; this file only dispatches.
+ *
+ * @module
+ */
+import { bridgeMain } from "../packages/bridge/main.ts";
+import { testMain } from "./test.ts";
+import { wireMain } from "./wire.ts";
+
+const HELP = `pno: Plug & Offload, the TCP stack of unmodified Linux servers on a SmartNIC
+
+Usage: pno <command> [options]     (pno <command> --help for each)
+
+Commands:
+  wire up|down   create or remove the emulated wire (namespace pno-client, veths, twin link)
+  bridge         run the NIC-side bridge (DPDK on pno1, 10.88.0.2) in the foreground
+  test           run every test (unit and integration); ends with "N passed, N failed"
+  help           this text`;
+
+const commands: Record<string, (args: string[]) => Promise<number>> = {
+  wire: wireMain,
+  bridge: bridgeMain,
+  test: testMain,
+};
+
+async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+    console.log(HELP);
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`pno: unknown command ${name}\n\n${HELP}`);
+    return 2;
+  }
+  return await command(rest);
+}
+
+try {
+  Deno.exit(await main(Deno.args));
+} catch (err) {
+  console.error(`pno: ${(err as Error).message}`);
+  Deno.exit(1);
+}

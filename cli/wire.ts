@@ -1,0 +1,195 @@
+/**
+ * The emulated wire: a client network namespace on one end of a veth pair whose other end the
+ * bridge's DPDK port drives, and the kernel path's twin link to the host, the baseline of
+ * every comparison. `pno wire up|down` and the integration tests share this code; tests pass
+ * their own names and subnets so parallel runs do not collide.
+ *
+ * @module
+ */
+import { parseArgs } from "@std/cli";
+
+/** Names and addresses of one wire. */
+export interface WireConfig {
+  /** Client network namespace. */
+  ns: string;
+  /** veth end in the namespace, the kernel client's NIC. */
+  client: string;
+  /** veth end left address-less in the host namespace for DPDK. */
+  bridge: string;
+  /** Client address on `client`, with prefix. */
+  clientAddress: string;
+  /** The bridge's address (configured in the bridge, not the kernel). */
+  bridgeAddress: string;
+  /** Twin link for the kernel path; null to leave it out. */
+  twin: { client: string; host: string; clientAddress: string; hostAddress: string } | null;
+}
+
+/** tc netem impairments applied to the client ends. */
+export interface Impairments {
+  lossPercent?: number;
+  delayMs?: number;
+  reorderPercent?: number;
+  duplicatePercent?: number;
+}
+
+/** The topology `pno wire up` makes and the README describes. */
+export const DEFAULT_WIRE: WireConfig = {
+  ns: "pno-client",
+  client: "pno0",
+  bridge: "pno1",
+  clientAddress: "10.88.0.1/24",
+  bridgeAddress: "10.88.0.2/24",
+  twin: {
+    client: "pnok0",
+    host: "pnok1",
+    clientAddress: "10.89.0.1/24",
+    hostAddress: "10.89.0.2/24",
+  },
+};
+
+/**
+ * A wire with names of its own for a test: namespace `pno-<tag>`, veths `<tag>c`/`<tag>b`,
+ * subnet 10.<subnet>.0.0/24 (and 10.<subnet+1> for the twin when asked for).
+ */
+export function testWire(tag: string, subnet: number, twin = false): WireConfig {
+  if (tag.length > 12) throw new Error(`wire tag ${tag} is too long for interface names`);
+  return {
+    ns: `pno-${tag}`,
+    client: `${tag}c`,
+    bridge: `${tag}b`,
+    clientAddress: `10.${subnet}.0.1/24`,
+    bridgeAddress: `10.${subnet}.0.2/24`,
+    twin: twin
+      ? {
+        client: `${tag}kc`,
+        host: `${tag}kh`,
+        clientAddress: `10.${subnet + 1}.0.1/24`,
+        hostAddress: `10.${subnet + 1}.0.2/24`,
+      }
+      : null,
+  };
+}
+
+/** Runs a command; throws with its stderr when it fails. */
+export async function sh(cmd: string[], allowFail = false): Promise<string> {
+  const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
+    .output();
+  if (!out.success && !allowFail) {
+    throw new Error(`${cmd.join(" ")} failed: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Prefix for running a command inside the client namespace. */
+export function inNs(w: WireConfig, ...cmd: string[]): string[] {
+  return ["ip", "netns", "exec", w.ns, ...cmd];
+}
+
+/** Links whose offloads would put partial checksums or GSO super-frames on the wire. */
+async function completeFrames(w: WireConfig, dev: string, inNamespace: boolean): Promise<void> {
+  const cmd = ["ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"];
+  await sh(inNamespace ? inNs(w, ...cmd) : cmd);
+}
+
+/** Creates the wire (removing any leftover of the same names first). */
+export async function wireUp(w: WireConfig, imp: Impairments = {}): Promise<void> {
+  await wireDown(w);
+  await sh(["ip", "netns", "add", w.ns]);
+  await sh(inNs(w, "ip", "link", "set", "lo", "up"));
+  await sh(["ip", "link", "add", w.client, "type", "veth", "peer", "name", w.bridge]);
+  await sh(["ip", "link", "set", w.client, "netns", w.ns]);
+  await sh(inNs(w, "sysctl", "-qw", `net.ipv6.conf.${w.client}.disable_ipv6=1`));
+  await sh(["sysctl", "-qw", `net.ipv6.conf.${w.bridge}.disable_ipv6=1`]);
+  await sh(inNs(w, "ip", "addr", "add", w.clientAddress, "dev", w.client));
+  await sh(inNs(w, "ip", "link", "set", w.client, "up"));
+  await sh(["ip", "link", "set", w.bridge, "up"]);
+  await completeFrames(w, w.client, true);
+  await completeFrames(w, w.bridge, false);
+  if (w.twin) {
+    const t = w.twin;
+    await sh(["ip", "link", "add", t.client, "type", "veth", "peer", "name", t.host]);
+    await sh(["ip", "link", "set", t.client, "netns", w.ns]);
+    await sh(inNs(w, "sysctl", "-qw", `net.ipv6.conf.${t.client}.disable_ipv6=1`));
+    await sh(["sysctl", "-qw", `net.ipv6.conf.${t.host}.disable_ipv6=1`]);
+    await sh(inNs(w, "ip", "addr", "add", t.clientAddress, "dev", t.client));
+    await sh(inNs(w, "ip", "link", "set", t.client, "up"));
+    await sh(["ip", "addr", "add", t.hostAddress, "dev", t.host]);
+    await sh(["ip", "link", "set", t.host, "up"]);
+    await completeFrames(w, t.client, true);
+    await completeFrames(w, t.host, false);
+  }
+  await impair(w, imp);
+}
+
+/** Sets (or with no impairments, clears) tc netem on the client ends of both links. */
+export async function impair(w: WireConfig, imp: Impairments): Promise<void> {
+  const args: string[] = [];
+  if (imp.delayMs) args.push("delay", `${imp.delayMs}ms`);
+  if (imp.lossPercent) args.push("loss", `${imp.lossPercent}%`);
+  if (imp.duplicatePercent) args.push("duplicate", `${imp.duplicatePercent}%`);
+  if (imp.reorderPercent) {
+    if (!imp.delayMs) throw new Error("netem reorders only delayed packets: give --delay too");
+    args.push("reorder", `${imp.reorderPercent}%`);
+  }
+  for (const dev of [w.client, ...(w.twin ? [w.twin.client] : [])]) {
+    await sh(inNs(w, "tc", "qdisc", "del", "dev", dev, "root"), true);
+    if (args.length > 0) {
+      await sh(inNs(w, "tc", "qdisc", "add", "dev", dev, "root", "netem", "limit", "100000", ...args));
+    }
+  }
+}
+
+/** Removes everything `wireUp` made; quiet about what is already gone. */
+export async function wireDown(w: WireConfig): Promise<void> {
+  await sh(["ip", "netns", "del", w.ns], true);
+  await sh(["ip", "link", "del", w.bridge], true);
+  if (w.twin) await sh(["ip", "link", "del", w.twin.host], true);
+}
+
+export const WIRE_HELP = `pno wire: create or remove the emulated wire
+
+Usage: pno wire up [--loss PCT] [--delay MS] [--reorder PCT] [--duplicate PCT]
+       pno wire down
+
+up    namespace pno-client with veth pno0 (10.88.0.1/24); its peer pno1 stays in the host,
+      up and address-less, for the bridge's DPDK port (the bridge answers as 10.88.0.2).
+      The kernel path's twin: pnok0 (10.89.0.1/24) in pno-client, pnok1 (10.89.0.2/24) on
+      the host. Offloads are off on every end, so frames are complete and MTU-sized.
+      --loss, --delay, --reorder, --duplicate set tc netem on pno0 and pnok0 alike.
+down  removes all of it.`;
+
+/** `pno wire` CLI. */
+export async function wireMain(args: string[]): Promise<number> {
+  const flags = parseArgs(args, {
+    string: ["loss", "delay", "reorder", "duplicate"],
+    boolean: ["help"],
+    alias: { h: "help" },
+    unknown: (arg: string) => {
+      if (arg.startsWith("-")) throw new Error(`unknown option ${arg}; see pno wire --help`);
+      return true;
+    },
+  });
+  const action = flags._[0];
+  if (flags.help || action === undefined) {
+    console.log(WIRE_HELP);
+    return flags.help ? 0 : 2;
+  }
+  if (action === "up") {
+    await wireUp(DEFAULT_WIRE, {
+      lossPercent: Number(flags.loss ?? 0),
+      delayMs: Number(flags.delay ?? 0),
+      reorderPercent: Number(flags.reorder ?? 0),
+      duplicatePercent: Number(flags.duplicate ?? 0),
+    });
+    console.log("wire up: pno-client/pno0 10.88.0.1/24 <-> pno1 (bridge, 10.88.0.2); " +
+      "twin pno-client/pnok0 10.89.0.1/24 <-> pnok1 10.89.0.2/24");
+    return 0;
+  }
+  if (action === "down") {
+    await wireDown(DEFAULT_WIRE);
+    console.log("wire down");
+    return 0;
+  }
+  console.error(`pno wire: unknown action ${action}; see pno wire --help`);
+  return 2;
+}

@@ -1,0 +1,319 @@
+/*
+ * libpno_dp: the DPDK data plane of the PnO bridge, as small as it can be.
+ *
+ * Everything that can live in TypeScript does; this file only does what needs DPDK's inline
+ * functions and structs: EAL init, one mbuf pool, port setup, and rx/tx bursts. Frames are
+ * never copied here: the pool is one virtually contiguous area that TypeScript views as a
+ * single ArrayBuffer, and bursts exchange (offset, length) pairs into it through per-queue
+ * metadata arrays that TypeScript also views directly. Each function reports failure with a
+ * negative value and leaves a message naming the failing step in pno_dp_last_error().
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+#include "pno_dp.h"
+
+struct pno_dp_queue {
+	/* Frames handed to TypeScript by the last rx burst; freed at the next one. */
+	struct rte_mbuf *rx[PNO_DP_BURST];
+	uint16_t rx_count;
+	/* Mbufs reserved for TypeScript to fill; slots [0, tx_reserved) are valid. */
+	struct rte_mbuf *tx[PNO_DP_BURST];
+	uint16_t tx_reserved;
+	/* (offset into the pool area, length) per frame, viewed by TypeScript. */
+	uint32_t rx_meta[PNO_DP_BURST * 2];
+	uint32_t tx_meta[PNO_DP_BURST * 2];
+	/* Frames the driver did not take at flush time. */
+	uint64_t tx_dropped;
+} __rte_cache_aligned;
+
+static struct rte_mempool *pool;
+static uintptr_t pool_base;
+static size_t pool_size;
+static struct pno_dp_queue queues[PNO_DP_MAX_QUEUES];
+static char last_error[256];
+
+static int fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+const char *pno_dp_last_error(void)
+{
+	return last_error;
+}
+
+int pno_dp_eal_init(const char *args, uint32_t len)
+{
+	/* args holds NUL-terminated strings back to back: argv[0] first. */
+	static char copy[4096];
+	char *argv[64];
+	int argc = 0;
+	if (len == 0 || len > sizeof(copy))
+		return fail(-1, "eal init: argument block of %u bytes (1..%zu allowed)", len,
+			    sizeof(copy));
+	memcpy(copy, args, len);
+	copy[len - 1] = '\0';
+	for (uint32_t i = 0; i < len && argc < 63; i += strlen(copy + i) + 1)
+		argv[argc++] = copy + i;
+	argv[argc] = NULL;
+	int ret = rte_eal_init(argc, argv);
+	if (ret < 0)
+		return fail(-1, "rte_eal_init: %s", rte_strerror(rte_errno));
+	return ret;
+}
+
+static void note_chunk(struct rte_mempool *mp, void *opaque, struct rte_mempool_memhdr *memhdr,
+		       unsigned mem_idx)
+{
+	(void)mp;
+	(void)mem_idx;
+	unsigned *chunks = opaque;
+	if ((*chunks)++ == 0) {
+		pool_base = (uintptr_t)memhdr->addr;
+		pool_size = memhdr->len;
+	}
+}
+
+int pno_dp_pool_create(uint32_t n_mbufs)
+{
+	pool = rte_pktmbuf_pool_create("pno_pool", n_mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+				       rte_socket_id());
+	if (pool == NULL)
+		return fail(-1, "rte_pktmbuf_pool_create(%u mbufs): %s", n_mbufs,
+			    rte_strerror(rte_errno));
+	unsigned chunks = 0;
+	rte_mempool_mem_iter(pool, note_chunk, &chunks);
+	/* One chunk is what lets TypeScript address every mbuf with an offset into one view. */
+	if (chunks != 1)
+		return fail(-1, "mbuf pool spans %u memory chunks; one contiguous chunk is needed",
+			    chunks);
+	return 0;
+}
+
+void *pno_dp_pool_base(void)
+{
+	return (void *)pool_base;
+}
+
+uint64_t pno_dp_pool_size(void)
+{
+	return pool_size;
+}
+
+uint32_t pno_dp_frame_room(void)
+{
+	return RTE_MBUF_DEFAULT_BUF_SIZE - RTE_PKTMBUF_HEADROOM;
+}
+
+int pno_dp_port_by_name(const char *name)
+{
+	uint16_t port;
+	if (rte_eth_dev_get_port_by_name(name, &port) != 0)
+		return fail(-1, "no DPDK port named %s", name);
+	return port;
+}
+
+int pno_dp_port_start(uint16_t port, uint16_t n_queues, uint16_t ring_size)
+{
+	struct rte_eth_conf conf;
+	struct rte_eth_dev_info info;
+	int ret;
+
+	if (pool == NULL)
+		return fail(-1, "port %u start: create the mbuf pool first", port);
+	if (n_queues == 0 || n_queues > PNO_DP_MAX_QUEUES)
+		return fail(-1, "port %u start: %u queues (1..%u allowed)", port, n_queues,
+			    PNO_DP_MAX_QUEUES);
+	ret = rte_eth_dev_info_get(port, &info);
+	if (ret != 0)
+		return fail(ret, "rte_eth_dev_info_get(port %u): %s", port, rte_strerror(-ret));
+	if (n_queues > info.max_rx_queues || n_queues > info.max_tx_queues)
+		return fail(-1, "port %u has %u rx / %u tx queues; %u asked", port,
+			    info.max_rx_queues, info.max_tx_queues, n_queues);
+	memset(&conf, 0, sizeof(conf));
+	ret = rte_eth_dev_configure(port, n_queues, n_queues, &conf);
+	if (ret != 0)
+		return fail(ret, "rte_eth_dev_configure(port %u): %s", port, rte_strerror(-ret));
+	uint16_t nb_rxd = ring_size, nb_txd = ring_size;
+	ret = rte_eth_dev_adjust_nb_rx_tx_desc(port, &nb_rxd, &nb_txd);
+	if (ret != 0)
+		return fail(ret, "rte_eth_dev_adjust_nb_rx_tx_desc(port %u): %s", port,
+			    rte_strerror(-ret));
+	for (uint16_t q = 0; q < n_queues; q++) {
+		ret = rte_eth_rx_queue_setup(port, q, nb_rxd, rte_eth_dev_socket_id(port), NULL,
+					     pool);
+		if (ret != 0)
+			return fail(ret, "rte_eth_rx_queue_setup(port %u, queue %u): %s", port, q,
+				    rte_strerror(-ret));
+		ret = rte_eth_tx_queue_setup(port, q, nb_txd, rte_eth_dev_socket_id(port), NULL);
+		if (ret != 0)
+			return fail(ret, "rte_eth_tx_queue_setup(port %u, queue %u): %s", port, q,
+				    rte_strerror(-ret));
+	}
+	ret = rte_eth_dev_start(port);
+	if (ret != 0)
+		return fail(ret, "rte_eth_dev_start(port %u): %s", port, rte_strerror(-ret));
+	ret = rte_eth_promiscuous_disable(port);
+	if (ret != 0 && ret != -ENOTSUP)
+		return fail(ret, "rte_eth_promiscuous_disable(port %u): %s", port,
+			    rte_strerror(-ret));
+	return 0;
+}
+
+void *pno_dp_rx_meta(uint16_t queue)
+{
+	return queue < PNO_DP_MAX_QUEUES ? queues[queue].rx_meta : NULL;
+}
+
+void *pno_dp_tx_meta(uint16_t queue)
+{
+	return queue < PNO_DP_MAX_QUEUES ? queues[queue].tx_meta : NULL;
+}
+
+static inline uint32_t data_offset(const struct rte_mbuf *m)
+{
+	return (uint32_t)((uintptr_t)m->buf_addr + m->data_off - pool_base);
+}
+
+uint32_t pno_dp_rx_burst(uint16_t port, uint16_t queue)
+{
+	struct pno_dp_queue *q = &queues[queue & (PNO_DP_MAX_QUEUES - 1)];
+	if (q->rx_count != 0) {
+		rte_pktmbuf_free_bulk(q->rx, q->rx_count);
+		q->rx_count = 0;
+	}
+	uint16_t n = rte_eth_rx_burst(port, queue, q->rx, PNO_DP_BURST);
+	for (uint16_t i = 0; i < n; i++) {
+		struct rte_mbuf *m = q->rx[i];
+		/* Chained mbufs would not be one contiguous view: hand over the first segment only
+		 * with its real length, so the parser sees a truncated frame and drops it. */
+		q->rx_meta[2 * i] = data_offset(m);
+		q->rx_meta[2 * i + 1] = m->nb_segs == 1 ? m->data_len : 0;
+	}
+	q->rx_count = n;
+	return n;
+}
+
+uint32_t pno_dp_tx_reserve(uint16_t queue, uint32_t want)
+{
+	struct pno_dp_queue *q = &queues[queue & (PNO_DP_MAX_QUEUES - 1)];
+	if (want > PNO_DP_BURST)
+		want = PNO_DP_BURST;
+	if (q->tx_reserved < want) {
+		uint16_t more = want - q->tx_reserved;
+		if (rte_pktmbuf_alloc_bulk(pool, q->tx + q->tx_reserved, more) == 0) {
+			for (uint16_t i = q->tx_reserved; i < want; i++) {
+				q->tx_meta[2 * i] = data_offset(q->tx[i]);
+				q->tx_meta[2 * i + 1] = 0;
+			}
+			q->tx_reserved = want;
+		}
+	}
+	return q->tx_reserved;
+}
+
+uint32_t pno_dp_tx_flush(uint16_t port, uint16_t queue, uint32_t count)
+{
+	struct pno_dp_queue *q = &queues[queue & (PNO_DP_MAX_QUEUES - 1)];
+	if (count > q->tx_reserved)
+		count = q->tx_reserved;
+	uint32_t room = pno_dp_frame_room();
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t len = q->tx_meta[2 * i + 1];
+		struct rte_mbuf *m = q->tx[i];
+		m->data_len = (uint16_t)(len > room ? room : len);
+		m->pkt_len = m->data_len;
+	}
+	uint16_t sent = count ? rte_eth_tx_burst(port, queue, q->tx, (uint16_t)count) : 0;
+	if (sent < count) {
+		rte_pktmbuf_free_bulk(q->tx + sent, count - sent);
+		q->tx_dropped += count - sent;
+	}
+	/* Keep the unused reservations for the next burst, moved to the front. */
+	uint32_t left = q->tx_reserved - count;
+	for (uint32_t i = 0; i < left; i++) {
+		q->tx[i] = q->tx[count + i];
+		q->tx_meta[2 * i] = q->tx_meta[2 * (count + i)];
+		q->tx_meta[2 * i + 1] = 0;
+	}
+	q->tx_reserved = (uint16_t)left;
+	return sent;
+}
+
+int pno_dp_stats(uint16_t port, uint64_t *out)
+{
+	struct rte_eth_stats s;
+	int ret = rte_eth_stats_get(port, &s);
+	if (ret != 0)
+		return fail(ret, "rte_eth_stats_get(port %u): %s", port, rte_strerror(-ret));
+	uint64_t tx_dropped = 0;
+	for (int i = 0; i < PNO_DP_MAX_QUEUES; i++)
+		tx_dropped += queues[i].tx_dropped;
+	out[0] = s.ipackets;
+	out[1] = s.opackets;
+	out[2] = s.ibytes;
+	out[3] = s.obytes;
+	out[4] = s.imissed;
+	out[5] = s.ierrors;
+	out[6] = s.oerrors;
+	out[7] = s.rx_nombuf;
+	out[8] = tx_dropped;
+	out[9] = rte_mempool_avail_count(pool);
+	return 0;
+}
+
+int pno_dp_mac(uint16_t port, uint8_t *out)
+{
+	struct rte_ether_addr addr;
+	int ret = rte_eth_macaddr_get(port, &addr);
+	if (ret != 0)
+		return fail(ret, "rte_eth_macaddr_get(port %u): %s", port, rte_strerror(-ret));
+	memcpy(out, addr.addr_bytes, RTE_ETHER_ADDR_LEN);
+	return 0;
+}
+
+int pno_dp_link(uint16_t port, uint32_t *out)
+{
+	struct rte_eth_link link;
+	int ret = rte_eth_link_get_nowait(port, &link);
+	if (ret != 0)
+		return fail(ret, "rte_eth_link_get_nowait(port %u): %s", port, rte_strerror(-ret));
+	out[0] = link.link_speed;
+	out[1] = link.link_status;
+	out[2] = link.link_duplex;
+	return 0;
+}
+
+int pno_dp_shutdown(uint16_t port)
+{
+	for (int i = 0; i < PNO_DP_MAX_QUEUES; i++) {
+		struct pno_dp_queue *q = &queues[i];
+		if (q->rx_count)
+			rte_pktmbuf_free_bulk(q->rx, q->rx_count);
+		if (q->tx_reserved)
+			rte_pktmbuf_free_bulk(q->tx, q->tx_reserved);
+		q->rx_count = q->tx_reserved = 0;
+	}
+	int ret = rte_eth_dev_stop(port);
+	if (ret != 0)
+		return fail(ret, "rte_eth_dev_stop(port %u): %s", port, rte_strerror(-ret));
+	rte_eth_dev_close(port);
+	ret = rte_eal_cleanup();
+	if (ret != 0)
+		return fail(ret, "rte_eal_cleanup: %s", rte_strerror(-ret));
+	return 0;
+}

@@ -1,0 +1,27 @@
+/* libpno_dp: the bridge's DPDK data plane. The typed dlopen table is ffi/dp.ts. */
+#ifndef PNO_DP_H
+#define PNO_DP_H
+#include <stdint.h>
+
+#define PNO_DP_BURST 64
+#define PNO_DP_MAX_QUEUES 8 /* a power of two: queue ids are masked with it */
+
+const char *pno_dp_last_error(void);
+int pno_dp_eal_init(const char *args, uint32_t len);
+int pno_dp_pool_create(uint32_t n_mbufs);
+void *pno_dp_pool_base(void);
+uint64_t pno_dp_pool_size(void);
+uint32_t pno_dp_frame_room(void);
+int pno_dp_port_by_name(const char *name);
+int pno_dp_port_start(uint16_t port, uint16_t n_queues, uint16_t ring_size);
+void *pno_dp_rx_meta(uint16_t queue);
+void *pno_dp_tx_meta(uint16_t queue);
+uint32_t pno_dp_rx_burst(uint16_t port, uint16_t queue);
+uint32_t pno_dp_tx_reserve(uint16_t queue, uint32_t want);
+uint32_t pno_dp_tx_flush(uint16_t port, uint16_t queue, uint32_t count);
+int pno_dp_stats(uint16_t port, uint64_t *out);
+int pno_dp_mac(uint16_t port, uint8_t *out);
+int pno_dp_link(uint16_t port, uint32_t *out);
+int pno_dp_shutdown(uint16_t port);
+
+#endif

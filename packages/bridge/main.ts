@@ -1,0 +1,80 @@
+/**
+ * `pno bridge`: runs the NIC-side bridge in the foreground until SIGINT or SIGTERM.
+ *
+ * Prints one JSON line when ready ({"event":"ready",...}) and one with the final counters
+ * when stopped, so scripts and tests can follow it.
+ *
+ * @module
+ */
+import { parseArgs } from "@std/cli";
+import { startBridge } from "./bridge.ts";
+import { statsApp } from "./stats_server.ts";
+
+export const BRIDGE_HELP = `pno bridge: run the NIC-side bridge (DPDK port, TCP/IP engine) in the foreground
+
+Usage: pno bridge [options]
+
+Options:
+  --iface NAME        interface DPDK drives via net_af_packet   (default: pno1)
+  --address CIDR      the bridge's IPv4 address                  (default: 10.88.0.2/24)
+  --stats-port N      serve GET /stats on 127.0.0.1:N, 0 = any   (default: 7081)
+  --file-prefix NAME  DPDK EAL file prefix, unique per bridge    (default: pno-bridge-PID)
+  -h, --help          show this help
+
+Stops cleanly on SIGINT or SIGTERM. Run \`pno wire up\` first to create pno1.`;
+
+/** Runs the bridge CLI with `args`; resolves with the exit code. */
+export async function bridgeMain(args: string[]): Promise<number> {
+  const flags = parseArgs(args, {
+    string: ["iface", "address", "stats-port", "file-prefix"],
+    boolean: ["help"],
+    alias: { h: "help" },
+    default: { iface: "pno1", address: "10.88.0.2/24", "stats-port": "7081" },
+    unknown: (arg: string) => {
+      throw new Error(`unknown option ${arg}; see pno bridge --help`);
+    },
+  });
+  if (flags.help) {
+    console.log(BRIDGE_HELP);
+    return 0;
+  }
+  const bridge = startBridge({
+    iface: flags.iface,
+    address: flags.address,
+    filePrefix: flags["file-prefix"],
+  });
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: Number(flags["stats-port"]),
+    onListen: () => {},
+  }, statsApp(bridge).fetch);
+  const stop = () => void bridge.stop();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  const { mac, address } = bridge.stats();
+  console.log(JSON.stringify({
+    event: "ready",
+    pid: Deno.pid,
+    iface: flags.iface,
+    mac,
+    address,
+    stats: `http://127.0.0.1:${server.addr.port}/stats`,
+  }));
+  await bridge.done;
+  const final = bridge.stats();
+  await bridge.stop();
+  await server.shutdown();
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  console.log(JSON.stringify({ event: "stopped", stats: final }));
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await bridgeMain(Deno.args));
+  } catch (err) {
+    console.error(`pno bridge: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+}

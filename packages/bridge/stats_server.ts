@@ -1,0 +1,15 @@
+/**
+ * The bridge's own stats endpoint (Hono), on loopback: GET /stats returns every counter.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import type { Bridge } from "./bridge.ts";
+
+/** The stats app for one bridge. */
+export function statsApp(bridge: Bridge): Hono {
+  const app = new Hono();
+  app.get("/stats", (c) => c.json(bridge.stats()));
+  app.get("/healthz", (c) => c.text("ok"));
+  return app;
+}

@@ -1,0 +1,62 @@
+/**
+ * ICMPv4 (RFC 792): a checked view and the echo reply written in place of a request.
+ *
+ * @module
+ */
+import { checksumAdd, checksumFinish } from "./checksum.ts";
+
+export const ICMP_ECHO_REPLY = 0;
+export const ICMP_DEST_UNREACHABLE = 3;
+export const ICMP_ECHO_REQUEST = 8;
+/** Smallest ICMP message: type, code, checksum and four bytes of rest-of-header. */
+export const ICMP_HEADER_LEN = 8;
+
+/** A reusable, checked view of an ICMP message. */
+export class IcmpMessage {
+  buf: Uint8Array = new Uint8Array(0);
+  offset = 0;
+  length = 0;
+
+  /** False when the message is too short or its checksum is wrong. */
+  wrap(buf: Uint8Array, off: number, len: number): boolean {
+    this.buf = buf;
+    this.offset = off;
+    this.length = len;
+    if (len < ICMP_HEADER_LEN || off + len > buf.length) return false;
+    return checksumFinish(checksumAdd(0, buf, off, len)) === 0;
+  }
+
+  get type(): number {
+    return this.buf[this.offset];
+  }
+
+  get code(): number {
+    return this.buf[this.offset + 1];
+  }
+
+  get echoIdent(): number {
+    return (this.buf[this.offset + 4] << 8) | this.buf[this.offset + 5];
+  }
+
+  get echoSequence(): number {
+    return (this.buf[this.offset + 6] << 8) | this.buf[this.offset + 7];
+  }
+}
+
+/**
+ * Writes an echo reply at `off` that answers the request `req` (same identifier, sequence and
+ * data). `buf` and `req.buf` may be different memory: the request is read, the reply written.
+ * Returns the reply's length.
+ */
+export function emitEchoReply(buf: Uint8Array, off: number, req: IcmpMessage): number {
+  const len = req.length;
+  buf.set(req.buf.subarray(req.offset, req.offset + len), off);
+  buf[off] = ICMP_ECHO_REPLY;
+  buf[off + 1] = 0;
+  buf[off + 2] = 0;
+  buf[off + 3] = 0;
+  const sum = checksumFinish(checksumAdd(0, buf, off, len));
+  buf[off + 2] = sum >> 8;
+  buf[off + 3] = sum & 0xff;
+  return len;
+}
