@@ -51,7 +51,7 @@ export class ArpCache {
         slot = i;
         break;
       }
-      if (slot < 0 || this.expires[i] < this.expires[oldest]) oldest = i;
+      if (this.expires[i] < this.expires[oldest]) oldest = i;
     }
     if (slot < 0) slot = oldest;
     this.ips[slot] = ip;

@@ -50,7 +50,8 @@ export class IcmpMessage {
  */
 export function emitEchoReply(buf: Uint8Array, off: number, req: IcmpMessage): number {
   const len = req.length;
-  buf.set(req.buf.subarray(req.offset, req.offset + len), off);
+  const src = req.buf, from = req.offset;
+  for (let i = 0; i < len; i++) buf[off + i] = src[from + i];
   buf[off] = ICMP_ECHO_REPLY;
   buf[off + 1] = 0;
   buf[off + 2] = 0;
