@@ -5,7 +5,8 @@
  * @module
  */
 import { bridgeMain } from "../packages/bridge/main.ts";
-import { testMain } from "./test.ts";
+import { demoMain } from "./demo.ts";
+import { testMain } from "./run_tests.ts";
 import { wireMain } from "./wire.ts";
 
 const HELP = `pno: Plug & Offload, the TCP stack of unmodified Linux servers on a SmartNIC
@@ -13,12 +14,14 @@ const HELP = `pno: Plug & Offload, the TCP stack of unmodified Linux servers on 
 Usage: pno <command> [options]     (pno <command> --help for each)
 
 Commands:
+  demo           the end-to-end demo: wire, bridge, a kernel client, counters, teardown
   wire up|down   create or remove the emulated wire (namespace pno-client, veths, twin link)
   bridge         run the NIC-side bridge (DPDK on pno1, 10.88.0.2) in the foreground
   test           run every test (unit and integration); ends with "N passed, N failed"
   help           this text`;
 
 const commands: Record<string, (args: string[]) => Promise<number>> = {
+  demo: demoMain,
   wire: wireMain,
   bridge: bridgeMain,
   test: testMain,

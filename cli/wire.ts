@@ -72,7 +72,11 @@ export function testWire(tag: string, subnet: number, twin = false): WireConfig 
 
 /** Runs a command; throws with its stderr when it fails. */
 export async function sh(cmd: string[], allowFail = false): Promise<string> {
-  const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
+  const out = await new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    stdout: "piped",
+    stderr: "piped",
+  })
     .output();
   if (!out.success && !allowFail) {
     throw new Error(`${cmd.join(" ")} failed: ${new TextDecoder().decode(out.stderr).trim()}`);
@@ -134,7 +138,9 @@ export async function impair(w: WireConfig, imp: Impairments): Promise<void> {
   for (const dev of [w.client, ...(w.twin ? [w.twin.client] : [])]) {
     await sh(inNs(w, "tc", "qdisc", "del", "dev", dev, "root"), true);
     if (args.length > 0) {
-      await sh(inNs(w, "tc", "qdisc", "add", "dev", dev, "root", "netem", "limit", "100000", ...args));
+      await sh(
+        inNs(w, "tc", "qdisc", "add", "dev", dev, "root", "netem", "limit", "100000", ...args),
+      );
     }
   }
 }
@@ -181,8 +187,10 @@ export async function wireMain(args: string[]): Promise<number> {
       reorderPercent: Number(flags.reorder ?? 0),
       duplicatePercent: Number(flags.duplicate ?? 0),
     });
-    console.log("wire up: pno-client/pno0 10.88.0.1/24 <-> pno1 (bridge, 10.88.0.2); " +
-      "twin pno-client/pnok0 10.89.0.1/24 <-> pnok1 10.89.0.2/24");
+    console.log(
+      "wire up: pno-client/pno0 10.88.0.1/24 <-> pno1 (bridge, 10.88.0.2); " +
+        "twin pno-client/pnok0 10.89.0.1/24 <-> pnok1 10.89.0.2/24",
+    );
     return 0;
   }
   if (action === "down") {

@@ -10,7 +10,7 @@
 import { openDp } from "../../ffi/dp.ts";
 import { Interface } from "./iface.ts";
 import { type DpdkPort, startDpdkPort } from "./phy/dpdk_port.ts";
-import { LoopCounters, PollLoop } from "./poll_loop.ts";
+import { type LoopCounters, PollLoop } from "./poll_loop.ts";
 import { formatMac } from "./wire/ethernet.ts";
 import { formatIpv4, parseCidr } from "./wire/ipv4.ts";
 

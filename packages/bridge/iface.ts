@@ -68,7 +68,7 @@ export class InterfaceCounters {
   dropNotForUs = 0;
   dropUnknownEtherType = 0;
   dropBadArp = 0;
-  dropIpv4 = new Float64Array(IPV4_ERROR_NAMES.length);
+  dropIpv4: Float64Array = new Float64Array(IPV4_ERROR_NAMES.length);
   dropNotOurAddress = 0;
   dropBadIcmp = 0;
   dropIcmpUnhandled = 0;
@@ -185,8 +185,24 @@ export class Interface {
       return;
     }
     const tx = this.device.txBuf;
-    const at = emitEthernet(tx, frame, arp.buf, arp.senderMacOffset, this.config.mac, ETHERTYPE_ARP);
-    emitArp(tx, at, ARP_REPLY, this.config.mac, this.config.ip, arp.buf, arp.senderMacOffset, sender);
+    const at = emitEthernet(
+      tx,
+      frame,
+      arp.buf,
+      arp.senderMacOffset,
+      this.config.mac,
+      ETHERTYPE_ARP,
+    );
+    emitArp(
+      tx,
+      at,
+      ARP_REPLY,
+      this.config.mac,
+      this.config.ip,
+      arp.buf,
+      arp.senderMacOffset,
+      sender,
+    );
     this.commitFrame(frame, ETHERNET_HEADER_LEN + ARP_LEN);
     c.arpRepliesOut++;
   }
@@ -266,7 +282,13 @@ export class Interface {
    * next hop, writes the Ethernet and IPv4 headers, and queues the frame. Returns false
    * (counted) when the neighbour is not known yet; an ARP request is then sent instead.
    */
-  sendIp(src: number, dst: number, protocol: number, payloadLength: number, nowMs: number): boolean {
+  sendIp(
+    src: number,
+    dst: number,
+    protocol: number,
+    payloadLength: number,
+    nowMs: number,
+  ): boolean {
     const frame = this.txFrame;
     if (frame < 0) return false;
     this.txFrame = -1;

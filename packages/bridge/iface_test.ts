@@ -2,7 +2,13 @@ import { assert, assertEquals } from "@std/assert";
 import { Interface } from "./iface.ts";
 import { MemoryDevice } from "./phy/mem_device.ts";
 import { ARP_REPLY, ArpPacket } from "./wire/arp.ts";
-import { EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4, formatMac, parseMac } from "./wire/ethernet.ts";
+import {
+  EthernetFrame,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  formatMac,
+  parseMac,
+} from "./wire/ethernet.ts";
 import { ICMP_ECHO_REPLY, IcmpMessage } from "./wire/icmp.ts";
 import { formatIpv4, Ipv4Error, Ipv4Packet, parseIpv4 } from "./wire/ipv4.ts";
 import { ARP_REQUEST_FRAME, ECHO_REQUEST_FRAME } from "./wire/_frames_test_data.ts";

@@ -10,7 +10,8 @@ import { parseArgs } from "@std/cli";
 import { startBridge } from "./bridge.ts";
 import { statsApp } from "./stats_server.ts";
 
-export const BRIDGE_HELP = `pno bridge: run the NIC-side bridge (DPDK port, TCP/IP engine) in the foreground
+export const BRIDGE_HELP =
+  `pno bridge: run the NIC-side bridge (DPDK port, TCP/IP engine) in the foreground
 
 Usage: pno bridge [options]
 

@@ -28,7 +28,12 @@ export class UdpDatagram {
     this.length = declared;
     const wire = (buf[off + 6] << 8) | buf[off + 7];
     if (wire === 0) return true; // the sender did not compute one (allowed over IPv4)
-    const sum = checksumAdd(checksumAddPseudoV4(0, src, dst, IP_PROTO_UDP, declared), buf, off, declared);
+    const sum = checksumAdd(
+      checksumAddPseudoV4(0, src, dst, IP_PROTO_UDP, declared),
+      buf,
+      off,
+      declared,
+    );
     return checksumFinish(sum) === 0;
   }
 

@@ -6,7 +6,8 @@
  */
 import { parseArgs } from "@std/cli";
 
-export const TEST_HELP = `pno test: run the tests (unit tests, then integration tests on the veth wire)
+export const TEST_HELP =
+  `pno test: run the tests (unit tests, then integration tests on the veth wire)
 
 Usage: pno test [--unit | --integration] [--filter TEXT] [PATH...]
 
@@ -45,7 +46,7 @@ export async function testMain(args: string[]): Promise<number> {
   if (paths.length === 0) {
     if (!flags.integration) paths.push("packages/", "ffi/", "cli/");
     if (!flags.unit) paths.push("tests/");
-    paths = paths.filter((p) => {
+    paths = paths.filter((p: string) => {
       try {
         Deno.statSync(root + p);
         return true;

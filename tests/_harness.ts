@@ -1,0 +1,75 @@
+/**
+ * Integration-test plumbing: a bridge process on a test wire, raw frame injection from the
+ * client namespace, CPU accounting from /proc. Everything a test starts it ends by PID, and
+ * `finally` blocks remove the namespaces even when an assertion fails.
+ *
+ * @module
+ */
+import { BridgeProcess } from "../cli/bridge_process.ts";
+import { inNs, sh, testWire, type WireConfig, wireDown, wireUp } from "../cli/wire.ts";
+
+export { BridgeProcess };
+
+/** Runs `body` with a fresh wire and a bridge on it; tears both down whatever happens. */
+export async function withBridge(
+  tag: string,
+  subnet: number,
+  body: (w: WireConfig, bridge: BridgeProcess) => Promise<void>,
+  bridgeArgs: string[] = [],
+): Promise<void> {
+  const w = testWire(tag, subnet);
+  let bridge: BridgeProcess | null = null;
+  try {
+    await wireUp(w);
+    bridge = await BridgeProcess.start(w, bridgeArgs);
+    await body(w, bridge);
+  } finally {
+    if (bridge) await bridge.stop();
+    await wireDown(w);
+  }
+}
+
+/** Sends raw Ethernet frames out of the client's veth end (an AF_PACKET socket via python3). */
+export async function sendRawFrames(w: WireConfig, frames: Uint8Array[]): Promise<void> {
+  const hexFrames = frames.map((f) =>
+    Array.from(f, (b) => b.toString(16).padStart(2, "0")).join("")
+  );
+  const script = [
+    "import socket, sys",
+    "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)",
+    `s.bind((${JSON.stringify(w.client)}, 0))`,
+    "for line in sys.stdin.read().split():",
+    "    s.send(bytes.fromhex(line))",
+  ].join("\n");
+  const child = new Deno.Command("ip", {
+    args: inNs(w, "python3", "-c", script).slice(1),
+    stdin: "piped",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(hexFrames.join("\n")));
+  await writer.close();
+  const out = await child.output();
+  if (!out.success) throw new Error(`raw send failed: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+/** Pings from the client namespace; returns the number of replies. */
+export async function ping(w: WireConfig, dst: string, count: number): Promise<number> {
+  const out = await sh(inNs(w, "ping", "-c", String(count), "-i", "0.05", "-W", "2", dst), true);
+  const m = out.match(/(\d+) received/);
+  return m ? Number(m[1]) : 0;
+}
+
+/** CPU time (user + system) of a process in seconds, from /proc/PID/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14 and 15 of stat(5) (utime, stime) are at 11 and 12 after the command name.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The host-order address of "a.b.c.d/len". */
+export function addressOf(cidr: string): string {
+  return cidr.split("/")[0];
+}
