@@ -14,7 +14,10 @@ import {
   validateHeader,
   writeRegionHeader,
 } from "./layout.ts";
-import { offsetOf } from "./_schema.ts";
+import { fieldSize, offsetOf } from "./_schema.ts";
+import { DESCRIPTOR_STRUCTS } from "./descriptors.ts";
+import { generateHeader, HEADER_PATH } from "./gen_header.ts";
+import { LAYOUT_STRUCTS } from "./layout.ts";
 
 export const TEST_PARAMS = {
   maxThreads: 3,
@@ -83,4 +86,41 @@ Deno.test("layout: bad magic, version mismatch and torn headers give clear error
   assertMatch(validateHeader(mem, mem.byteLength)!, /torn header/);
 
   assertMatch(validateHeader(new ArrayBuffer(16), 16)!, /smaller than its header/);
+});
+
+Deno.test("layout: the committed C header equals freshly generated output", async () => {
+  const committed = await Deno.readTextFile(new URL("../../" + HEADER_PATH, import.meta.url));
+  assertEquals(committed, generateHeader(), "run `deno task gen` and commit the header");
+});
+
+Deno.test("layout: cc agrees with layout.ts and descriptors.ts on every size and offset", async () => {
+  const structs = [...LAYOUT_STRUCTS, ...DESCRIPTOR_STRUCTS];
+  const lines = [`#include <stdio.h>`, `#include "pno_rings.h"`, `int main(void) {`];
+  const expected: string[] = [];
+  for (const s of structs) {
+    lines.push(`\tprintf("%s %zu\\n", "${s.name}", sizeof(struct ${s.name}));`);
+    expected.push(`${s.name} ${s.size}`);
+    for (const f of s.fields) {
+      const probe = `((struct ${s.name} *)0)->${f.name}`;
+      lines.push(
+        `\tprintf("%s.%s %zu %zu\\n", "${s.name}", "${f.name}", ` +
+          `offsetof(struct ${s.name}, ${f.name}), sizeof(${probe}));`,
+      );
+      expected.push(`${s.name}.${f.name} ${f.offset} ${fieldSize(f)}`);
+    }
+  }
+  lines.push(`\treturn 0;`, `}`);
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/offsets.c`, lines.join("\n"));
+    const include = new URL("../../ffi/include", import.meta.url).pathname;
+    const cc = await new Deno.Command("cc", {
+      args: ["-std=c11", "-Wall", "-Werror", `-I${include}`, `${dir}/offsets.c`, "-o", `${dir}/o`],
+    }).output();
+    assertEquals(cc.code, 0, new TextDecoder().decode(cc.stderr));
+    const run = await new Deno.Command(`${dir}/o`).output();
+    assertEquals(new TextDecoder().decode(run.stdout).trim().split("\n"), expected);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
