@@ -4,8 +4,8 @@
  * @example
  * ```ts ignore
  * import { startBridge } from "./mod.ts";
- * const bridge = startBridge({ iface: "pno1", address: "10.88.0.2/24" });
- * console.log(bridge.stats().iface.icmpEchoIn);
+ * const bridge = await startBridge({ iface: "pno1", address: "10.88.0.2/24" });
+ * console.log((await bridge.stats()).iface.icmpEchoIn);
  * await bridge.stop();
  * ```
  * @module

@@ -1,16 +1,17 @@
 /**
  * The bridge: the NIC-side process that owns the DPDK port and serves the wire.
  *
- * Start-up is DPDK's plain order (EAL, pool, port, queues), then one interface per queue and
- * the poll loop. `startBridge` returns a handle whose `stop()` ends the loop and releases the
- * port, so the same code runs under the CLI, the tests and `mod.ts`.
+ * Start-up is DPDK's plain order (EAL, pool, port with one queue pair per worker), then one
+ * QueueStack per queue: in this thread for a single queue, in Deno workers otherwise (af_packet
+ * fanout spreads flows over the queues by hash, as RSS would on a NIC). `startBridge` returns a
+ * handle whose `stop()` ends every loop and releases the port, so the same code runs under the
+ * CLI, the tests and `mod.ts`.
  *
  * @module
  */
 import { openDp } from "../../ffi/dp.ts";
-import { Interface } from "./iface.ts";
-import { type DpdkPort, startDpdkPort } from "./phy/dpdk_port.ts";
-import { type LoopCounters, PollLoop } from "./poll_loop.ts";
+import { type DpdkPort, type PortStats, startDpdkPort } from "./phy/dpdk_port.ts";
+import { QueueStack, type QueueStackConfig, type QueueStats } from "./queue_stack.ts";
 import { formatMac } from "./wire/ethernet.ts";
 import { formatIpv4, parseCidr } from "./wire/ipv4.ts";
 
@@ -20,70 +21,158 @@ export interface BridgeOptions {
   iface: string;
   /** The bridge's address with its prefix, e.g. 10.88.0.2/24. */
   address: string;
+  /** Queue pairs, one engine each; more than one runs them in Deno workers. */
+  workers?: number;
   /** EAL --file-prefix; unique per running bridge. */
   filePrefix?: string;
+}
+
+/** The bridge's counters as reported by /stats: totals and each queue's own. */
+export interface BridgeStats {
+  mac: string;
+  address: string;
+  workers: number;
+  port: PortStats;
+  /** Interface counters summed over the queues. */
+  iface: Record<string, number | Record<string, number>>;
+  queues: QueueStats[];
 }
 
 /** A running bridge. */
 export interface Bridge {
   readonly port: DpdkPort;
-  readonly iface: Interface;
-  readonly loop: PollLoop;
-  /** Resolves when the loop has ended. */
-  readonly done: Promise<void>;
   /** Everything countable, as plain data. */
-  stats(): BridgeStats;
-  /** Ends the loop and releases the port and EAL. */
+  stats(): Promise<BridgeStats>;
+  /** Ends the loops and releases the port and EAL. */
   stop(): Promise<void>;
 }
 
-/** The bridge's counters as reported by /stats. */
-export interface BridgeStats {
-  mac: string;
-  address: string;
-  port: ReturnType<DpdkPort["stats"]>;
-  iface: ReturnType<Interface["counters"]["snapshot"]>;
-  loop: LoopCounters;
-  neighbours: number;
+/** How the bridge reaches one queue's stack, wherever it runs. */
+interface QueueHandle {
+  stats(): Promise<QueueStats>;
+  stop(): Promise<void>;
 }
 
-/** Brings the bridge up and starts its poll loop. */
-export function startBridge(opts: BridgeOptions): Bridge {
+/** Brings the bridge up and starts serving every queue. */
+export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const { addr, prefix } = parseCidr(opts.address);
+  const workers = opts.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1 || workers > 8) {
+    throw new Error(`--workers ${opts.workers}: 1 to 8 queues are supported`);
+  }
   const dp = openDp();
   const port = startDpdkPort(dp, {
     iface: opts.iface,
-    queues: 1,
+    queues: workers,
     filePrefix: opts.filePrefix ?? `pno-bridge-${Deno.pid}`,
   });
-  const device = port.queue(0);
-  const iface = new Interface(device, { mac: port.mac, ip: addr, prefix });
-  const loop = new PollLoop((now) => {
-    const n = iface.poll(now);
-    device.flush();
-    return n;
+  const config = (queue: number): QueueStackConfig => ({
+    portId: port.portId,
+    queue,
+    mac: port.mac,
+    ip: addr,
+    prefix,
   });
-  const done = loop.run();
+  let handles: QueueHandle[];
+  if (workers === 1) {
+    const stack = new QueueStack(dp, port.pool, config(0));
+    const running = stack.loop.run();
+    handles = [{
+      stats: () => Promise.resolve(stack.stats()),
+      stop: async () => {
+        stack.loop.stop();
+        await running;
+        stack.device.flush();
+      },
+    }];
+  } else {
+    try {
+      handles = await Promise.all(
+        Array.from({ length: workers }, (_, q) => startWorker(config(q))),
+      );
+    } catch (err) {
+      port.shutdown();
+      throw err;
+    }
+  }
   let stopped = false;
   return {
     port,
-    iface,
-    loop,
-    done,
-    stats: () => ({
-      mac: formatMac(port.mac),
-      address: `${formatIpv4(addr)}/${prefix}`,
-      port: port.stats(),
-      iface: iface.counters.snapshot(),
-      loop: { ...loop.counters },
-      neighbours: iface.arp.size(performance.now()),
-    }),
+    async stats() {
+      const queues = await Promise.all(handles.map((h) => h.stats()));
+      return {
+        mac: formatMac(port.mac),
+        address: `${formatIpv4(addr)}/${prefix}`,
+        workers,
+        port: port.stats(),
+        iface: sumCounters(queues.map((q) => q.iface)),
+        queues,
+      };
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
-      loop.stop();
-      await done;
+      await Promise.all(handles.map((h) => h.stop()));
       port.shutdown();
     },
   };
+}
+
+/** Starts a worker for one queue and waits until it serves. */
+function startWorker(config: QueueStackConfig): Promise<QueueHandle> {
+  const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+  // Replies come back in order per type; each request waits for the next reply of its type.
+  const waiting = new Map<string, Array<(data: Record<string, unknown>) => void>>();
+  const expect = (reply: string) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const list = waiting.get(reply) ?? [];
+      list.push(resolve);
+      waiting.set(reply, list);
+    });
+  const call = (type: string, reply: string) => {
+    const answer = expect(reply);
+    worker.postMessage({ type });
+    return answer;
+  };
+  return new Promise((resolve, reject) => {
+    worker.onmessage = (e: MessageEvent) => {
+      const data = e.data as Record<string, unknown>;
+      if (data.type === "error") {
+        reject(new Error(`worker for queue ${config.queue}: ${data.message}`));
+        return;
+      }
+      waiting.get(String(data.type))?.shift()?.(data);
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      reject(new Error(`worker for queue ${config.queue}: ${e.message}`));
+    };
+    expect("started").then(() =>
+      resolve({
+        stats: async () => (await call("stats", "stats")).stats as QueueStats,
+        stop: async () => {
+          await call("stop", "stopped");
+          worker.terminate();
+        },
+      })
+    );
+    worker.postMessage({ type: "start", config });
+  });
+}
+
+/** Adds up counter records field by field (nested records too). */
+function sumCounters(
+  records: Array<Record<string, number | Record<string, number>>>,
+): Record<string, number | Record<string, number>> {
+  const out: Record<string, number | Record<string, number>> = {};
+  for (const r of records) {
+    for (const [key, value] of Object.entries(r)) {
+      if (typeof value === "number") out[key] = ((out[key] as number) ?? 0) + value;
+      else {out[key] = sumCounters([(out[key] as Record<string, number>) ?? {}, value]) as Record<
+          string,
+          number
+        >;}
+    }
+  }
+  return out;
 }

@@ -19,6 +19,7 @@ Options:
   --iface NAME        interface DPDK drives via net_af_packet   (default: pno1)
   --address CIDR      the bridge's IPv4 address                  (default: 10.88.0.2/24)
   --stats-port N      serve GET /stats on 127.0.0.1:N, 0 = any   (default: 7081)
+  --workers N         queue pairs, one engine (Deno worker) each (default: 1)
   --file-prefix NAME  DPDK EAL file prefix, unique per bridge    (default: pno-bridge-PID)
   -h, --help          show this help
 
@@ -27,10 +28,10 @@ Stops cleanly on SIGINT or SIGTERM. Run \`pno wire up\` first to create pno1.`;
 /** Runs the bridge CLI with `args`; resolves with the exit code. */
 export async function bridgeMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    string: ["iface", "address", "stats-port", "file-prefix"],
+    string: ["iface", "address", "stats-port", "file-prefix", "workers"],
     boolean: ["help"],
     alias: { h: "help" },
-    default: { iface: "pno1", address: "10.88.0.2/24", "stats-port": "7081" },
+    default: { iface: "pno1", address: "10.88.0.2/24", "stats-port": "7081", workers: "1" },
     unknown: (arg: string) => {
       throw new Error(`unknown option ${arg}; see pno bridge --help`);
     },
@@ -39,9 +40,10 @@ export async function bridgeMain(args: string[]): Promise<number> {
     console.log(BRIDGE_HELP);
     return 0;
   }
-  const bridge = startBridge({
+  const bridge = await startBridge({
     iface: flags.iface,
     address: flags.address,
+    workers: Number(flags.workers),
     filePrefix: flags["file-prefix"],
   });
   const server = Deno.serve({
@@ -49,20 +51,22 @@ export async function bridgeMain(args: string[]): Promise<number> {
     port: Number(flags["stats-port"]),
     onListen: () => {},
   }, statsApp(bridge).fetch);
-  const stop = () => void bridge.stop();
+  let stop = () => {};
+  const stopped = new Promise<void>((resolve) => stop = resolve);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  const { mac, address } = bridge.stats();
+  const { mac, address, workers } = await bridge.stats();
   console.log(JSON.stringify({
     event: "ready",
     pid: Deno.pid,
     iface: flags.iface,
     mac,
     address,
+    workers,
     stats: `http://127.0.0.1:${server.addr.port}/stats`,
   }));
-  await bridge.done;
-  const final = bridge.stats();
+  await stopped;
+  const final = await bridge.stats();
   await bridge.stop();
   await server.shutdown();
   Deno.removeSignalListener("SIGINT", stop);

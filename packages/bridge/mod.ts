@@ -9,4 +9,5 @@ export { ArpCache } from "./arp_cache.ts";
 export type { FrameDevice } from "./phy/device.ts";
 export { MemoryDevice } from "./phy/mem_device.ts";
 export { PollLoop } from "./poll_loop.ts";
+export { QueueStack, type QueueStats } from "./queue_stack.ts";
 export { statsApp } from "./stats_server.ts";

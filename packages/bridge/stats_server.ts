@@ -9,7 +9,7 @@ import type { Bridge } from "./bridge.ts";
 /** The stats app for one bridge. */
 export function statsApp(bridge: Bridge): Hono {
   const app = new Hono();
-  app.get("/stats", (c) => c.json(bridge.stats()));
+  app.get("/stats", async (c) => c.json(await bridge.stats()));
   app.get("/healthz", (c) => c.text("ok"));
   return app;
 }

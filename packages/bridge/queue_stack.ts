@@ -1,0 +1,68 @@
+/**
+ * The whole stack that serves one RX/TX queue pair: device, interface and poll loop (and the
+ * TCP engine as it lands). A bridge runs one per queue: in the main thread when it has a
+ * single queue, otherwise one per Deno worker, each with its own tables and timers, so NIC
+ * cores scale without sharing state on the data path.
+ *
+ * @module
+ */
+import type { DpLibrary } from "../../ffi/dp.ts";
+import { Interface } from "./iface.ts";
+import { DpdkQueue } from "./phy/dpdk_port.ts";
+import { PollLoop } from "./poll_loop.ts";
+
+/** What one queue's stack is told when it starts. */
+export interface QueueStackConfig {
+  portId: number;
+  queue: number;
+  mac: Uint8Array;
+  ip: number;
+  prefix: number;
+}
+
+/** Counters of one queue's stack, as plain data. */
+export interface QueueStats {
+  queue: number;
+  iface: ReturnType<Interface["counters"]["snapshot"]>;
+  loop: Record<string, number>;
+  neighbours: number;
+}
+
+export class QueueStack {
+  readonly device: DpdkQueue;
+  readonly iface: Interface;
+  readonly loop: PollLoop;
+
+  constructor(dp: DpLibrary, pool: Uint8Array, readonly config: QueueStackConfig) {
+    this.device = new DpdkQueue(dp, config.portId, config.queue, pool);
+    this.iface = new Interface(this.device, {
+      mac: config.mac,
+      ip: config.ip,
+      prefix: config.prefix,
+    });
+    this.loop = new PollLoop((now) => this.step(now));
+  }
+
+  /** One round: receive and process a burst, send what it produced. */
+  step(nowMs: number): number {
+    const n = this.iface.poll(nowMs);
+    this.device.flush();
+    return n;
+  }
+
+  stats(): QueueStats {
+    return {
+      queue: this.config.queue,
+      iface: this.iface.counters.snapshot(),
+      loop: { ...this.loop.counters },
+      neighbours: this.iface.arp.size(performance.now()),
+    };
+  }
+}
+
+/** Views the mbuf pool of an initialised libpno_dp (any thread of the process). */
+export function poolView(dp: DpLibrary): Uint8Array {
+  const base = dp.pno_dp_pool_base();
+  if (base === null) throw new Error("libpno_dp has no mbuf pool yet");
+  return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(base, Number(dp.pno_dp_pool_size())));
+}
