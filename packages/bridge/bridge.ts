@@ -25,6 +25,8 @@ export interface BridgeOptions {
   workers?: number;
   /** EAL --file-prefix; unique per running bridge. */
   filePrefix?: string;
+  /** Capture every frame to this pcap file (one file per queue: FILE.qN with workers). */
+  pcap?: string;
 }
 
 /** The bridge's counters as reported by /stats: totals and each queue's own. */
@@ -72,6 +74,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     mac: port.mac,
     ip: addr,
     prefix,
+    pcap: opts.pcap && (workers === 1 ? opts.pcap : `${opts.pcap}.q${queue}`),
   });
   let handles: QueueHandle[];
   if (workers === 1) {
@@ -82,7 +85,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       stop: async () => {
         stack.loop.stop();
         await running;
-        stack.device.flush();
+        stack.finish();
       },
     }];
   } else {

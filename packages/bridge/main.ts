@@ -20,6 +20,7 @@ Options:
   --address CIDR      the bridge's IPv4 address                  (default: 10.88.0.2/24)
   --stats-port N      serve GET /stats on 127.0.0.1:N, 0 = any   (default: 7081)
   --workers N         queue pairs, one engine (Deno worker) each (default: 1)
+  --pcap FILE         record every frame in FILE (FILE.qN per worker) for tshark
   --file-prefix NAME  DPDK EAL file prefix, unique per bridge    (default: pno-bridge-PID)
   -h, --help          show this help
 
@@ -28,7 +29,7 @@ Stops cleanly on SIGINT or SIGTERM. Run \`pno wire up\` first to create pno1.`;
 /** Runs the bridge CLI with `args`; resolves with the exit code. */
 export async function bridgeMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    string: ["iface", "address", "stats-port", "file-prefix", "workers"],
+    string: ["iface", "address", "stats-port", "file-prefix", "workers", "pcap"],
     boolean: ["help"],
     alias: { h: "help" },
     default: { iface: "pno1", address: "10.88.0.2/24", "stats-port": "7081", workers: "1" },
@@ -45,6 +46,7 @@ export async function bridgeMain(args: string[]): Promise<number> {
     address: flags.address,
     workers: Number(flags.workers),
     filePrefix: flags["file-prefix"],
+    pcap: flags.pcap,
   });
   const server = Deno.serve({
     hostname: "127.0.0.1",

@@ -8,7 +8,9 @@
  */
 import type { DpLibrary } from "../../ffi/dp.ts";
 import { Interface } from "./iface.ts";
+import type { FrameDevice } from "./phy/device.ts";
 import { DpdkQueue } from "./phy/dpdk_port.ts";
+import { PcapWriter } from "./phy/pcap_writer.ts";
 import { PollLoop } from "./poll_loop.ts";
 
 /** What one queue's stack is told when it starts. */
@@ -18,6 +20,8 @@ export interface QueueStackConfig {
   mac: Uint8Array;
   ip: number;
   prefix: number;
+  /** Record every frame of this queue in a pcap file. */
+  pcap?: string;
 }
 
 /** Counters of one queue's stack, as plain data. */
@@ -29,12 +33,15 @@ export interface QueueStats {
 }
 
 export class QueueStack {
-  readonly device: DpdkQueue;
+  readonly device: FrameDevice;
+  private readonly capture: PcapWriter | null = null;
   readonly iface: Interface;
   readonly loop: PollLoop;
 
   constructor(dp: DpLibrary, pool: Uint8Array, readonly config: QueueStackConfig) {
-    this.device = new DpdkQueue(dp, config.portId, config.queue, pool);
+    const queue = new DpdkQueue(dp, config.portId, config.queue, pool);
+    if (config.pcap) this.capture = PcapWriter.open(queue, config.pcap);
+    this.device = this.capture ?? queue;
     this.iface = new Interface(this.device, {
       mac: config.mac,
       ip: config.ip,
@@ -48,6 +55,12 @@ export class QueueStack {
     const n = this.iface.poll(nowMs);
     this.device.flush();
     return n;
+  }
+
+  /** Sends what is pending and closes the capture file, once the loop has ended. */
+  finish(): void {
+    this.device.flush();
+    this.capture?.close();
   }
 
   stats(): QueueStats {

@@ -26,7 +26,7 @@ self.onmessage = async (e: MessageEvent) => {
     } else if (msg.type === "stop") {
       stack?.loop.stop();
       await running;
-      stack?.device.flush();
+      stack?.finish();
       self.postMessage({ type: "stopped" });
     }
   } catch (err) {
