@@ -1,0 +1,321 @@
+/**
+ * The attach handshake: a region fd handed from the proxy to an application (or to the bridge)
+ * over a Unix stream socket with SCM_RIGHTS, the peer identified by SO_PEERCRED. Deno has no
+ * API for either, so this goes through libc (ffi/libc.ts) with msghdr and cmsg built by hand.
+ *
+ * Frames are `[u32 length][u8 type][payload]`, length counting type and payload:
+ *
+ * - HELLO (client): u32 layout version, u32 zero.
+ * - REGION (server): u32 version, u32 zero, u64 total size, u32 maxThreads, maxSockets,
+ *   cmdSlots, cplSlots, txBytes, rxBytes; the region fd rides along as SCM_RIGHTS.
+ * - ERROR (server): UTF-8 text, e.g. on a version mismatch.
+ *
+ * Control path only: these calls allocate freely.
+ *
+ * @module
+ */
+
+import {
+  AF_UNIX,
+  cString,
+  libc,
+  libcError,
+  MSG_CMSG_CLOEXEC,
+  MSG_NOSIGNAL,
+  SCM_RIGHTS,
+  SO_PEERCRED,
+  SOCK_CLOEXEC,
+  SOCK_STREAM,
+  SOL_SOCKET,
+} from "../../ffi/libc.ts";
+import { LAYOUT_VERSION, type RegionParams } from "./layout.ts";
+import type { Region } from "./region.ts";
+
+/** Client to server: the layout version the client speaks. */
+export const MSG_HELLO = 1;
+/** Server to client: region parameters, with the region fd attached. */
+export const MSG_REGION = 2;
+/** Server to client: why the request was refused. */
+export const MSG_ERROR = 3;
+
+const MAX_FRAME = 4096;
+const CMSG_SPACE_ONE_FD = 24; // CMSG_SPACE(sizeof(int)) on x86-64
+const CMSG_LEN_ONE_FD = 20;
+
+/** Credentials of the process on the other end, from SO_PEERCRED. */
+export interface PeerCred {
+  /** Peer process id. */
+  readonly pid: number;
+  /** Peer user id. */
+  readonly uid: number;
+  /** Peer group id. */
+  readonly gid: number;
+}
+
+/** A received frame. `fd` is -1 unless a descriptor came with it (the receiver owns it). */
+export interface Frame {
+  /** MSG_* type. */
+  readonly type: number;
+  /** Payload bytes. */
+  readonly payload: Uint8Array;
+  /** Descriptor passed with SCM_RIGHTS, or -1. */
+  readonly fd: number;
+}
+
+function address(buf: Uint8Array): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(path);
+  if (bytes.length >= 108) throw new Error(`socket path too long: ${path}`);
+  const sa = new Uint8Array(128); // >64 bytes: off-heap, so its address is stable
+  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
+  sa.set(bytes, 2);
+  return sa;
+}
+
+/** One connected control socket, either end. */
+export class ControlConn {
+  // Buffers larger than 64 bytes live off the V8 heap, so pointers to them stay valid.
+  private readonly msghdr = new Uint8Array(128);
+  private readonly iov = new Uint8Array(128);
+  private readonly cmsg = new Uint8Array(128);
+  private readonly frame = new Uint8Array(MAX_FRAME + 5);
+
+  /** `fd` is owned: `close()` closes it. */
+  constructor(readonly fd: number, readonly peer: PeerCred) {}
+
+  private prepare(dataOffset: number, len: number, controlLen: number): void {
+    const h = new DataView(this.msghdr.buffer);
+    const iov = new DataView(this.iov.buffer);
+    this.msghdr.fill(0);
+    iov.setBigUint64(0, address(this.frame) + BigInt(dataOffset), true);
+    iov.setBigUint64(8, BigInt(len), true);
+    h.setBigUint64(16, address(this.iov), true);
+    h.setBigUint64(24, 1n, true);
+    if (controlLen > 0) {
+      h.setBigUint64(32, address(this.cmsg), true);
+      h.setBigUint64(40, BigInt(controlLen), true);
+    }
+  }
+
+  /** Sends one frame, with `passFd` attached as SCM_RIGHTS when >= 0. */
+  send(type: number, payload: Uint8Array, passFd = -1): void {
+    if (payload.length > MAX_FRAME) throw new Error(`frame of ${payload.length} bytes too long`);
+    const total = 5 + payload.length;
+    const v = new DataView(this.frame.buffer);
+    v.setUint32(0, 1 + payload.length, true);
+    this.frame[4] = type;
+    this.frame.set(payload, 5);
+    let sent = 0;
+    while (sent < total) {
+      const withFd = sent === 0 && passFd >= 0;
+      this.prepare(sent, total - sent, withFd ? CMSG_SPACE_ONE_FD : 0);
+      if (withFd) {
+        const c = new DataView(this.cmsg.buffer);
+        this.cmsg.fill(0);
+        c.setBigUint64(0, BigInt(CMSG_LEN_ONE_FD), true);
+        c.setInt32(8, SOL_SOCKET, true);
+        c.setInt32(12, SCM_RIGHTS, true);
+        c.setInt32(16, passFd, true);
+      }
+      const n = Number(libc().sendmsg(this.fd, this.msghdr, MSG_NOSIGNAL));
+      if (n <= 0) throw libcError("sendmsg");
+      sent += n;
+    }
+  }
+
+  /** Receives exactly `len` bytes at `this.frame[offset..]`; returns a passed fd or -1. */
+  private async recvExact(offset: number, len: number): Promise<number> {
+    let fd = -1;
+    let got = 0;
+    while (got < len) {
+      this.prepare(offset + got, len - got, CMSG_SPACE_ONE_FD);
+      this.cmsg.fill(0);
+      const n = Number(await libc().recvmsgAsync(this.fd, this.msghdr, MSG_CMSG_CLOEXEC));
+      if (n < 0) throw new Error("recvmsg failed on the control socket");
+      if (n === 0) throw new Error("control socket closed by the peer");
+      const h = new DataView(this.msghdr.buffer);
+      const c = new DataView(this.cmsg.buffer);
+      if (
+        h.getBigUint64(40, true) >= BigInt(CMSG_LEN_ONE_FD) &&
+        c.getInt32(8, true) === SOL_SOCKET && c.getInt32(12, true) === SCM_RIGHTS
+      ) {
+        if (fd >= 0) libc().close(fd); // only one fd per frame is meaningful
+        fd = c.getInt32(16, true);
+      }
+      got += n;
+    }
+    return fd;
+  }
+
+  /** Receives one frame; rejects frames longer than the protocol allows. */
+  async recv(): Promise<Frame> {
+    let fd = await this.recvExact(0, 5);
+    const len = new DataView(this.frame.buffer).getUint32(0, true);
+    if (len < 1 || len > MAX_FRAME + 1) {
+      if (fd >= 0) libc().close(fd);
+      throw new Error(`bad control frame length ${len}`);
+    }
+    if (len > 1) {
+      const more = await this.recvExact(5, len - 1);
+      if (more >= 0) {
+        if (fd >= 0) libc().close(fd);
+        fd = more;
+      }
+    }
+    return { type: this.frame[4], payload: this.frame.slice(5, 4 + len), fd };
+  }
+
+  /** Closes the socket. */
+  close(): void {
+    libc().close(this.fd);
+  }
+}
+
+function peerCred(fd: number): PeerCred {
+  const cred = new Uint8Array(128);
+  const len = new Uint8Array(128);
+  new DataView(len.buffer).setUint32(0, 12, true);
+  if (libc().getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len) !== 0) {
+    throw libcError("getsockopt(SO_PEERCRED)");
+  }
+  const v = new DataView(cred.buffer);
+  return { pid: v.getInt32(0, true), uid: v.getUint32(4, true), gid: v.getUint32(8, true) };
+}
+
+/** A listening control socket at a filesystem path. */
+export class ControlListener {
+  private constructor(readonly path: string, readonly fd: number) {}
+
+  /** Binds and listens at `path`, replacing a stale socket file. */
+  static listen(path: string): ControlListener {
+    const c = libc();
+    c.unlink(cString(path));
+    const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw libcError("socket(AF_UNIX)");
+    if (c.bind(fd, sockaddrUn(path), 110) !== 0 || c.listen(fd, 64) !== 0) {
+      const err = libcError(`bind/listen(${path})`);
+      c.close(fd);
+      throw err;
+    }
+    return new ControlListener(path, fd);
+  }
+
+  /** Waits for a client without blocking the event loop; returns it with its credentials. */
+  async accept(): Promise<ControlConn> {
+    const fd = await libc().acceptAsync(this.fd, null, null);
+    if (fd < 0) throw new Error(`accept on ${this.path} failed`);
+    return new ControlConn(fd, peerCred(fd));
+  }
+
+  /** Closes the socket and removes its path. */
+  close(): void {
+    libc().close(this.fd);
+    libc().unlink(cString(this.path));
+  }
+}
+
+/** Connects to a control socket at `path`. */
+export function connectControl(path: string): ControlConn {
+  const c = libc();
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw libcError("socket(AF_UNIX)");
+  if (c.connect(fd, sockaddrUn(path), 110) !== 0) {
+    const err = libcError(`connect(${path})`);
+    c.close(fd);
+    throw err;
+  }
+  return new ControlConn(fd, peerCred(fd));
+}
+
+/**
+ * Serves one client on `conn`: reads its HELLO and answers with the region (fd attached) or an
+ * ERROR frame. `admit` may refuse a peer by its credentials, returning the reason. Returns null
+ * on success, else the reason sent to the client.
+ */
+export async function serveRegion(
+  conn: ControlConn,
+  region: Region,
+  admit: (peer: PeerCred) => string | null = () => null,
+): Promise<string | null> {
+  const hello = await conn.recv();
+  if (hello.fd >= 0) libc().close(hello.fd);
+  let refusal: string | null = null;
+  if (hello.type !== MSG_HELLO || hello.payload.length < 8) {
+    refusal = `expected HELLO, got frame type ${hello.type}`;
+  } else {
+    const version = new DataView(hello.payload.buffer).getUint32(0, true);
+    if (version !== LAYOUT_VERSION) {
+      refusal = `layout version ${version} not supported: this side speaks ${LAYOUT_VERSION}`;
+    } else {
+      refusal = admit(conn.peer);
+    }
+  }
+  if (refusal !== null) {
+    conn.send(MSG_ERROR, new TextEncoder().encode(refusal));
+    return refusal;
+  }
+  const p = region.layout.params;
+  const payload = new Uint8Array(40);
+  const v = new DataView(payload.buffer);
+  v.setUint32(0, LAYOUT_VERSION, true);
+  v.setBigUint64(8, BigInt(region.size), true);
+  [p.maxThreads, p.maxSockets, p.cmdSlots, p.cplSlots, p.txBytes, p.rxBytes].forEach((n, i) =>
+    v.setUint32(16 + 4 * i, n, true)
+  );
+  conn.send(MSG_REGION, payload, region.fd);
+  return null;
+}
+
+/** What `requestRegion` returns: the region fd (caller owns it; map it with mapRegionFd). */
+export interface RegionGrant {
+  /** The region's memfd. */
+  readonly fd: number;
+  /** Bytes in the region. */
+  readonly totalSize: number;
+  /** The parameters the region was laid out with. */
+  readonly params: RegionParams;
+  /** Credentials of the server that granted it. */
+  readonly server: PeerCred;
+}
+
+/**
+ * Connects to `path`, says HELLO with `version`, and returns the granted region fd; throws
+ * with the server's reason on refusal.
+ */
+export async function requestRegion(path: string, version = LAYOUT_VERSION): Promise<RegionGrant> {
+  const conn = connectControl(path);
+  try {
+    const hello = new Uint8Array(8);
+    new DataView(hello.buffer).setUint32(0, version, true);
+    conn.send(MSG_HELLO, hello);
+    const reply = await conn.recv();
+    if (reply.type === MSG_ERROR) {
+      if (reply.fd >= 0) libc().close(reply.fd);
+      throw new Error(`region refused: ${new TextDecoder().decode(reply.payload)}`);
+    }
+    if (reply.type !== MSG_REGION || reply.fd < 0 || reply.payload.length < 40) {
+      if (reply.fd >= 0) libc().close(reply.fd);
+      throw new Error(`bad reply from ${path}: type ${reply.type}`);
+    }
+    const v = new DataView(reply.payload.buffer);
+    const u = (i: number) => v.getUint32(16 + 4 * i, true);
+    return {
+      fd: reply.fd,
+      totalSize: Number(v.getBigUint64(8, true)),
+      params: {
+        maxThreads: u(0),
+        maxSockets: u(1),
+        cmdSlots: u(2),
+        cplSlots: u(3),
+        txBytes: u(4),
+        rxBytes: u(5),
+      },
+      server: conn.peer,
+    };
+  } finally {
+    conn.close();
+  }
+}
