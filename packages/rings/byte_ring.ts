@@ -71,7 +71,7 @@ abstract class _ByteRingSide {
   protected readonly index: Uint32Array;
   protected readonly data: Uint8Array;
   protected readonly dataView: DataView;
-  protected readonly callerViews = new _ViewCache();
+  protected readonly callerViews: _ViewCache = new _ViewCache();
 
   constructor(buffer: ArrayBufferLike, ctrlOffset: number, dataOffset: number, capacity: number) {
     checkRingCapacity(capacity);

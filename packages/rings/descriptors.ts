@@ -271,51 +271,51 @@ function at(list: readonly DescriptorSpec[], opcode: number, field: string): num
 }
 
 /** socket(): domain (i32). */
-export const SOCKET_DOMAIN = at(COMMAND_STRUCTS, CMD_SOCKET, "domain");
+export const SOCKET_DOMAIN: number = at(COMMAND_STRUCTS, CMD_SOCKET, "domain");
 /** socket(): type (i32). */
-export const SOCKET_TYPE = at(COMMAND_STRUCTS, CMD_SOCKET, "type");
+export const SOCKET_TYPE: number = at(COMMAND_STRUCTS, CMD_SOCKET, "type");
 /** socket(): protocol (i32). */
-export const SOCKET_PROTOCOL = at(COMMAND_STRUCTS, CMD_SOCKET, "protocol");
+export const SOCKET_PROTOCOL: number = at(COMMAND_STRUCTS, CMD_SOCKET, "protocol");
 /** bind(): the sockaddr. */
-export const BIND_ADDR = at(COMMAND_STRUCTS, CMD_BIND, "addr");
+export const BIND_ADDR: number = at(COMMAND_STRUCTS, CMD_BIND, "addr");
 /** listen(): backlog (i32). */
-export const LISTEN_BACKLOG = at(COMMAND_STRUCTS, CMD_LISTEN, "backlog");
+export const LISTEN_BACKLOG: number = at(COMMAND_STRUCTS, CMD_LISTEN, "backlog");
 /** connect(): the sockaddr. */
-export const CONNECT_ADDR = at(COMMAND_STRUCTS, CMD_CONNECT, "addr");
+export const CONNECT_ADDR: number = at(COMMAND_STRUCTS, CMD_CONNECT, "addr");
 /** accept(): accept4 flags (i32). */
-export const ACCEPT_FLAGS = at(COMMAND_STRUCTS, CMD_ACCEPT, "flags");
+export const ACCEPT_FLAGS: number = at(COMMAND_STRUCTS, CMD_ACCEPT, "flags");
 /** shutdown(): how (i32). */
-export const SHUTDOWN_HOW = at(COMMAND_STRUCTS, CMD_SHUTDOWN, "how");
+export const SHUTDOWN_HOW: number = at(COMMAND_STRUCTS, CMD_SHUTDOWN, "how");
 /** set/getsockopt(): level (i32). */
-export const SOCKOPT_LEVEL = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "level");
+export const SOCKOPT_LEVEL: number = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "level");
 /** set/getsockopt(): option name (i32). */
-export const SOCKOPT_NAME = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "optname");
+export const SOCKOPT_NAME: number = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "optname");
 /** setsockopt(): value (i32). */
-export const SOCKOPT_VALUE = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "value");
+export const SOCKOPT_VALUE: number = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "value");
 /** setsockopt(): second value (i32, l_linger). */
-export const SOCKOPT_VALUE2 = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "value2");
+export const SOCKOPT_VALUE2: number = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "value2");
 /** TX doorbell: producer index hint (u32). */
-export const TX_AVAIL_PROD = at(COMMAND_STRUCTS, CMD_TX_AVAIL, "tx_prod");
+export const TX_AVAIL_PROD: number = at(COMMAND_STRUCTS, CMD_TX_AVAIL, "tx_prod");
 /** RX doorbell: consumer index hint (u32). */
-export const RX_FREED_CONS = at(COMMAND_STRUCTS, CMD_RX_FREED, "rx_cons");
+export const RX_FREED_CONS: number = at(COMMAND_STRUCTS, CMD_RX_FREED, "rx_cons");
 /** CPL_RESULT: opcode of the completed command (u16). */
-export const RESULT_CMD_OPCODE = at(COMPLETION_STRUCTS, CPL_RESULT, "cmd_opcode");
+export const RESULT_CMD_OPCODE: number = at(COMPLETION_STRUCTS, CPL_RESULT, "cmd_opcode");
 /** CPL_RESULT: getsockopt value (i32). */
-export const RESULT_VALUE = at(COMPLETION_STRUCTS, CPL_RESULT, "value");
+export const RESULT_VALUE: number = at(COMPLETION_STRUCTS, CPL_RESULT, "value");
 /** CPL_RESULT: getsockopt second value (i32). */
-export const RESULT_VALUE2 = at(COMPLETION_STRUCTS, CPL_RESULT, "value2");
+export const RESULT_VALUE2: number = at(COMPLETION_STRUCTS, CPL_RESULT, "value2");
 /** CPL_ACCEPT: new socket id (u32). */
-export const ACCEPT_NEW_SOCK = at(COMPLETION_STRUCTS, CPL_ACCEPT, "new_sock");
+export const ACCEPT_NEW_SOCK: number = at(COMPLETION_STRUCTS, CPL_ACCEPT, "new_sock");
 /** CPL_ACCEPT: peer sockaddr. */
-export const ACCEPT_PEER = at(COMPLETION_STRUCTS, CPL_ACCEPT, "peer");
+export const ACCEPT_PEER: number = at(COMPLETION_STRUCTS, CPL_ACCEPT, "peer");
 /** CPL_ACCEPT: local sockaddr. */
-export const ACCEPT_LOCAL = at(COMPLETION_STRUCTS, CPL_ACCEPT, "local");
+export const ACCEPT_LOCAL: number = at(COMPLETION_STRUCTS, CPL_ACCEPT, "local");
 /** EV_CONNECTED: local sockaddr. */
-export const CONNECTED_LOCAL = at(COMPLETION_STRUCTS, EV_CONNECTED, "local");
+export const CONNECTED_LOCAL: number = at(COMPLETION_STRUCTS, EV_CONNECTED, "local");
 /** EV_CONNECTED: peer sockaddr. */
-export const CONNECTED_PEER = at(COMPLETION_STRUCTS, EV_CONNECTED, "peer");
+export const CONNECTED_PEER: number = at(COMPLETION_STRUCTS, EV_CONNECTED, "peer");
 /** EV_ERROR: positive errno (i32). */
-export const ERROR_ERRNO = at(COMPLETION_STRUCTS, EV_ERROR, "err");
+export const ERROR_ERRNO: number = at(COMPLETION_STRUCTS, EV_ERROR, "err");
 
 // ---- Accessors (no allocation) ---------------------------------------------------------------
 

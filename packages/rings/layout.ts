@@ -134,21 +134,21 @@ export const LAYOUT_STRUCTS: readonly StructSpec[] = [
 for (const s of LAYOUT_STRUCTS) checkStruct(s);
 
 /** Header field offsets. */
-export const HDR_MAGIC = offsetOf(REGION_HEADER, "magic");
+export const HDR_MAGIC: number = offsetOf(REGION_HEADER, "magic");
 /** Offset of the layout version. */
-export const HDR_VERSION = offsetOf(REGION_HEADER, "version");
+export const HDR_VERSION: number = offsetOf(REGION_HEADER, "version");
 /** Offset of the total size (u64). */
-export const HDR_TOTAL_SIZE = offsetOf(REGION_HEADER, "total_size");
+export const HDR_TOTAL_SIZE: number = offsetOf(REGION_HEADER, "total_size");
 /** Offset of the state bits in a state entry. */
-export const STATE_BITS = offsetOf(SOCK_STATE, "bits");
+export const STATE_BITS: number = offsetOf(SOCK_STATE, "bits");
 /** Offset of the pending errno in a state entry. */
-export const STATE_ERR = offsetOf(SOCK_STATE, "err");
+export const STATE_ERR: number = offsetOf(SOCK_STATE, "err");
 /** Offset of the change counter in a state entry. */
-export const STATE_SEQ = offsetOf(SOCK_STATE, "seq");
+export const STATE_SEQ: number = offsetOf(SOCK_STATE, "seq");
 /** Offset of the sequence word in a doorbell. */
-export const DOORBELL_SEQ = offsetOf(DOORBELL, "seq");
+export const DOORBELL_SEQ: number = offsetOf(DOORBELL, "seq");
 /** Offset of the sleeping flag in a doorbell. */
-export const DOORBELL_SLEEPING = offsetOf(DOORBELL, "sleeping");
+export const DOORBELL_SLEEPING: number = offsetOf(DOORBELL, "sleeping");
 
 /** What a region is sized for. */
 export interface RegionParams {

@@ -1,0 +1,66 @@
+/**
+ * The host-NIC protocol of PnO: a per-application region of G-type rings (commands and
+ * completions, fixed-size descriptors) and S-type rings (per-socket TX and RX byte rings), its
+ * versioned layout, the region lifecycle and the attach handshake. The C header for the shim
+ * (ffi/include/pno_rings.h) is generated from the same layout by gen_header.ts.
+ *
+ * @module
+ */
+
+export type { RxStream, TxStream } from "./stream.ts";
+export {
+  BYTE_RING_CTRL_SIZE,
+  CACHE_LINE,
+  HostRxConsumer,
+  HostTxProducer,
+  NicRxProducer,
+  NicTxConsumer,
+  RING_FAULT,
+} from "./byte_ring.ts";
+export { DESC_SIZE, DescRingConsumer, DescRingProducer } from "./desc_ring.ts";
+export * from "./descriptors.ts";
+export {
+  computeLayout,
+  DOORBELL_SEQ,
+  DOORBELL_SLEEPING,
+  gPairOffset,
+  LAYOUT_VERSION,
+  readRegionHeader,
+  REGION_MAGIC,
+  regionDoorbellOffset,
+  type RegionLayout,
+  type RegionParams,
+  sPairOffset,
+  STATE_BITS,
+  STATE_ERR,
+  STATE_ERROR,
+  STATE_HUP,
+  STATE_READABLE,
+  STATE_SEQ,
+  STATE_SLEEPING,
+  STATE_WRITABLE,
+  stateOffset,
+  threadDoorbellOffset,
+  validateHeader,
+  writeRegionHeader,
+} from "./layout.ts";
+export { hostGRings, hostSRings, nicGRings, nicSRings } from "./attach.ts";
+export {
+  closeRegion,
+  createRegion,
+  mapFd,
+  type Mapping,
+  mapRegionFd,
+  openRegionPath,
+  type Region,
+  unmap,
+} from "./region.ts";
+export {
+  connectControl,
+  ControlConn,
+  ControlListener,
+  type PeerCred,
+  type RegionGrant,
+  requestRegion,
+  serveRegion,
+} from "./control.ts";
