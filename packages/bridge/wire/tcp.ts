@@ -387,7 +387,13 @@ export class TcpSegment {
 
   /** Clears everything, as a base for building a segment by hand. */
   reset(): this {
-    this.srcPort = this.dstPort = this.seq = this.ack = this.flags = this.window = 0;
+    this.srcPort =
+      this.dstPort =
+      this.seq =
+      this.ack =
+      this.flags =
+      this.window =
+        0;
     this.urgent = 0;
     this.hdrLen = TCP_HEADER_LEN;
     this.payloadOff = this.payloadLen = 0;

@@ -1,0 +1,105 @@
+/**
+ * Engine-wide counters in one preallocated Float64Array, indexed by the constants below, and a
+ * snapshot that turns them into a plain object.
+ *
+ * @module
+ */
+
+export const C_SEGS_IN = 0;
+export const C_SEGS_OUT = 1;
+export const C_BYTES_IN = 2;
+export const C_BYTES_OUT = 3;
+export const C_RETRANS_SEGS = 4;
+export const C_RTO_EVENTS = 5;
+export const C_DUP_ACKS = 6;
+export const C_SACK_RECOVERIES = 7;
+export const C_RENO_RECOVERIES = 8;
+export const C_OFO_BYTES = 9;
+export const C_RST_IN = 10;
+export const C_RST_OUT = 11;
+export const C_CHALLENGE_ACKS = 12;
+export const C_SYN_COOKIES_SENT = 13;
+export const C_SYN_COOKIES_OK = 14;
+export const C_SYN_COOKIES_BAD = 15;
+export const C_ACTIVE_OPENS = 16;
+export const C_PASSIVE_OPENS = 17;
+export const C_TIMEOUTS = 18;
+export const C_WINDOW_PROBES = 19;
+export const C_KEEPALIVE_PROBES = 20;
+export const C_NO_BUFFER = 21;
+export const C_DROP_SHORT = 22;
+export const C_DROP_CHECKSUM = 23;
+export const C_DROP_DATA_OFFSET = 24;
+export const C_DROP_OPTIONS = 25;
+export const C_DROP_ADDRESS = 26;
+export const C_DROP_NO_SOCKET = 27;
+export const C_DROP_OUT_OF_WINDOW = 28;
+export const C_DROP_PAWS = 29;
+export const C_DROP_BAD_ACK = 30;
+export const C_DROP_BACKLOG = 31;
+export const C_DROP_OFO_FULL = 32;
+export const C_DROP_FLAGS = 33;
+export const C_DROP_RST_OUT_OF_WINDOW = 34;
+export const C_DROP_SYN_IN_WINDOW = 35;
+export const C_DROP_OTHER = 36;
+export const C_SPURIOUS_DATA = 37;
+export const C_CONN_RESETS = 38;
+export const C_TIME_WAIT_REUSE = 39;
+
+/** Counter names, in index order (snapshot keys). */
+export const COUNTER_NAMES = [
+  "segsIn",
+  "segsOut",
+  "bytesIn",
+  "bytesOut",
+  "retransSegs",
+  "rtoEvents",
+  "dupAcks",
+  "sackRecoveries",
+  "renoRecoveries",
+  "ofoBytes",
+  "rstIn",
+  "rstOut",
+  "challengeAcks",
+  "synCookiesSent",
+  "synCookiesOk",
+  "synCookiesBad",
+  "activeOpens",
+  "passiveOpens",
+  "timeouts",
+  "windowProbes",
+  "keepaliveProbes",
+  "noBuffer",
+  "dropShort",
+  "dropChecksum",
+  "dropDataOffset",
+  "dropOptions",
+  "dropAddress",
+  "dropNoSocket",
+  "dropOutOfWindow",
+  "dropPaws",
+  "dropBadAck",
+  "dropBacklog",
+  "dropOfoFull",
+  "dropFlags",
+  "dropRstOutOfWindow",
+  "dropSynInWindow",
+  "dropOther",
+  "duplicateDataSegs",
+  "connResets",
+  "timeWaitReuse",
+] as const;
+
+export type CounterName = typeof COUNTER_NAMES[number];
+
+/** Fresh zeroed counters. */
+export function newCounters(): Float64Array {
+  return new Float64Array(COUNTER_NAMES.length);
+}
+
+/** A plain-object copy of the counters. */
+export function snapshotCounters(c: Float64Array): Record<CounterName, number> {
+  const o = {} as Record<CounterName, number>;
+  for (let i = 0; i < COUNTER_NAMES.length; i++) o[COUNTER_NAMES[i]] = c[i];
+  return o;
+}

@@ -1,0 +1,334 @@
+/**
+ * One TCP endpoint (a listener or a connection): its RFC 9293 transmission control block, its
+ * streams, options, readiness and counters. Plain number fields, created once per connection;
+ * the engine (engine.ts) is the only writer of the protocol fields.
+ *
+ * @module
+ */
+
+import type { RxStream, TxStream } from "../../rings/stream.ts";
+import type { CcState, CongestionControl } from "./cc.ts";
+
+// ---- states (RFC 9293 §3.3.2) ----
+export const CLOSED = 0;
+export const LISTEN = 1;
+export const SYN_SENT = 2;
+export const SYN_RECEIVED = 3;
+export const ESTABLISHED = 4;
+export const FIN_WAIT_1 = 5;
+export const FIN_WAIT_2 = 6;
+export const CLOSE_WAIT = 7;
+export const CLOSING = 8;
+export const LAST_ACK = 9;
+export const TIME_WAIT = 10;
+
+export const STATE_NAMES = [
+  "CLOSED",
+  "LISTEN",
+  "SYN-SENT",
+  "SYN-RECEIVED",
+  "ESTABLISHED",
+  "FIN-WAIT-1",
+  "FIN-WAIT-2",
+  "CLOSE-WAIT",
+  "CLOSING",
+  "LAST-ACK",
+  "TIME-WAIT",
+] as const;
+
+// ---- readiness events (bit mask, delivered in batches by poll) ----
+/** In-order data (or end of stream) can be read. */
+export const EV_READABLE = 1;
+/** Send buffer space was freed. */
+export const EV_WRITABLE = 2;
+/** A listener has a connection to accept. */
+export const EV_ACCEPT = 4;
+/** An active open completed. */
+export const EV_CONNECTED = 8;
+/** The connection is gone (error, if any, in `error`). */
+export const EV_CLOSED = 16;
+/** The connection was reset by the peer, refused, or timed out (`error` says which). */
+export const EV_RESET = 32;
+/** The peer closed its side (FIN received): reads return end of stream once drained. */
+export const EV_PEER_CLOSED = 64;
+
+// ---- negative errno values returned by the socket API ----
+export const EAGAIN = -11;
+export const EPIPE = -32;
+export const EINVAL = -22;
+export const EADDRINUSE = -98;
+export const EADDRNOTAVAIL = -99;
+export const ECONNABORTED = -103;
+export const ECONNRESET = -104;
+export const ENOTCONN = -107;
+export const ETIMEDOUT = -110;
+export const ECONNREFUSED = -111;
+
+// ---- socket options (setOption) ----
+/** 1 disables Nagle (TCP_NODELAY). */
+export const OPT_NODELAY = 1;
+/** 1 enables keepalive (SO_KEEPALIVE). */
+export const OPT_KEEPALIVE = 2;
+/** Idle time before the first keepalive probe, ms (TCP_KEEPIDLE). */
+export const OPT_KEEPIDLE = 3;
+/** Time between probes, ms (TCP_KEEPINTVL). */
+export const OPT_KEEPINTVL = 4;
+/** Unanswered probes before the connection is dropped (TCP_KEEPCNT). */
+export const OPT_KEEPCNT = 5;
+/** SO_LINGER: -1 off, 0 abort with RST on close, > 0 seconds (close still runs in background). */
+export const OPT_LINGER = 6;
+/** Congestion control: CC_NEWRENO (0) or CC_CUBIC (1) (TCP_CONGESTION). */
+export const OPT_CONGESTION = 7;
+
+/** Readiness callback: `events` is a mask of EV_* bits accumulated since the last call. */
+export type TcpEventHandler = (sock: TcpSocket, events: number) => void;
+
+/** The two S-rings of a socket, NIC side. */
+export interface SocketStreams {
+  tx: TxStream;
+  rx: RxStream;
+}
+
+/** Inherited by accepted connections from their listener, or given to connect. */
+export interface SocketOptions {
+  nodelay?: boolean;
+  keepalive?: boolean;
+  keepIdleMs?: number;
+  keepIntvlMs?: number;
+  keepCnt?: number;
+  linger?: number;
+  /** CC_NEWRENO or CC_CUBIC. */
+  congestion?: number;
+  /** Readiness callback (accepted sockets inherit the listener's unless set later). */
+  onEvent?: TcpEventHandler;
+  /** Makes the socket's streams; default: in-memory rings of the engine's buffer sizes. */
+  streams?: (sock: TcpSocket) => SocketStreams | null;
+}
+
+/** Placeholder stream for listeners and sockets without buffers. */
+export const NO_STREAM: TxStream & RxStream = {
+  readable: () => 0,
+  copyOut: () => {},
+  release: () => {},
+  writable: () => 0,
+  copyIn: () => {},
+  publish: () => {},
+};
+
+/** A TCP socket (listener or connection). Read-only for users except `onEvent` and `userData`. */
+export class TcpSocket implements CcState {
+  readonly id: number;
+  state = CLOSED;
+  localIp = 0;
+  localPort = 0;
+  remoteIp = 0;
+  remotePort = 0;
+
+  // ---- streams and application side ----
+  tx: TxStream = NO_STREAM;
+  rx: RxStream = NO_STREAM;
+  /** Receive ring capacity (free space when empty), for window scaling and unread checks. */
+  rcvCap = 0;
+  onEvent: TcpEventHandler | null = null;
+  userData: unknown = null;
+  /** Negative errno of the last fatal error, 0 if none. */
+  error = 0;
+  /** EV_* bits waiting for delivery, and the level-triggered readiness word. */
+  evPending = 0;
+  evNext: TcpSocket | null = null;
+  evQueued = false;
+  /** The application closed the socket (orphan: the engine finishes the close alone). */
+  orphan = false;
+  /** The application shut down writing; FIN goes after the queued data. */
+  finQueued = false;
+  finSent = false;
+  /** Sequence number of our FIN once sent. */
+  finSeq = 0;
+  /** A FIN was received and consumed (in order). */
+  rcvFin = false;
+  /** A FIN was seen at `rcvFinSeq` ahead of missing data. */
+  rcvFinPending = false;
+  rcvFinSeq = 0;
+
+  // ---- listener ----
+  backlog = 0;
+  acceptQueue: (TcpSocket | null)[] = [];
+  acceptHead = 0;
+  acceptLen = 0;
+  synQueueLen = 0;
+  parent: TcpSocket | null = null;
+  /** Template for accepted connections. */
+  childOpts: SocketOptions | null = null;
+
+  // ---- send sequence space ----
+  iss = 0;
+  sndUna = 0;
+  sndNxt = 0;
+  sndWnd = 0;
+  sndWl1 = 0;
+  sndWl2 = 0;
+  maxSndWnd = 0;
+  sndWscale = 0;
+  /** Payload bytes per segment (options excluded). */
+  sndMss = 536;
+  peerMss = 536;
+
+  // ---- receive sequence space ----
+  irs = 0;
+  rcvNxt = 0;
+  /** Right edge of the window we last advertised. */
+  rcvAdvEdge = 0;
+  rcvWscale = 0;
+  lastAckSent = 0;
+  /** Largest payload seen from the peer, our estimate of its MSS (delayed ACK rule). */
+  rcvMss = 536;
+
+  // ---- options negotiated ----
+  tsOn = false;
+  sackOn = false;
+  wsOn = false;
+  tsOffset = 0;
+  tsRecent = 0;
+  tsRecentAt = 0;
+
+  // ---- RTT and retransmission (RFC 6298) ----
+  srtt = 0;
+  rttvar = 0;
+  rto = 1000;
+  /** Consecutive timeouts (backoff count). */
+  retries = 0;
+  rttSeq = 0;
+  rttStart = -1;
+  persist = false;
+  /** Zero-window probes sent since the window closed. */
+  probes = 0;
+
+  // ---- congestion control ----
+  cc: CongestionControl;
+  cwnd = 0;
+  ssthresh = 0;
+  ccWmax = 0;
+  ccK = 0;
+  ccOrigin = 0;
+  ccEpoch = -1;
+  ccWest = 0;
+  ccAcc = 0;
+
+  // ---- loss recovery ----
+  dupAcks = 0;
+  /** Bytes the duplicate ACKs say have left the network (no SACK). */
+  dupBytes = 0;
+  /** 0 none, 1 fast recovery, 2 after a timeout (everything outstanding is lost). */
+  recovery = 0;
+  recoverySeq = 0;
+  /** RFC 6582 `recover`: highest sequence sent when the last recovery started. */
+  recoverMark = 0;
+  highRxt = 0;
+  /** NewReno: retransmit the head on the next output. */
+  rxmitHead = false;
+  prrDelivered = 0;
+  prrOut = 0;
+  recoverFs = 0;
+  prrBudget = 0;
+  /** SACK scoreboard: sorted disjoint (left, right) pairs above sndUna. */
+  readonly sb = new Uint32Array(32);
+  sbCount = 0;
+  sackedBytes = 0;
+
+  // ---- out-of-order receive ranges (bounded reassembly) and SACK generation ----
+  readonly ofo = new Uint32Array(16);
+  readonly ofoAge = new Uint32Array(8);
+  ofoCount = 0;
+  ofoClock = 0;
+
+  // ---- timers ----
+  rtoAt = 0;
+  dackAt = 0;
+  kaAt = 0;
+  /** TIME_WAIT expiry, FIN_WAIT_2 orphan timeout. */
+  closeAt = 0;
+  lastRecvAt = 0;
+  kaProbes = 0;
+  tAt = 0;
+  tSlot = 0;
+  tLinked = false;
+  tPrev: TcpSocket | null = null;
+  tNext: TcpSocket | null = null;
+
+  // ---- output scheduling ----
+  ackNow = false;
+  outQueued = false;
+  outNext: TcpSocket | null = null;
+
+  // ---- options ----
+  nodelay = false;
+  keepalive = false;
+  keepIdle = 7200000;
+  keepIntvl = 75000;
+  keepCnt = 9;
+  linger = -1;
+
+  // ---- connection table slot ----
+  slot = -1;
+
+  // ---- per-connection counters ----
+  segsIn = 0;
+  segsOut = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  retransSegs = 0;
+  rtoEvents = 0;
+  dupAcksIn = 0;
+  sackRecoveries = 0;
+  renoRecoveries = 0;
+  ofoBytes = 0;
+  rstIn = 0;
+  rstOut = 0;
+
+  constructor(id: number, cc: CongestionControl) {
+    this.id = id;
+    this.cc = cc;
+  }
+
+  /** A plain-object snapshot of the connection's state and counters. */
+  snapshot(): Record<string, number | string> {
+    return {
+      id: this.id,
+      state: STATE_NAMES[this.state],
+      local: `${ipStr(this.localIp)}:${this.localPort}`,
+      remote: `${ipStr(this.remoteIp)}:${this.remotePort}`,
+      cc: this.cc.name,
+      cwnd: this.cwnd,
+      ssthresh: this.ssthresh,
+      srtt: this.srtt,
+      rto: this.rto,
+      sndMss: this.sndMss,
+      sndWnd: this.sndWnd,
+      inFlight: (this.sndNxt - this.sndUna) >>> 0,
+      segsIn: this.segsIn,
+      segsOut: this.segsOut,
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      retransSegs: this.retransSegs,
+      rtoEvents: this.rtoEvents,
+      dupAcks: this.dupAcksIn,
+      sackRecoveries: this.sackRecoveries,
+      renoRecoveries: this.renoRecoveries,
+      ofoBytes: this.ofoBytes,
+      rstIn: this.rstIn,
+      rstOut: this.rstOut,
+      error: this.error,
+    };
+  }
+}
+
+/** Dotted-quad form of a host-order IPv4 address. */
+export function ipStr(ip: number): string {
+  return `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`;
+}
+
+/** Host-order number of a dotted-quad IPv4 address. */
+export function ipNum(s: string): number {
+  const p = s.split(".");
+  return ((+p[0] << 24) | (+p[1] << 16) | (+p[2] << 8) | +p[3]) >>> 0;
+}
