@@ -5,6 +5,7 @@
  * @module
  */
 import { bridgeMain } from "../packages/bridge/main.ts";
+import { benchMain } from "./bench.ts";
 import { demoMain } from "./demo.ts";
 import { testMain } from "./run_tests.ts";
 import { wireMain } from "./wire.ts";
@@ -17,6 +18,7 @@ Commands:
   demo           the end-to-end demo: wire, bridge, a kernel client, counters, teardown
   wire up|down   create or remove the emulated wire (namespace pno-client, veths, twin link)
   bridge         run the NIC-side bridge (DPDK on pno1, 10.88.0.2) in the foreground
+  bench --micro  ring micro-benchmarks (descriptor rate, stream bandwidth vs memcpy, latency)
   test           run every test (unit and integration); ends with "N passed, N failed"
   help           this text`;
 
@@ -25,6 +27,7 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
   wire: wireMain,
   bridge: bridgeMain,
   test: testMain,
+  bench: benchMain,
 };
 
 async function main(args: string[]): Promise<number> {

@@ -1,0 +1,36 @@
+/**
+ * `pno bench`: the benchmarks. Each compares in one run: the rings against memcpy today; the
+ * TCP engine and PnO against the kernel path as they land.
+ *
+ * @module
+ */
+import { parseArgs } from "@std/cli";
+import { runMicroBench } from "../bench/rings_micro.ts";
+
+export const BENCH_HELP = `pno bench: run the benchmarks
+
+Usage: pno bench --micro
+
+Options:
+  --micro     host-NIC ring micro-benchmarks in one process: descriptors per second
+              (batched and one at a time), stream-ring bandwidth for 64 B, 1 KiB and 64 KiB
+              writes with the ratio to plain memcpy measured in the same run, and one-way
+              latency to a polling consumer
+  -h, --help  show this help`;
+
+/** Runs the benchmarks the flags select. */
+export async function benchMain(args: string[]): Promise<number> {
+  const flags = parseArgs(args, {
+    boolean: ["help", "micro"],
+    alias: { h: "help" },
+    unknown: (arg: string) => {
+      throw new Error(`unknown option ${arg}; see pno bench --help`);
+    },
+  });
+  if (flags.help || !flags.micro) {
+    console.log(BENCH_HELP);
+    return flags.help ? 0 : 2;
+  }
+  await runMicroBench();
+  return 0;
+}
