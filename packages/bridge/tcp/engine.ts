@@ -69,7 +69,6 @@ import {
   FIN_WAIT_2,
   LAST_ACK,
   LISTEN,
-  NO_STREAM,
   OPT_CONGESTION,
   OPT_KEEPALIVE,
   OPT_KEEPCNT,
@@ -465,6 +464,16 @@ export class TcpEngine {
     if (s.rcvFin) return 0;
     if (s.state === CLOSED || s.state === LISTEN) return ENOTCONN;
     return EAGAIN;
+  }
+
+  /** Free space in the socket's in-memory send ring (0 for other streams). */
+  sendSpace(s: TcpSocket): number {
+    return s.tx instanceof MemStream ? s.tx.writable() : 0;
+  }
+
+  /** Bytes waiting to be read in the socket's in-memory receive ring. */
+  recvAvailable(s: TcpSocket): number {
+    return s.rx instanceof MemStream ? s.rx.readable() : 0;
   }
 
   /** The application put new bytes into the TX stream (the shared-memory path's doorbell). */

@@ -1,0 +1,188 @@
+/**
+ * Test helpers: a bulk transfer over the in-memory wire with byte-exact checks, and a scripted
+ * peer that crafts segments by hand and captures what the engine sends back.
+ *
+ * @module
+ */
+
+import { TcpEngine, type TcpEngineOptions } from "./engine.ts";
+import { MemWire, type MemWireOptions } from "./mem_wire.ts";
+import { ESTABLISHED, type TcpSocket } from "./socket.ts";
+import type { IpLink } from "./link.ts";
+import { TcpSegment, tcpSetChecksum } from "../wire/tcp.ts";
+
+export function patternAB(i: number): number {
+  return i % 251;
+}
+export function patternBA(i: number): number {
+  return (i * 7 + 3) & 255;
+}
+
+export interface TransferResult {
+  wire: MemWire;
+  a: TcpEngine;
+  b: TcpEngine;
+  ca: TcpSocket;
+  cb: TcpSocket;
+  gotAB: number;
+  gotBA: number;
+  badAB: number;
+  badBA: number;
+  ms: number;
+}
+
+/** Connects A to B and moves `nAB` bytes A→B and `nBA` bytes B→A at once, then closes. */
+export function transfer(
+  nAB: number,
+  nBA: number,
+  wo: MemWireOptions = {},
+  eo: TcpEngineOptions = {},
+  maxMs = 600000,
+): TransferResult {
+  const wire = new MemWire(wo);
+  const a = new TcpEngine(wire.a, { ...eo, localIp: wire.ipA, seed: 11 });
+  const b = new TcpEngine(wire.b, { ...eo, localIp: wire.ipB, seed: 22 });
+  wire.attach(a, b);
+  const l = b.listen(5001, 16);
+  const ca = a.connect(wire.ipB, 5001);
+  let cb: TcpSocket | null = null;
+  if (!wire.runUntil(() => ca.state === ESTABLISHED && (cb ??= b.accept(l)) !== null, 60000)) {
+    throw new Error("no connection");
+  }
+  const sc = cb!;
+  const buf = new Uint8Array(65536);
+  let sentAB = 0, sentBA = 0, gotAB = 0, gotBA = 0, badAB = 0, badBA = 0;
+  let closedA = false, closedB = false;
+  const start = wire.now;
+  wire.runUntil(() => gotAB >= nAB && gotBA >= nBA, maxMs, () => {
+    while (sentAB < nAB) {
+      const n = Math.min(buf.length, nAB - sentAB);
+      for (let i = 0; i < n; i++) buf[i] = patternAB(sentAB + i);
+      const w = a.send(ca, buf, 0, n);
+      if (w <= 0) break;
+      sentAB += w;
+    }
+    while (sentBA < nBA) {
+      const n = Math.min(buf.length, nBA - sentBA);
+      for (let i = 0; i < n; i++) buf[i] = patternBA(sentBA + i);
+      const w = b.send(sc, buf, 0, n);
+      if (w <= 0) break;
+      sentBA += w;
+    }
+    if (sentAB >= nAB && !closedA) {
+      a.shutdown(ca);
+      closedA = true;
+    }
+    if (sentBA >= nBA && !closedB) {
+      b.shutdown(sc);
+      closedB = true;
+    }
+    for (;;) {
+      const r = b.recv(sc, buf, 0, buf.length);
+      if (r <= 0) break;
+      for (let i = 0; i < r; i++) if (buf[i] !== patternAB(gotAB + i)) badAB++;
+      gotAB += r;
+    }
+    for (;;) {
+      const r = a.recv(ca, buf, 0, buf.length);
+      if (r <= 0) break;
+      for (let i = 0; i < r; i++) if (buf[i] !== patternBA(gotBA + i)) badBA++;
+      gotBA += r;
+    }
+  });
+  return { wire, a, b, ca, cb: sc, gotAB, gotBA, badAB, badBA, ms: wire.now - start };
+}
+
+/** A link that records every segment the engine sends. */
+export class CaptureLink implements IpLink {
+  readonly buf = new Uint8Array(4096);
+  mtu = 1500;
+  readonly out: { src: number; dst: number; bytes: Uint8Array }[] = [];
+  reserve(): number {
+    return 64;
+  }
+  send(src: number, dst: number, len: number): void {
+    this.out.push({ src, dst, bytes: this.buf.slice(64, 64 + len) });
+  }
+}
+
+/** What a scripted segment carries. */
+export interface Craft {
+  flags: number;
+  seq: number;
+  ack?: number;
+  window?: number;
+  data?: Uint8Array;
+  mss?: number;
+  wscale?: number;
+  sackPermitted?: boolean;
+  ts?: [number, number];
+  sack?: number[];
+  srcPort?: number;
+}
+
+/** A hand-driven remote end: crafts segments into the engine, parses what comes back. */
+export class ScriptPeer {
+  readonly link = new CaptureLink();
+  readonly engine: TcpEngine;
+  now = 1000;
+  readonly ip = 0x0a000063;
+  readonly engineIp = 0x0a000001;
+  port = 40000;
+  private readonly tx = new Uint8Array(4096);
+
+  constructor(opts: TcpEngineOptions = {}) {
+    this.engine = new TcpEngine(this.link, { localIp: this.engineIp, seed: 5, ...opts });
+  }
+
+  /** Sends one crafted segment to `dstPort` of the engine, then polls. */
+  send(dstPort: number, c: Craft): void {
+    const s = new TcpSegment();
+    s.srcPort = c.srcPort ?? this.port;
+    s.dstPort = dstPort;
+    s.seq = c.seq >>> 0;
+    s.ack = (c.ack ?? 0) >>> 0;
+    s.flags = c.flags;
+    s.window = c.window ?? 65535;
+    if (c.mss !== undefined) s.mss = c.mss;
+    if (c.wscale !== undefined) s.wscale = c.wscale;
+    s.sackPermitted = c.sackPermitted ?? false;
+    if (c.ts) {
+      s.hasTimestamp = true;
+      s.tsVal = c.ts[0] >>> 0;
+      s.tsEcr = c.ts[1] >>> 0;
+    }
+    if (c.sack) {
+      s.sackCount = c.sack.length / 2;
+      for (let i = 0; i < c.sack.length; i++) s.sack[i] = c.sack[i] >>> 0;
+    }
+    const hl = s.emit(this.tx, 0);
+    const dl = c.data?.length ?? 0;
+    if (c.data) this.tx.set(c.data, hl);
+    tcpSetChecksum(this.tx, 0, hl + dl, this.ip, this.engineIp);
+    this.engine.input(this.tx, 0, hl + dl, this.ip, this.engineIp, this.now);
+    this.engine.poll(this.now);
+  }
+
+  /** Advances the clock by `ms` (in 1 ms steps, so timers fire in order). */
+  advance(ms: number): void {
+    const end = this.now + ms;
+    while (this.now < end) {
+      this.now++;
+      this.engine.poll(this.now);
+    }
+  }
+
+  /** Everything the engine sent since the last call, parsed. */
+  take(): (TcpSegment & { data: Uint8Array })[] {
+    const r: (TcpSegment & { data: Uint8Array })[] = [];
+    for (const o of this.link.out) {
+      const s = new TcpSegment() as TcpSegment & { data: Uint8Array };
+      if (s.parse(o.bytes, 0, o.bytes.length) !== 0) throw new Error("engine sent garbage");
+      s.data = o.bytes.slice(s.payloadOff, s.payloadOff + s.payloadLen);
+      r.push(s);
+    }
+    this.link.out.length = 0;
+    return r;
+  }
+}
