@@ -25,6 +25,8 @@ export interface BridgeOptions {
   workers?: number;
   /** EAL --file-prefix; unique per running bridge. */
   filePrefix?: string;
+  /** Run the in-bridge services echo (7), discard (9) and source (19); default true. */
+  services?: boolean;
   /** Capture every frame to this pcap file (one file per queue: FILE.qN with workers). */
   pcap?: string;
 }
@@ -37,6 +39,8 @@ export interface BridgeStats {
   port: PortStats;
   /** Interface counters summed over the queues. */
   iface: Record<string, number | Record<string, number>>;
+  /** TCP counters summed over the queues, and live connections. */
+  tcp: Record<string, number | Record<string, number>>;
   queues: QueueStats[];
 }
 
@@ -75,6 +79,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     ip: addr,
     prefix,
     pcap: opts.pcap && (workers === 1 ? opts.pcap : `${opts.pcap}.q${queue}`),
+    services: opts.services ?? true,
   });
   let handles: QueueHandle[];
   if (workers === 1) {
@@ -109,6 +114,9 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         workers,
         port: port.stats(),
         iface: sumCounters(queues.map((q) => q.iface)),
+        tcp: sumCounters(
+          queues.map((q) => ({ ...q.tcp.counters, connections: q.tcp.connections })),
+        ),
         queues,
       };
     },

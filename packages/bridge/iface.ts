@@ -120,6 +120,8 @@ export class Interface {
   private ident = 1;
   /** Offset of the frame reserved by `reserveIp`, -1 when none. */
   private txFrame = -1;
+  /** The clock of the current poll round, for sends made from inside it. */
+  nowMs = 0;
 
   constructor(
     readonly device: FrameDevice,
@@ -132,6 +134,7 @@ export class Interface {
 
   /** Receives one burst from the device and processes every frame in it; returns its size. */
   poll(nowMs: number): number {
+    this.nowMs = nowMs;
     const dev = this.device;
     const n = dev.receive();
     for (let i = 0; i < n; i++) this.receive(dev.rxBuf, dev.rxOffset(i), dev.rxLength(i), nowMs);

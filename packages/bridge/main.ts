@@ -20,6 +20,7 @@ Options:
   --address CIDR      the bridge's IPv4 address                  (default: 10.88.0.2/24)
   --stats-port N      serve GET /stats on 127.0.0.1:N, 0 = any   (default: 7081)
   --workers N         queue pairs, one engine (Deno worker) each (default: 1)
+  --no-services       do not run echo (7), discard (9) and source (19) in the bridge
   --pcap FILE         record every frame in FILE (FILE.qN per worker) for tshark
   --file-prefix NAME  DPDK EAL file prefix, unique per bridge    (default: pno-bridge-PID)
   -h, --help          show this help
@@ -30,9 +31,16 @@ Stops cleanly on SIGINT or SIGTERM. Run \`pno wire up\` first to create pno1.`;
 export async function bridgeMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
     string: ["iface", "address", "stats-port", "file-prefix", "workers", "pcap"],
-    boolean: ["help"],
+    boolean: ["help", "services"],
+    negatable: ["services"],
     alias: { h: "help" },
-    default: { iface: "pno1", address: "10.88.0.2/24", "stats-port": "7081", workers: "1" },
+    default: {
+      iface: "pno1",
+      address: "10.88.0.2/24",
+      "stats-port": "7081",
+      workers: "1",
+      services: true,
+    },
     unknown: (arg: string) => {
       throw new Error(`unknown option ${arg}; see pno bridge --help`);
     },
@@ -47,6 +55,7 @@ export async function bridgeMain(args: string[]): Promise<number> {
     workers: Number(flags.workers),
     filePrefix: flags["file-prefix"],
     pcap: flags.pcap,
+    services: flags.services,
   });
   const server = Deno.serve({
     hostname: "127.0.0.1",

@@ -12,6 +12,9 @@ import type { FrameDevice } from "./phy/device.ts";
 import { DpdkQueue } from "./phy/dpdk_port.ts";
 import { PcapWriter } from "./phy/pcap_writer.ts";
 import { PollLoop } from "./poll_loop.ts";
+import { TcpEngine } from "./tcp/engine.ts";
+import { type Services, startServices } from "./tcp/services.ts";
+import { InterfaceTcpLink } from "./tcp_link.ts";
 
 /** What one queue's stack is told when it starts. */
 export interface QueueStackConfig {
@@ -22,12 +25,15 @@ export interface QueueStackConfig {
   prefix: number;
   /** Record every frame of this queue in a pcap file. */
   pcap?: string;
+  /** Run the in-bridge services (echo 7, discard 9, source 19). */
+  services: boolean;
 }
 
 /** Counters of one queue's stack, as plain data. */
 export interface QueueStats {
   queue: number;
   iface: ReturnType<Interface["counters"]["snapshot"]>;
+  tcp: ReturnType<TcpEngine["snapshot"]>;
   loop: Record<string, number>;
   neighbours: number;
 }
@@ -37,6 +43,8 @@ export class QueueStack {
   private readonly capture: PcapWriter | null = null;
   readonly iface: Interface;
   readonly loop: PollLoop;
+  readonly engine: TcpEngine;
+  readonly services: Services | null;
 
   constructor(dp: DpLibrary, pool: Uint8Array, readonly config: QueueStackConfig) {
     const queue = new DpdkQueue(dp, config.portId, config.queue, pool);
@@ -47,14 +55,19 @@ export class QueueStack {
       ip: config.ip,
       prefix: config.prefix,
     });
-    this.loop = new PollLoop((now) => this.step(now));
+    this.engine = new TcpEngine(new InterfaceTcpLink(this.iface), { localIp: config.ip });
+    this.iface.tcpHandler = (buf, off, len, src, dst, now) =>
+      this.engine.input(buf, off, len, src, dst, now);
+    this.services = config.services ? startServices(this.engine) : null;
+    this.loop = new PollLoop((now) => this.step(now), () => this.engine.nextDeadline());
   }
 
-  /** One round: receive and process a burst, send what it produced. */
+  /** One round: receive and process a burst, run TCP timers and output, send the frames. */
   step(nowMs: number): number {
     const n = this.iface.poll(nowMs);
-    this.device.flush();
-    return n;
+    this.engine.poll(nowMs);
+    const sent = this.device.flush();
+    return n + sent;
   }
 
   /** Sends what is pending and closes the capture file, once the loop has ended. */
@@ -67,6 +80,7 @@ export class QueueStack {
     return {
       queue: this.config.queue,
       iface: this.iface.counters.snapshot(),
+      tcp: this.engine.snapshot(),
       loop: { ...this.loop.counters },
       neighbours: this.iface.arp.size(performance.now()),
     };
