@@ -17,7 +17,12 @@ export class MemStream implements TxStream, RxStream {
   private prod = 0;
   private cons = 0;
 
-  constructor(capacity: number) {
+  /**
+   * Copies use `set` over a `subarray` view (one short-lived view object per copy, ~30x faster
+   * than a byte loop for full-size segments); `loopCopy` copies byte by byte and allocates
+   * nothing (the benchmark uses it to show the engine itself is allocation-free).
+   */
+  constructor(capacity: number, readonly loopCopy = false) {
     let c = 1024;
     while (c < capacity) c *= 2;
     this.capacity = c;
@@ -39,6 +44,12 @@ export class MemStream implements TxStream, RxStream {
   copyOut(offset: number, dst: Uint8Array, dstOffset: number, len: number): void {
     const start = (this.cons + offset) & this.mask;
     const first = Math.min(len, this.capacity - start);
+    if (this.loopCopy) {
+      const d = this.data;
+      for (let i = 0; i < first; i++) dst[dstOffset + i] = d[start + i];
+      for (let i = first; i < len; i++) dst[dstOffset + i] = d[i - first];
+      return;
+    }
     dst.set(this.data.subarray(start, start + first), dstOffset);
     if (first < len) dst.set(this.data.subarray(0, len - first), dstOffset + first);
   }
@@ -52,6 +63,12 @@ export class MemStream implements TxStream, RxStream {
   copyIn(offset: number, src: Uint8Array, srcOffset: number, len: number): void {
     const start = (this.prod + offset) & this.mask;
     const first = Math.min(len, this.capacity - start);
+    if (this.loopCopy) {
+      const d = this.data;
+      for (let i = 0; i < first; i++) d[start + i] = src[srcOffset + i];
+      for (let i = first; i < len; i++) d[i - first] = src[srcOffset + i];
+      return;
+    }
     this.data.set(src.subarray(srcOffset, srcOffset + first), start);
     if (first < len) this.data.set(src.subarray(srcOffset + first, srcOffset + len), 0);
   }
