@@ -27,6 +27,8 @@ export interface BridgeOptions {
   filePrefix?: string;
   /** Run the in-bridge services echo (7), discard (9) and source (19); default true. */
   services?: boolean;
+  /** Control socket where applications attach their regions (single queue only). */
+  control?: string;
   /** Capture every frame to this pcap file (one file per queue: FILE.qN with workers). */
   pcap?: string;
 }
@@ -66,6 +68,9 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   if (!Number.isInteger(workers) || workers < 1 || workers > 8) {
     throw new Error(`--workers ${opts.workers}: 1 to 8 queues are supported`);
   }
+  if (opts.control && workers > 1) {
+    throw new Error("application regions (--control) are served by a single-queue bridge for now");
+  }
   const dp = openDp();
   const port = startDpdkPort(dp, {
     iface: opts.iface,
@@ -80,6 +85,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     prefix,
     pcap: opts.pcap && (workers === 1 ? opts.pcap : `${opts.pcap}.q${queue}`),
     services: opts.services ?? true,
+    control: queue === 0 ? opts.control : undefined,
   });
   let handles: QueueHandle[];
   if (workers === 1) {

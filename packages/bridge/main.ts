@@ -20,6 +20,8 @@ Options:
   --address CIDR      the bridge's IPv4 address                  (default: 10.88.0.2/24)
   --stats-port N      serve GET /stats on 127.0.0.1:N, 0 = any   (default: 7081)
   --workers N         queue pairs, one engine (Deno worker) each (default: 1)
+  --control PATH      control socket where applications attach their rings
+                      (default: /run/pno/bridge.sock; "none" to serve no applications)
   --no-services       do not run echo (7), discard (9) and source (19) in the bridge
   --pcap FILE         record every frame in FILE (FILE.qN per worker) for tshark
   --file-prefix NAME  DPDK EAL file prefix, unique per bridge    (default: pno-bridge-PID)
@@ -30,7 +32,7 @@ Stops cleanly on SIGINT or SIGTERM. Run \`pno wire up\` first to create pno1.`;
 /** Runs the bridge CLI with `args`; resolves with the exit code. */
 export async function bridgeMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    string: ["iface", "address", "stats-port", "file-prefix", "workers", "pcap"],
+    string: ["iface", "address", "stats-port", "file-prefix", "workers", "pcap", "control"],
     boolean: ["help", "services"],
     negatable: ["services"],
     alias: { h: "help" },
@@ -49,6 +51,9 @@ export async function bridgeMain(args: string[]): Promise<number> {
     console.log(BRIDGE_HELP);
     return 0;
   }
+  const control = flags.control === "none"
+    ? undefined
+    : flags.control || (Number(flags.workers) === 1 ? "/run/pno/bridge.sock" : undefined);
   const bridge = await startBridge({
     iface: flags.iface,
     address: flags.address,
@@ -56,6 +61,7 @@ export async function bridgeMain(args: string[]): Promise<number> {
     filePrefix: flags["file-prefix"],
     pcap: flags.pcap,
     services: flags.services,
+    control,
   });
   const server = Deno.serve({
     hostname: "127.0.0.1",
@@ -74,6 +80,7 @@ export async function bridgeMain(args: string[]): Promise<number> {
     mac,
     address,
     workers,
+    control: control ?? null,
     stats: `http://127.0.0.1:${server.addr.port}/stats`,
   }));
   await stopped;

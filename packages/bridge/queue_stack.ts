@@ -12,6 +12,8 @@ import type { FrameDevice } from "./phy/device.ts";
 import { DpdkQueue } from "./phy/dpdk_port.ts";
 import { PcapWriter } from "./phy/pcap_writer.ts";
 import { PollLoop } from "./poll_loop.ts";
+import { RegionServer } from "./region_server.ts";
+import { RingService } from "./ring_service.ts";
 import { TcpEngine } from "./tcp/engine.ts";
 import { type Services, startServices } from "./tcp/services.ts";
 import { InterfaceTcpLink } from "./tcp_link.ts";
@@ -27,6 +29,8 @@ export interface QueueStackConfig {
   pcap?: string;
   /** Run the in-bridge services (echo 7, discard 9, source 19). */
   services: boolean;
+  /** Serve application regions, taken over this control socket path. */
+  control?: string;
 }
 
 /** Counters of one queue's stack, as plain data. */
@@ -34,6 +38,7 @@ export interface QueueStats {
   queue: number;
   iface: ReturnType<Interface["counters"]["snapshot"]>;
   tcp: ReturnType<TcpEngine["snapshot"]>;
+  apps: ReturnType<RingService["snapshot"]>;
   loop: Record<string, number>;
   neighbours: number;
 }
@@ -45,6 +50,8 @@ export class QueueStack {
   readonly loop: PollLoop;
   readonly engine: TcpEngine;
   readonly services: Services | null;
+  readonly rings: RingService;
+  private readonly regionServer: RegionServer | null;
 
   constructor(dp: DpLibrary, pool: Uint8Array, readonly config: QueueStackConfig) {
     const queue = new DpdkQueue(dp, config.portId, config.queue, pool);
@@ -59,19 +66,23 @@ export class QueueStack {
     this.iface.tcpHandler = (buf, off, len, src, dst, now) =>
       this.engine.input(buf, off, len, src, dst, now);
     this.services = config.services ? startServices(this.engine) : null;
+    this.rings = new RingService(this.engine, config.ip);
+    this.regionServer = config.control ? new RegionServer(config.control, this.rings) : null;
     this.loop = new PollLoop((now) => this.step(now), () => this.engine.nextDeadline());
   }
 
   /** One round: receive and process a burst, run TCP timers and output, send the frames. */
   step(nowMs: number): number {
     const n = this.iface.poll(nowMs);
+    const commands = this.rings.poll(nowMs);
     this.engine.poll(nowMs);
     const sent = this.device.flush();
-    return n + sent;
+    return n + commands + sent;
   }
 
   /** Sends what is pending and closes the capture file, once the loop has ended. */
   finish(): void {
+    this.regionServer?.close();
     this.device.flush();
     this.capture?.close();
   }
@@ -81,6 +92,7 @@ export class QueueStack {
       queue: this.config.queue,
       iface: this.iface.counters.snapshot(),
       tcp: this.engine.snapshot(),
+      apps: this.rings.snapshot(),
       loop: { ...this.loop.counters },
       neighbours: this.iface.arp.size(performance.now()),
     };
