@@ -59,6 +59,7 @@ import {
   readSock,
   readSockaddrPort,
   readSockaddrV4,
+  RESULT_CMD_OPCODE,
   RX_FREED_CONS,
   SHUTDOWN_HOW,
   SOCK_NONE,
@@ -307,7 +308,6 @@ export class RingClient {
       v.setInt32(at + SOCKET_DOMAIN, AF_INET, true);
       v.setInt32(at + SOCKET_TYPE, SOCK_STREAM, true);
     });
-    this.events(c.result);
     return c.result;
   }
 
@@ -371,6 +371,12 @@ export class RingClient {
       }
       this.pending.delete(readReqId(v, at));
       const accepted = op === CPL_ACCEPT;
+      // A new socket's events may follow in this same batch, before the awaiting caller
+      // resumes: its event state must exist now, fresh (socket ids are reused).
+      const created = accepted
+        ? (result >= 0 ? v.getUint32(at + ACCEPT_NEW_SOCK, true) : -1)
+        : (v.getUint16(at + RESULT_CMD_OPCODE, true) === CMD_SOCKET ? result : -1);
+      if (created >= 0) this.sockets.set(created, new SocketEvents());
       resolve({
         result: accepted ? (result < 0 ? result : v.getUint32(at + ACCEPT_NEW_SOCK, true)) : result,
         sock,
@@ -414,7 +420,6 @@ export class PnoListener implements AsyncIterable<PnoConn> {
       if (this.closed) throw new Error("listener closed");
       const c = await this.client.send(CMD_ACCEPT, this.sock);
       if (c.result >= 0) {
-        this.client.events(c.result);
         return new PnoConn(this.client, c.result, {
           hostname: formatIp(c.peerIp),
           port: c.peerPort,
