@@ -10,15 +10,14 @@ import { addressOf, type BridgeProcess, withBridge } from "./_harness.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const MiB = 1 << 20;
 
-/** Starts tests/_ring_peer.ts with `args`; for `serve`, waits until it listens. */
-async function ringPeer(control: string, args: string[]): Promise<Deno.ChildProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
+/** Starts tests/_ring_peer.ts with `args` (read its first line to know it is ready). */
+function ringPeer(control: string, args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--unstable-ffi", `${ROOT}tests/_ring_peer.ts`, ...args],
     env: { PNO_CONTROL: control },
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  return child;
 }
 
 /** Reads a child's stdout line by line (the stream is locked once, here). */
@@ -65,7 +64,7 @@ async function apps(bridge: BridgeProcess): Promise<Array<Record<string, number>
 Deno.test("a host echo server on the rings serves 64 MiB to a kernel client, SHA-256 intact", async () => {
   const control = `/tmp/pno-e2e-${Deno.pid}-a.sock`;
   await withBridge("te2ea", 140, async (w, bridge) => {
-    const server = await ringPeer(control, ["serve", "8007"]);
+    const server = ringPeer(control, ["serve", "8007"]);
     try {
       assert((await firstLine(server)).includes("listening"));
       const file = await Deno.makeTempFile();
@@ -124,7 +123,7 @@ Deno.test("a host client on the rings connects out to a kernel server and exchan
     }).spawn();
     try {
       assertEquals(await firstLine(server), "up");
-      const client = await ringPeer(control, [
+      const client = ringPeer(control, [
         "send",
         addressOf(w.clientAddress),
         "9100",
@@ -146,7 +145,7 @@ Deno.test("a host client on the rings connects out to a kernel server and exchan
 Deno.test("an application killed mid-connection: the peer is reset and the bridge stays up", async () => {
   const control = `/tmp/pno-e2e-${Deno.pid}-c.sock`;
   await withBridge("te2ec", 144, async (w, bridge) => {
-    const server = await ringPeer(control, ["serve", "8008"]);
+    const server = ringPeer(control, ["serve", "8008"]);
     let client: Deno.ChildProcess | null = null;
     try {
       assert((await firstLine(server)).includes("listening"));
