@@ -86,6 +86,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     pcap: opts.pcap && (workers === 1 ? opts.pcap : `${opts.pcap}.q${queue}`),
     services: opts.services ?? true,
     control: queue === 0 ? opts.control : undefined,
+    multiQueue: workers > 1,
   });
   let handles: QueueHandle[];
   if (workers === 1) {

@@ -31,6 +31,8 @@ export interface QueueStackConfig {
   services: boolean;
   /** Serve application regions, taken over this control socket path. */
   control?: string;
+  /** Other queues of the port run engines of their own. */
+  multiQueue: boolean;
 }
 
 /** Counters of one queue's stack, as plain data. */
@@ -62,7 +64,10 @@ export class QueueStack {
       ip: config.ip,
       prefix: config.prefix,
     });
-    this.engine = new TcpEngine(new InterfaceTcpLink(this.iface), { localIp: config.ip });
+    this.engine = new TcpEngine(new InterfaceTcpLink(this.iface), {
+      localIp: config.ip,
+      multiQueue: config.multiQueue,
+    });
     this.iface.tcpHandler = (buf, off, len, src, dst, now) =>
       this.engine.input(buf, off, len, src, dst, now);
     this.services = config.services ? startServices(this.engine) : null;

@@ -93,6 +93,19 @@ Deno.test("conformance: RST for a closed port (RFC 9293 §3.10.7.1)", () => {
   assertEquals(p.engine.counters[K.C_DROP_NO_SOCKET], 3);
 });
 
+Deno.test("multi-queue engine: unknown-connection ACK segments are dropped, SYNs answered", () => {
+  // With several queues, a connection may live in another queue's engine: no RST for it.
+  const p = new ScriptPeer({ multiQueue: true });
+  p.engine.listen(PORT, 4);
+  p.send(PORT, { flags: TCP_ACK, seq: 5, ack: 77, data: new Uint8Array(10) });
+  p.send(81, { flags: TCP_ACK | TCP_FIN, seq: 5, ack: 77 });
+  assertEquals(p.take().length, 0, "no RST for segments of connections held elsewhere");
+  assertEquals(p.engine.counters[K.C_DROP_NO_SOCKET], 2);
+  p.send(81, { flags: TCP_SYN, seq: 5 });
+  const [r] = p.take();
+  assertEquals(r.flags, TCP_RST | TCP_ACK, "a SYN to a closed port is still refused");
+});
+
 Deno.test("conformance: SYN-ACK carries MSS, SACK-permitted, timestamps, window scale", () => {
   const p = new ScriptPeer();
   p.engine.listen(PORT, 4);

@@ -118,6 +118,14 @@ export interface TcpEngineOptions {
   windowScaling?: boolean;
   /** Answer with SYN cookies when a listener's SYN queue is full (default true). */
   synCookies?: boolean;
+  /**
+   * Other engines serve other queues of the same port (`pno bridge --workers N`). A segment
+   * of a connection this engine does not know may belong to another queue's engine (af_packet
+   * rolls flows over to another queue when one is under pressure, and a NIC's RSS may move
+   * them too), so it is dropped and counted instead of answered with a RST that would kill
+   * the connection; TCP's retransmission delivers it again. SYNs are still answered.
+   */
+  multiQueue?: boolean;
   /** Ephemeral port range (Linux: 32768-60999). */
   ephemeralLow?: number;
   ephemeralHigh?: number;
@@ -194,6 +202,7 @@ export class TcpEngine {
   private readonly sackEnabled: boolean;
   private readonly wsEnabled: boolean;
   private readonly cookiesEnabled: boolean;
+  private readonly multiQueue: boolean;
   private readonly ephLow: number;
   private readonly ephHigh: number;
 
@@ -255,6 +264,7 @@ export class TcpEngine {
     this.sackEnabled = opts.sack ?? true;
     this.wsEnabled = opts.windowScaling ?? true;
     this.cookiesEnabled = opts.synCookies ?? true;
+    this.multiQueue = opts.multiQueue ?? false;
     this.ephLow = opts.ephemeralLow ?? 32768;
     this.ephHigh = opts.ephemeralHigh ?? 60999;
     if (opts.seed !== undefined) {
@@ -749,6 +759,7 @@ export class TcpEngine {
   private inputClosed(seg: TcpSegment): void {
     this.counters[K.C_DROP_NO_SOCKET]++;
     if (seg.flags & TCP_RST) return;
+    if (this.multiQueue && (seg.flags & TCP_ACK)) return;
     this.rstReply(seg);
   }
 
@@ -775,7 +786,7 @@ export class TcpEngine {
     if (f & TCP_ACK) {
       if ((f & (TCP_SYN | TCP_FIN)) === 0 && this.cookiesEnabled && this.cookieAck(l, seg)) return;
       this.counters[K.C_DROP_NO_SOCKET]++;
-      this.rstReply(seg);
+      if (!this.multiQueue) this.rstReply(seg);
       return;
     }
     if (!(f & TCP_SYN)) {
