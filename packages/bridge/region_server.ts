@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { ControlListener, type ControlConn, serveRegion } from "../rings/control.ts";
+import { type ControlConn, ControlListener, serveRegion } from "../rings/control.ts";
 import type { RegionParams } from "../rings/layout.ts";
 import { closeRegion, createRegion } from "../rings/region.ts";
 import type { RingService } from "./ring_service.ts";

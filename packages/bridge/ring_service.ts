@@ -30,7 +30,7 @@ import {
   stateOffset,
 } from "../rings/layout.ts";
 import type { Region } from "../rings/region.ts";
-import { TcpError, type TcpEngine } from "./tcp/engine.ts";
+import { type TcpEngine, TcpError } from "./tcp/engine.ts";
 import {
   CLOSED,
   EV_ACCEPT,
@@ -48,8 +48,8 @@ import {
   OPT_NODELAY,
   type SocketOptions,
   type SocketStreams,
-  TIME_WAIT,
   type TcpSocket,
+  TIME_WAIT,
 } from "./tcp/socket.ts";
 
 const EBADF = 9;
@@ -504,7 +504,9 @@ export class RingService {
   private portTaken(port: number): boolean {
     for (const app of this.apps.values()) {
       for (const s of app.slots) {
-        if (s.inUse && s.boundPort === port && s.tcp !== null && s.tcp.state === LISTEN) return true;
+        if (s.inUse && s.boundPort === port && s.tcp !== null && s.tcp.state === LISTEN) {
+          return true;
+        }
       }
     }
     return false;
@@ -624,8 +626,18 @@ export class RingService {
           const result = opcode === D.EV_RESET ? (slot.tcp?.error || -ECONNRESET) : 0;
           D.writeHeader(cpl.view, out, opcode, slot.index, 0, result);
           if (opcode === D.EV_CONNECTED && slot.tcp !== null) {
-            D.writeSockaddrV4(cpl.view, out + D.CONNECTED_LOCAL, slot.tcp.localIp, slot.tcp.localPort);
-            D.writeSockaddrV4(cpl.view, out + D.CONNECTED_PEER, slot.tcp.remoteIp, slot.tcp.remotePort);
+            D.writeSockaddrV4(
+              cpl.view,
+              out + D.CONNECTED_LOCAL,
+              slot.tcp.localIp,
+              slot.tcp.localPort,
+            );
+            D.writeSockaddrV4(
+              cpl.view,
+              out + D.CONNECTED_PEER,
+              slot.tcp.remoteIp,
+              slot.tcp.remotePort,
+            );
           }
         }
         cpl.publish(count);

@@ -5,7 +5,13 @@
 import { assert, assertEquals } from "@std/assert";
 import { hostGRings, hostSRings } from "../rings/attach.ts";
 import * as D from "../rings/descriptors.ts";
-import { computeLayout, STATE_HUP, STATE_READABLE, stateOffset, writeRegionHeader } from "../rings/layout.ts";
+import {
+  computeLayout,
+  STATE_HUP,
+  STATE_READABLE,
+  stateOffset,
+  writeRegionHeader,
+} from "../rings/layout.ts";
 import { RingService } from "./ring_service.ts";
 import { TcpEngine } from "./tcp/engine.ts";
 import { MemWire } from "./tcp/mem_wire.ts";
@@ -47,7 +53,10 @@ class Host {
   readonly got: Array<{ op: number; sock: number; req: number; result: number; extra: number }> =
     [];
 
-  constructor(readonly buffer: SharedArrayBuffer, readonly layout: ReturnType<typeof computeLayout>) {
+  constructor(
+    readonly buffer: SharedArrayBuffer,
+    readonly layout: ReturnType<typeof computeLayout>,
+  ) {
     this.g = hostGRings(buffer, layout, 0);
   }
 
@@ -100,15 +109,26 @@ Deno.test("ring service: listen, accept, data both ways, peer FIN, close", () =>
   wire.step(1);
   const sock = host.take((e) => e.req === reqSocket)!.result;
   assert(sock >= 0);
-  const bind = host.post(D.CMD_BIND, sock, (v, at) => D.writeSockaddrV4(v, at + D.BIND_ADDR, 0, 7000));
-  const listen = host.post(D.CMD_LISTEN, sock, (v, at) => v.setInt32(at + D.LISTEN_BACKLOG, 8, true));
+  const bind = host.post(
+    D.CMD_BIND,
+    sock,
+    (v, at) => D.writeSockaddrV4(v, at + D.BIND_ADDR, 0, 7000),
+  );
+  const listen = host.post(
+    D.CMD_LISTEN,
+    sock,
+    (v, at) => v.setInt32(at + D.LISTEN_BACKLOG, 8, true),
+  );
   wire.step(2);
   assertEquals(host.take((e) => e.req === bind)!.result, 0);
   assertEquals(host.take((e) => e.req === listen)!.result, 0);
 
   let peerEvents = 0;
   const c: TcpSocket = peer.connect(wire.ipA, 7000, { onEvent: (_s, ev) => peerEvents |= ev });
-  wire.runUntil(() => host.take((e) => e.op === D.EV_READABLE && e.sock === sock) !== undefined, 100);
+  wire.runUntil(
+    () => host.take((e) => e.op === D.EV_READABLE && e.sock === sock) !== undefined,
+    100,
+  );
   const acc = host.post(D.CMD_ACCEPT, sock);
   wire.step(wire.now + 1);
   const accepted = host.take((e) => e.req === acc)!;
@@ -121,7 +141,10 @@ Deno.test("ring service: listen, accept, data both ways, peer FIN, close", () =>
   assertEquals(peer.send(c, hello, 0, hello.length), hello.length);
   peer.shutdown(c);
   const s = hostSRings(host.buffer, host.layout, child);
-  wire.runUntil(() => host.take((e) => e.op === D.EV_PEER_CLOSED && e.sock === child) !== undefined, 500);
+  wire.runUntil(
+    () => host.take((e) => e.op === D.EV_PEER_CLOSED && e.sock === child) !== undefined,
+    500,
+  );
   assert(host.state(child) & STATE_HUP, "HUP in the state word");
   assert(host.state(child) & STATE_READABLE);
   const got = new Uint8Array(64);
@@ -160,7 +183,11 @@ Deno.test("ring service: connect out, EV_CONNECTED, refused connect reports ECON
     return host.take((e) => e.req === r)!.result;
   };
   const sock = mk();
-  const conn = host.post(D.CMD_CONNECT, sock, (v, at) => D.writeSockaddrV4(v, at + D.CONNECT_ADDR, wire.ipB, 9000));
+  const conn = host.post(
+    D.CMD_CONNECT,
+    sock,
+    (v, at) => D.writeSockaddrV4(v, at + D.CONNECT_ADDR, wire.ipB, 9000),
+  );
   // The engine has no deadline for commands it has not read: step once so the service reads.
   wire.step(wire.now + 1);
   wire.runUntil(() => host.got.some((e) => e.op === D.EV_CONNECTED) || (host.drain(), false), 200);
@@ -169,7 +196,11 @@ Deno.test("ring service: connect out, EV_CONNECTED, refused connect reports ECON
   assert(peer.accept(l) !== null);
 
   const sock2 = mk();
-  host.post(D.CMD_CONNECT, sock2, (v, at) => D.writeSockaddrV4(v, at + D.CONNECT_ADDR, wire.ipB, 9001));
+  host.post(
+    D.CMD_CONNECT,
+    sock2,
+    (v, at) => D.writeSockaddrV4(v, at + D.CONNECT_ADDR, wire.ipB, 9001),
+  );
   wire.step(wire.now + 1);
   wire.runUntil(() => host.got.some((e) => e.op === D.EV_RESET) || (host.drain(), false), 500);
   const reset = host.take((e) => e.op === D.EV_RESET && e.sock === sock2);
