@@ -130,7 +130,7 @@ export class AttachedApp {
   evHead = 0;
   evLen = 0;
   /** Slots closed by the application whose connections still use their rings. */
-  readonly draining = new Set<Slot>();
+  readonly draining: Set<Slot> = new Set<Slot>();
   private readonly states: Int32Array;
   private readonly indices: Uint32Array;
 
@@ -226,7 +226,7 @@ export class RingServiceCounters {
 
 export class RingService {
   readonly counters = new RingServiceCounters();
-  readonly apps = new Map<number, AttachedApp>();
+  readonly apps: Map<number, AttachedApp> = new Map<number, AttachedApp>();
   private nextAppId = 1;
   private readonly onEvent = (s: TcpSocket, ev: number) => this.handleEvent(s, ev);
   private lastDrainCheck = 0;

@@ -642,7 +642,7 @@ export class TcpEngine {
   }
 
   /** The connection for a 4-tuple, or null. */
-  find(localIp: number, localPort: number, remoteIp: number, remotePort: number) {
+  find(localIp: number, localPort: number, remoteIp: number, remotePort: number): TcpSocket | null {
     return this.lookup(localIp >>> 0, localPort, remoteIp >>> 0, remotePort);
   }
 

@@ -231,13 +231,13 @@ export class TcpSocket implements CcState {
   recoverFs = 0;
   prrBudget = 0;
   /** SACK scoreboard: sorted disjoint (left, right) pairs above sndUna. */
-  readonly sb = new Uint32Array(32);
+  readonly sb: Uint32Array = new Uint32Array(32);
   sbCount = 0;
   sackedBytes = 0;
 
   // ---- out-of-order receive ranges (bounded reassembly) and SACK generation ----
-  readonly ofo = new Uint32Array(16);
-  readonly ofoAge = new Uint32Array(8);
+  readonly ofo: Uint32Array = new Uint32Array(16);
+  readonly ofoAge: Uint32Array = new Uint32Array(8);
   ofoCount = 0;
   ofoClock = 0;
 
