@@ -2,8 +2,9 @@
  * The typed dlopen table of the libc calls PnO needs and Deno does not expose: shared memory
  * (memfd, seals, mmap) and Unix sockets with SCM_RIGHTS and SO_PEERCRED. Linux x86-64 only.
  *
- * Blocking calls (accept, recvmsg, connect) also come in `*Async` variants that run on a
- * worker thread so the event loop keeps turning while a peer is slow.
+ * Blocking calls (accept, recvmsg, poll) also come in `*Async` variants that run on a
+ * worker thread so the event loop keeps turning while a peer is slow or a side sleeps. eventfd,
+ * read and write serve the wakeups (packages/rings/waker.ts).
  *
  * @module
  */
@@ -41,6 +42,15 @@ const libcSymbols = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   unlink: { parameters: ["buffer"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  pollAsync: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -117,3 +127,15 @@ export const SO_PEERCRED = 17;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
 /** send flag: no SIGPIPE. */
 export const MSG_NOSIGNAL = 0x4000;
+/** eventfd flag: non-blocking. */
+export const EFD_NONBLOCK = 0o4000;
+/** eventfd flag: close on exec. */
+export const EFD_CLOEXEC = 0o2000000;
+/** fcntl command: read the file status flags. */
+export const F_GETFL = 3;
+/** fcntl command: set the file status flags. */
+export const F_SETFL = 4;
+/** open/fcntl flag: non-blocking. */
+export const O_NONBLOCK = 0o4000;
+/** poll event: readable. */
+export const POLLIN = 1;

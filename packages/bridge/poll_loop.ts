@@ -6,7 +6,9 @@
  * up to `maxSleepMs` (and never past the next timer deadline), and goes back to spinning on
  * the first frame. While spinning it still yields to Deno's event loop every `yieldEveryMs`
  * so signals, the stats server and workers' messages are served: a MessageChannel round
- * costs microseconds where a zero-delay timer costs milliseconds.
+ * costs microseconds where a zero-delay timer costs milliseconds. Given a `Parking` (the
+ * region server's eventfd), the nap is a wait on that eventfd instead of a timer: an
+ * application that posts commands to a parked bridge kicks it awake at once.
  *
  * @module
  */
@@ -26,6 +28,18 @@ export const DEFAULT_BACKOFF: BackoffOptions = {
   yieldEveryMs: 1,
 };
 
+/**
+ * How the loop parks when something else can wake it: `park` says so where the waker's
+ * producers look (the regions' doorbells) and returns false if work arrived meanwhile; `wait`
+ * blocks until kicked or the nap ends; `unpark` takes the flag back; `kick` ends a wait.
+ */
+export interface Parking {
+  park(): boolean;
+  unpark(): void;
+  wait(ms: number): Promise<unknown>;
+  kick(): void;
+}
+
 /** One round of work: returns how much it did (frames, segments, events); 0 means idle. */
 export type PollStep = (nowMs: number) => number;
 
@@ -35,6 +49,8 @@ export class LoopCounters {
   busyRounds = 0;
   sleeps = 0;
   sleptMs = 0;
+  /** Naps cut short because a producer kicked the loop (or refused: work was waiting). */
+  kicked = 0;
 }
 
 export class PollLoop {
@@ -48,6 +64,7 @@ export class PollLoop {
     private readonly step: PollStep,
     private readonly nextDeadline: () => number = () => Infinity,
     private readonly opts: BackoffOptions = DEFAULT_BACKOFF,
+    private readonly parking: Parking | null = null,
   ) {
     this.channel.port1.onmessage = () => this.resume();
   }
@@ -67,8 +84,22 @@ export class PollLoop {
         nap = o.minSleepMs;
       } else if (now - lastWork >= o.spinMs) {
         const ms = Math.max(0, Math.min(nap, this.nextDeadline() - now));
-        c.sleeps++;
-        await this.sleep(ms);
+        const p = this.parking;
+        if (p !== null && ms > 0) {
+          // Parks on the waker: producers kick it instead of waiting out the nap.
+          if (!p.park()) {
+            c.kicked++;
+            lastWork = performance.now();
+            nap = o.minSleepMs;
+            continue;
+          }
+          c.sleeps++;
+          if (await p.wait(ms)) c.kicked++;
+          p.unpark();
+        } else {
+          c.sleeps++;
+          await this.sleep(ms);
+        }
         c.sleptMs += performance.now() - now;
         lastYield = performance.now();
         nap = Math.min(nap * 2, o.maxSleepMs);
@@ -85,6 +116,7 @@ export class PollLoop {
   /** Ends `run()` after the current round; wakes it if asleep. */
   stop(): void {
     this.stopping = true;
+    this.parking?.kick();
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;

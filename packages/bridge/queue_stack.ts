@@ -11,7 +11,7 @@ import { Interface } from "./iface.ts";
 import type { FrameDevice } from "./phy/device.ts";
 import { DpdkQueue } from "./phy/dpdk_port.ts";
 import { PcapWriter } from "./phy/pcap_writer.ts";
-import { PollLoop } from "./poll_loop.ts";
+import { DEFAULT_BACKOFF, type Parking, PollLoop } from "./poll_loop.ts";
 import { RegionServer } from "./region_server.ts";
 import { RingService } from "./ring_service.ts";
 import { TcpEngine } from "./tcp/engine.ts";
@@ -73,7 +73,21 @@ export class QueueStack {
     this.services = config.services ? startServices(this.engine) : null;
     this.rings = new RingService(this.engine, config.ip);
     this.regionServer = config.control ? new RegionServer(config.control, this.rings) : null;
-    this.loop = new PollLoop((now) => this.step(now), () => this.engine.nextDeadline());
+    const rs = this.regionServer, rings = this.rings;
+    // With applications attached, the loop parks on the region server's eventfd: an
+    // application posting commands to a parked bridge kicks it instead of waiting out the nap.
+    const parking: Parking | null = rs === null ? null : {
+      park: () => rings.park(),
+      unpark: () => rings.unpark(),
+      wait: (ms) => rs.waker.wait(ms),
+      kick: () => rs.waker.kick(),
+    };
+    this.loop = new PollLoop(
+      (now) => this.step(now),
+      () => this.engine.nextDeadline(),
+      DEFAULT_BACKOFF,
+      parking,
+    );
   }
 
   /** One round: receive and process a burst, run TCP timers and output, send the frames. */

@@ -22,14 +22,18 @@ import { RING_CONS_OFFSET, RING_FAULT, RING_PROD_OFFSET } from "../rings/byte_ri
 import type { DescRingConsumer, DescRingProducer } from "../rings/desc_ring.ts";
 import * as D from "../rings/descriptors.ts";
 import {
+  DOORBELL_SLEEPING,
+  regionDoorbellOffset,
   sPairOffset,
   STATE_ERROR,
   STATE_HUP,
   STATE_READABLE,
   STATE_WRITABLE,
   stateOffset,
+  threadDoorbellOffset,
 } from "../rings/layout.ts";
 import type { Region } from "../rings/region.ts";
+import { kickFd } from "../rings/waker.ts";
 import { type TcpEngine, TcpError } from "./tcp/engine.ts";
 import {
   CLOSED,
@@ -114,6 +118,8 @@ export class AppCounters {
   /** Ring indices found inconsistent (a broken or hostile producer). */
   ringFaults = 0;
   socketsOpen = 0;
+  /** Eventfd writes that woke a parked application thread. */
+  kicks = 0;
 }
 
 /** An application's region as the bridge serves it. */
@@ -133,6 +139,10 @@ export class AttachedApp {
   readonly draining: Set<Slot> = new Set<Slot>();
   private readonly states: Int32Array;
   private readonly indices: Uint32Array;
+  /** Each thread's eventfd (from MSG_WAKER), or -1: kicked when it parks with completions. */
+  readonly wakeFds: Int32Array;
+  /** Word index of the region doorbell's sleeping flag (the bridge's own). */
+  private readonly bridgeSleeping: number;
 
   constructor(readonly id: number, readonly region: RegionMemory, readonly pid: number) {
     const p = region.layout.params;
@@ -148,6 +158,46 @@ export class AttachedApp {
     this.evQueue = new Int32Array(p.maxSockets);
     this.states = new Int32Array(region.buffer);
     this.indices = new Uint32Array(region.buffer);
+    this.wakeFds = new Int32Array(p.maxThreads).fill(-1);
+    this.bridgeSleeping = (regionDoorbellOffset(region.layout) + DOORBELL_SLEEPING) >> 2;
+  }
+
+  /**
+   * Wakes every thread that parked (its doorbell's sleeping flag set) while its completion
+   * ring holds entries. The flag is the application's to scribble on; at worst a hostile one
+   * makes us write its own eventfd once per round.
+   */
+  kickSleepers(): void {
+    for (let t = 0; t < this.wakeFds.length; t++) {
+      const fd = this.wakeFds[t];
+      if (fd < 0) continue;
+      const flag = (threadDoorbellOffset(this.region.layout, t) + DOORBELL_SLEEPING) >> 2;
+      if (Atomics.load(this.states, flag) === 0) continue;
+      if (this.threads[t].completions.pending() <= 0) continue;
+      if (Atomics.exchange(this.states, flag, 0) === 0) continue;
+      kickFd(fd);
+      this.counters.kicks++;
+    }
+  }
+
+  /**
+   * The bridge is about to park: says so in the region doorbell, then looks at the command
+   * rings once more. Returns false (and takes the flag back) if commands are waiting.
+   */
+  park(): boolean {
+    Atomics.store(this.states, this.bridgeSleeping, 1);
+    for (const { commands } of this.threads) {
+      if (commands.peek(1) !== 0) {
+        this.unpark();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** The bridge is awake again. */
+  unpark(): void {
+    Atomics.store(this.states, this.bridgeSleeping, 0);
   }
 
   /** Takes a free slot with empty rings, or null. */
@@ -266,10 +316,27 @@ export class RingService {
     for (const app of this.apps.values()) {
       for (let t = 0; t < app.threads.length; t++) work += this.serveThread(app, t);
       work += this.postEvents(app);
+      app.kickSleepers();
       if (app.draining.size > 0 && nowMs - this.lastDrainCheck >= 10) this.checkDraining(app);
     }
     if (nowMs - this.lastDrainCheck >= 10) this.lastDrainCheck = nowMs;
     return work;
+  }
+
+  /** The loop is about to park: true unless some region has commands waiting. */
+  park(): boolean {
+    for (const app of this.apps.values()) {
+      if (!app.park()) {
+        for (const a of this.apps.values()) a.unpark();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** The loop woke up. */
+  unpark(): void {
+    for (const app of this.apps.values()) app.unpark();
   }
 
   /** Statistics of every attached application. */

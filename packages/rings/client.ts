@@ -6,8 +6,11 @@
  * NIC only through that memory: commands on its thread's command ring, completions and events
  * on the completion ring, bytes through each socket's TX and RX rings. The control connection
  * stays open for the client's lifetime; when it closes (the process exits or dies) the bridge
- * tears the region's connections down. Completions are polled with the same adaptive back-off
- * as the bridge: busy while there is traffic, asleep when idle.
+ * tears the region's connections down. Completions are polled while there is traffic; after
+ * `SPIN_MS` without any the poller parks on its eventfd (waker.ts), which the bridge writes
+ * only when it publishes completions for a parked thread, so an idle client costs no CPU and
+ * wakes within microseconds, never a timer's milliseconds. Symmetrically, a command posted
+ * while the bridge is parked kicks the bridge's eventfd.
  *
  * @example
  * ```ts ignore
@@ -25,7 +28,14 @@
 import { hostGRings, hostSRings } from "./attach.ts";
 import type { HostRxConsumer, HostTxProducer } from "./byte_ring.ts";
 import { RING_FAULT } from "./byte_ring.ts";
-import { connectControl, type ControlConn, MSG_ERROR, MSG_HELLO, MSG_REGION } from "./control.ts";
+import {
+  connectControl,
+  type ControlConn,
+  MSG_ERROR,
+  MSG_HELLO,
+  MSG_REGION,
+  MSG_WAKER,
+} from "./control.ts";
 import type { DescRingConsumer, DescRingProducer } from "./desc_ring.ts";
 import {
   ACCEPT_NEW_SOCK,
@@ -73,13 +83,24 @@ import {
   writeHeader,
   writeSockaddrV4,
 } from "./descriptors.ts";
-import { LAYOUT_VERSION } from "./layout.ts";
+import {
+  DOORBELL_SLEEPING,
+  LAYOUT_VERSION,
+  regionDoorbellOffset,
+  threadDoorbellOffset,
+} from "./layout.ts";
 import { closeRegion, mapRegionFd, type Region } from "./region.ts";
+import { libc } from "../../ffi/libc.ts";
+import { kickFd, Waker } from "./waker.ts";
 
 /** Default path of the bridge's control socket. */
 export const DEFAULT_CONTROL_PATH = "/run/pno/bridge.sock";
 
 const SOCK_STREAM = 1;
+/** How long the poller keeps polling after the last completion before it parks. */
+const SPIN_MS = 1;
+/** Longest park: a kick that never comes (a bridge without wakeups) costs at most this. */
+const PARK_MS = 50;
 const EAGAIN = 11;
 const EINPROGRESS = 115;
 
@@ -146,13 +167,28 @@ export class RingClient {
   private closed = false;
   private polling: Promise<void>;
   private readonly channel = new MessageChannel();
+  private readonly words: Int32Array;
+  /** Word indices of the bridge's and this thread's sleeping flags. */
+  private readonly bridgeSleeping: number;
+  private readonly sleeping: number;
   /** Completions and events the client refused as malformed. */
   rejected = 0;
+  /** Times the poller parked, and eventfd writes that woke a parked bridge. */
+  parks = 0;
+  kicks = 0;
 
-  private constructor(readonly region: Region, private readonly control: ControlConn) {
+  private constructor(
+    readonly region: Region,
+    private readonly control: ControlConn,
+    private readonly waker: Waker,
+    private readonly bridgeFd: number,
+  ) {
     const g = hostGRings(region.buffer, region.layout, 0);
     this.commands = g.commands;
     this.completions = g.completions;
+    this.words = new Int32Array(region.buffer);
+    this.bridgeSleeping = (regionDoorbellOffset(region.layout) + DOORBELL_SLEEPING) >> 2;
+    this.sleeping = (threadDoorbellOffset(region.layout, 0) + DOORBELL_SLEEPING) >> 2;
     this.channel.port1.onmessage = () => {};
     this.polling = this.poll();
   }
@@ -171,7 +207,24 @@ export class RingClient {
       if (reply.type !== MSG_REGION || reply.fd < 0) {
         throw new Error(`unexpected reply ${reply.type} from ${controlPath}`);
       }
-      return new RingClient(mapRegionFd(reply.fd), conn);
+      const region = mapRegionFd(reply.fd);
+      // The bridge's eventfd follows (or a WAKER frame without one: it cannot be kicked).
+      let bridgeFd = -1, waker: Waker | null = null;
+      try {
+        const w = await conn.recv();
+        if (w.type !== MSG_WAKER) throw new Error(`expected WAKER, got frame type ${w.type}`);
+        bridgeFd = w.fd;
+        waker = Waker.create();
+        const line = new Uint8Array(4);
+        new DataView(line.buffer).setUint32(0, 1, true); // thread 0's doorbell
+        conn.send(MSG_WAKER, line, waker.fd);
+      } catch (err) {
+        if (bridgeFd >= 0) libc().close(bridgeFd);
+        waker?.close();
+        closeRegion(region);
+        throw err;
+      }
+      return new RingClient(region, conn, waker, bridgeFd);
     } catch (err) {
       conn.close();
       throw err;
@@ -225,8 +278,11 @@ export class RingClient {
     if (this.closed) return;
     this.closed = true;
     this.channel.port2.postMessage(0);
+    this.waker.kick();
     await this.polling;
     this.channel.port1.close();
+    this.waker.close();
+    if (this.bridgeFd >= 0) libc().close(this.bridgeFd);
     closeRegion(this.region);
     this.control.close();
   }
@@ -328,11 +384,18 @@ export class RingClient {
     writeHeader(v, at, opcode, sock, reqId);
     fill?.(v, at);
     this.commands.publish(1);
+    // Published, then look at the flag (the bridge sets it, then looks at the ring).
+    if (
+      Atomics.load(this.words, this.bridgeSleeping) !== 0 && this.bridgeFd >= 0 &&
+      Atomics.exchange(this.words, this.bridgeSleeping, 0) !== 0
+    ) {
+      kickFd(this.bridgeFd);
+      this.kicks++;
+    }
   }
 
   private async poll(): Promise<void> {
     let idleSince = performance.now();
-    let nap = 1;
     while (!this.closed) {
       const n = this.completions.peek(64);
       if (n === RING_FAULT) throw new Error("completion ring index corrupted");
@@ -341,16 +404,19 @@ export class RingClient {
       }
       if (n > 0) this.completions.release(n);
       const now = performance.now();
-      if (n > 0) {
-        idleSince = now;
-        nap = 1;
+      if (n > 0) idleSince = now;
+      if (n > 0 || now - idleSince < SPIN_MS) {
         await this.yieldNow();
-      } else if (now - idleSince < 2) {
-        await this.yieldNow();
-      } else {
-        await new Promise((r) => setTimeout(r, nap));
-        nap = Math.min(nap * 2, 8);
+        continue;
       }
+      // Park: say so, look once more (the bridge publishes, then looks at the flag), block.
+      Atomics.store(this.words, this.sleeping, 1);
+      if (this.completions.peek(1) === 0 && !this.closed) {
+        this.parks++;
+        await this.waker.wait(PARK_MS);
+      }
+      Atomics.store(this.words, this.sleeping, 0);
+      idleSince = performance.now();
     }
   }
 

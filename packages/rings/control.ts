@@ -9,6 +9,7 @@
  * - REGION (server): u32 version, u32 zero, u64 total size, u32 maxThreads, maxSockets,
  *   cmdSlots, cplSlots, txBytes, rxBytes; the region fd rides along as SCM_RIGHTS.
  * - ERROR (server): UTF-8 text, e.g. on a version mismatch.
+ * - WAKER (either): u32 doorbell line; the sender's eventfd rides along (see MSG_WAKER).
  *
  * Control path only: these calls allocate freely.
  *
@@ -37,6 +38,13 @@ export const MSG_HELLO = 1;
 export const MSG_REGION = 2;
 /** Server to client: why the request was refused. */
 export const MSG_ERROR = 3;
+/**
+ * Either way: u32 doorbell line, with the sender's eventfd attached (or none: poll me). The
+ * receiver writes that eventfd when it publishes for that line while its `sleeping` flag is
+ * set (waker.ts). The server sends line 0 (itself) right after REGION; the client answers
+ * with line 1 + t for its thread t.
+ */
+export const MSG_WAKER = 4;
 
 const MAX_FRAME = 4096;
 const CMSG_SPACE_ONE_FD = 24; // CMSG_SPACE(sizeof(int)) on x86-64

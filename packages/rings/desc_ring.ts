@@ -138,6 +138,12 @@ export class DescRingProducer extends _DescRingSide {
     Atomics.store(this.index, PROD_WORD, this.prod);
   }
 
+  /** Slots published and not yet released by the consumer, or `RING_FAULT`. */
+  pending(): number {
+    const free = this.refreshCons();
+    return free < 0 ? RING_FAULT : this.slots - free;
+  }
+
   /** Free-running producer index (slots published so far), as a doorbell payload. */
   produced(): number {
     return this.prod;
