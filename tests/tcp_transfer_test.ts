@@ -1,0 +1,246 @@
+/**
+ * Bulk TCP transfers between the Linux kernel (a python3 client in the namespace) and the
+ * bridge's services: echo (7) with SHA-256 of both directions, source (19) with every byte
+ * checked against i mod 251, discard (9) with the bridge's byte counter and a clean close.
+ *
+ * Impairments: this machine's kernel has no sch_netem, so `impair()` of cli/wire.ts fails
+ * ("Specified qdisc kind is unknown"); the impaired cases run the user-space relay of
+ * _tcp_peers.ts instead, which drops, duplicates, delays and reorders TCP frames in BOTH
+ * directions (so that the bridge's own data is lost too and it has to retransmit).
+ *
+ * What is true on a clean wire (measured before writing the assertions): the 256 MiB runs are
+ * not loss-free. veth delivery reorders frames when the sending thread moves between CPUs
+ * (the bridge's ofoBytes grows, and the kernel then retransmits spuriously: 10-54 segments per
+ * discard run), and one echo run in several shows an RTO with 160 bridge retransmissions while
+ * the port's imissed and /proc/net/softnet_stat drops stay 0 (a stall of the 2-core machine
+ * with three busy threads, or a drop in the client's receive path); af_packet's RX ring can
+ * also overflow (port imissed). So the bulk runs print their retransmissions and assert data
+ * integrity only. The 8 MiB echo is paced by the echo itself (the client's window and the
+ * bridge's 256 KiB rings): there the bridge retransmits nothing, and that is asserted.
+ *
+ * @module
+ */
+import { assert, assertEquals } from "@std/assert";
+import type { WireConfig } from "../cli/wire.ts";
+import { addressOf, type BridgeProcess, withBridge } from "./_harness.ts";
+import {
+  delta,
+  type RelayImpairments,
+  runPy,
+  startRelay,
+  STREAM_CLIENT,
+  type StreamResult,
+  type TcpCounters,
+  tcpStats,
+  waitFor,
+} from "./_tcp_peers.ts";
+
+const MiB = 1 << 20;
+const PORTS = { echo: 7, source: 19, discard: 9 } as const;
+type Mode = keyof typeof PORTS;
+const WATCH = [
+  "bytesIn",
+  "bytesOut",
+  "segsIn",
+  "segsOut",
+  "retransSegs",
+  "rtoEvents",
+  "dupAcks",
+  "sackRecoveries",
+  "ofoBytes",
+  "rstIn",
+  "rstOut",
+  "dropPaws",
+  "dropOutOfWindow",
+];
+
+interface Outcome {
+  r: StreamResult;
+  d: TcpCounters;
+}
+
+/**
+ * One transfer with the stream client; every run is bounded by `timeoutMs` (a timeout fails the
+ * test) and each socket operation by `stallS` seconds. Checks the data, then that the bridge's
+ * connection table empties.
+ */
+async function transfer(
+  w: WireConfig,
+  bridge: BridgeProcess,
+  mode: Mode,
+  bytes: number,
+  timeoutMs: number,
+  label: string,
+  stallS = 20,
+): Promise<Outcome> {
+  const before = await tcpStats(bridge);
+  let r: StreamResult;
+  try {
+    r = await runPy<StreamResult>(
+      w,
+      STREAM_CLIENT,
+      [mode, addressOf(w.bridgeAddress), String(PORTS[mode]), String(bytes), String(stallS)],
+      timeoutMs,
+    );
+  } catch (err) {
+    const now = await tcpStats(bridge);
+    throw new Error(
+      `${label} ${mode}: ${(err as Error).message}\nbridge: ${
+        JSON.stringify(delta(before, now, [...WATCH, "connections"]))
+      }`,
+    );
+  }
+  assert(!("error" in r), JSON.stringify(r));
+  // The bridge closes echo and discard after the client's FIN (passive close: LAST-ACK, no
+  // TIME-WAIT on the bridge); source ends with the client's RST. Either way the table empties.
+  const empty = await waitFor(async () => (await tcpStats(bridge)).connections === 0, 10_000);
+  const after = await tcpStats(bridge);
+  const d = delta(before, after, WATCH);
+  const mibs = bytes / MiB / r.seconds;
+  console.log(
+    `${label}: ${mode} ${bytes / MiB} MiB in ${r.seconds.toFixed(2)} s = ${mibs.toFixed(1)} MiB/s` +
+      ` (${(mibs * 8 * 1.048576).toFixed(0)} Mbit/s); kernel retrans ${r.kernelRetrans};` +
+      ` bridge ${JSON.stringify(d)}`,
+  );
+  assert(empty, `bridge still has ${after.connections} connections 10 s after the transfer`);
+  if (mode === "echo") {
+    assertEquals(r.sent, bytes);
+    assertEquals(r.received, bytes);
+    assertEquals(r.shaRecv, r.shaSent, "echoed bytes differ from the bytes sent");
+  } else if (mode === "source") {
+    assertEquals(r.received, bytes); // and the client checked every byte against i mod 251
+  } else {
+    assertEquals(r.sent, bytes);
+    assert(r.eof, "the client saw no FIN from the bridge");
+    assert(d.bytesIn >= bytes, `bridge bytesIn grew by ${d.bytesIn} < ${bytes}`);
+    // FIN both ways: the bridge closed only after reading the client's FIN (recv() == 0), the
+    // client read the bridge's FIN as EOF, and nobody reset anything.
+    assertEquals(d.rstIn, 0, "discard connection saw a RST from the client");
+    assertEquals(d.rstOut, 0, "discard connection was reset by the bridge");
+  }
+  return { r, d };
+}
+
+/** Runs `body` with the impairment relay in place (stopped, by PID, whatever happens). */
+async function withRelay(
+  w: WireConfig,
+  imp: RelayImpairments,
+  body: () => Promise<void>,
+): Promise<void> {
+  const relay = await startRelay(w, imp);
+  let counts: Record<string, number> = {};
+  try {
+    await body();
+  } finally {
+    counts = await relay.stop();
+    console.log(`relay: ${JSON.stringify(counts)}`);
+  }
+}
+
+// ---- clean wire ----
+
+Deno.test("clean wire: 8 MiB echoed byte-exact and the bridge retransmits nothing", async () => {
+  await withBridge("tcpt1", 130, async (w, bridge) => {
+    const { d } = await transfer(w, bridge, "echo", 8 * MiB, 60_000, "clean");
+    assertEquals(d.retransSegs, 0, "retransmissions on a clean, echo-paced transfer");
+    assertEquals(d.rtoEvents, 0);
+  });
+});
+
+Deno.test("clean wire: 256 MiB to echo comes back with the same SHA-256", async () => {
+  await withBridge("tcpt2", 132, async (w, bridge) => {
+    await transfer(w, bridge, "echo", 256 * MiB, 120_000, "clean");
+    const port = (await bridge.stats()).port;
+    console.log(`port counters after 256 MiB echo: ${JSON.stringify(port)}`);
+  });
+});
+
+Deno.test("clean wire: 256 MiB from source, every byte i mod 251", async () => {
+  await withBridge("tcpt3", 134, async (w, bridge) => {
+    const { d } = await transfer(w, bridge, "source", 256 * MiB, 120_000, "clean");
+    assert(d.bytesOut >= 256 * MiB);
+  });
+});
+
+Deno.test("clean wire: 256 MiB to discard, counted by the bridge, FIN both ways", async () => {
+  await withBridge("tcpt4", 136, async (w, bridge) => {
+    await transfer(w, bridge, "discard", 256 * MiB, 120_000, "clean");
+  });
+});
+
+// ---- 1% loss, 25% reordering, 10 ms delay, each direction ----
+// 1% loss each way at a 20 ms RTT allows about 1 MB/s (Mathis et al.: MSS/RTT * 1.22/sqrt(p)),
+// measured 0.5 (source) to 1.5 (discard) MiB/s here, so these use 8 MiB, not 256 MiB (which
+// would take minutes each). 90 s is several times what a healthy transfer needs.
+
+const LOSSY: RelayImpairments = { lossPercent: 1, delayMs: 10, reorderPercent: 25 };
+
+// KNOWN BRIDGE BUG (left enabled on purpose; see the report of tests/tcp_*): the echo under loss
+// stalls. The bridge's windowField() rounds the advertised window UP to its 8-byte scale unit
+// (wscale 3) and moves rcvAdvEdge past the free space of the RX ring; processText() then
+// truncates in-window data to the ring's room (accepts 200 of 208 bytes) and refuses the rest,
+// so the kernel's SND.NXT ends up 8 bytes beyond the bridge's RCV.NXT, at the right edge of
+// the 8-byte window the bridge keeps advertising. acceptable() rejects every zero-length
+// segment with SEQ == RCV.NXT + RCV.WND, so all of the client's ACKs are thrown away: the
+// bridge retransmits already-acknowledged data on RTO backoff (0.4, 0.8, 1.6, 2.5 s ...) and
+// the transfer crawls (2.5 MB in 120 s). RFC 9293 §3.10.7.4: a receiver should accept valid
+// ACKs even when no data is acceptable; RFC 7323 §2.4 / RFC 9293 §3.8.6: the window offered
+// must be honoured.
+Deno.test("1% loss + 25% reorder + 10 ms delay: 8 MiB echo, SHA-256 match, no stall", async () => {
+  await withBridge("tcpl1", 138, async (w, bridge) => {
+    await withRelay(w, LOSSY, async () => {
+      const { d } = await transfer(w, bridge, "echo", 8 * MiB, 90_000, "lossy");
+      assert(d.retransSegs > 0, "bridge retransmitted nothing under 1% loss");
+    });
+  });
+});
+
+Deno.test("1% loss + 25% reorder + 10 ms delay: 8 MiB from source, no stall", async () => {
+  await withBridge("tcpl2", 140, async (w, bridge) => {
+    await withRelay(w, LOSSY, async () => {
+      const { d } = await transfer(w, bridge, "source", 8 * MiB, 90_000, "lossy");
+      assert(d.retransSegs > 0, "bridge retransmitted nothing under 1% loss");
+    });
+  });
+});
+
+Deno.test("1% loss + 25% reorder + 10 ms delay: 8 MiB to discard, FIN both ways", async () => {
+  await withBridge("tcpl3", 142, async (w, bridge) => {
+    await withRelay(w, LOSSY, async () => {
+      const { r, d } = await transfer(w, bridge, "discard", 8 * MiB, 90_000, "lossy");
+      // The bridge only sends ACKs here: the retransmissions are the kernel's, the holes the
+      // bridge's out-of-order queue.
+      assert(r.kernelRetrans > 0, "client retransmitted nothing under 1% loss");
+      assert(d.ofoBytes > 0, "bridge queued nothing out of order under loss and reordering");
+    });
+  });
+});
+
+// ---- 0.1% duplication each direction (no delay: the full 256 MiB, through the relay) ----
+
+const DUP: RelayImpairments = { duplicatePercent: 0.1 };
+
+Deno.test("0.1% duplication: 256 MiB echo, SHA-256 match", async () => {
+  await withBridge("tcpd1", 144, async (w, bridge) => {
+    await withRelay(w, DUP, async () => {
+      await transfer(w, bridge, "echo", 256 * MiB, 120_000, "dup");
+    });
+  });
+});
+
+Deno.test("0.1% duplication: 256 MiB from source, every byte i mod 251", async () => {
+  await withBridge("tcpd2", 146, async (w, bridge) => {
+    await withRelay(w, DUP, async () => {
+      await transfer(w, bridge, "source", 256 * MiB, 120_000, "dup");
+    });
+  });
+});
+
+Deno.test("0.1% duplication: 256 MiB to discard, duplicates dropped, FIN both ways", async () => {
+  await withBridge("tcpd3", 148, async (w, bridge) => {
+    await withRelay(w, DUP, async () => {
+      const { d } = await transfer(w, bridge, "discard", 256 * MiB, 120_000, "dup");
+      assert(d.dropOutOfWindow > 0, "no duplicate segment was recognised as old");
+    });
+  });
+});
