@@ -60,6 +60,8 @@ export async function testMain(args: string[]): Promise<number> {
     "test",
     "-A",
     "--unstable-ffi",
+    // JSDoc examples are tests too (deno std's rule: public functions show a working example).
+    "--doc",
     `--junit-path=${junit}`,
     ...(flags.filter ? ["--filter", flags.filter] : []),
     ...paths,
