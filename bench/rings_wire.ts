@@ -126,7 +126,7 @@ try {
     const a0 = cpuSeconds(app.pid);
     t0 = performance.now();
     const out = await sh(
-      inNs(w, "sh", "-c", `head -c ${mib * MiB} ${file} | nc -N ${addr} 8007 | wc -c`),
+      inNs(w, "sh", "-c", `head -c ${mib * MiB} ${file} | timeout 15 nc -N ${addr} 8007 | wc -c`),
     );
     secs = (performance.now() - t0) / 1000;
     const after = await stats();
@@ -146,6 +146,33 @@ try {
         ) => [k, v - (a[k] ?? 0)]),
       );
     console.log("  loop", JSON.stringify(delta(q0.loop, q1.loop)));
+    const pick = (o: Record<string, number>, keys: string[]) =>
+      Object.fromEntries(keys.filter((k) => k in o).map((k) => [k, o[k]]));
+    const tcpKeys = [
+      "retransSegs",
+      "rtoEvents",
+      "sackRecoveries",
+      "windowProbes",
+      "ofoBytes",
+      "noBuffer",
+    ];
+    console.log(
+      "  tcp",
+      JSON.stringify(pick(
+        delta(
+          (q0.tcp as unknown as { counters: Record<string, number> }).counters,
+          (q1.tcp as unknown as { counters: Record<string, number> }).counters,
+        ),
+        tcpKeys,
+      )),
+      "port",
+      JSON.stringify(
+        pick(
+          delta(before.port as Record<string, number>, after.port as Record<string, number>),
+          ["imissed", "rxNoMbuf", "txDropped", "oerrors"],
+        ),
+      ),
+    );
     const apps0 = q0.apps as unknown as Array<Record<string, number>>;
     const apps1 = q1.apps as unknown as Array<Record<string, number>>;
     console.log("  app", JSON.stringify(delta(apps0[0] ?? {}, apps1[0] ?? {})));

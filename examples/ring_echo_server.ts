@@ -14,6 +14,14 @@ const flags = parseArgs(Deno.args, {
 const client = await RingClient.attach(flags.control);
 const listener = await client.listen({ port: Number(flags.port) });
 console.log(JSON.stringify({ event: "listening", port: listener.port, pid: Deno.pid }));
+// A clean exit on SIGINT/SIGTERM (so --cpu-prof writes its profile): the bridge sees the
+// control socket close and resets whatever is still open.
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(sig, () => {
+    listener.close();
+    void client.close().finally(() => Deno.exit(0));
+  });
+}
 for await (const conn of listener) {
   (async () => {
     const buf = new Uint8Array(64 * 1024);

@@ -185,6 +185,7 @@ export class AttachedApp {
    * rings once more. Returns false (and takes the flag back) if commands are waiting.
    */
   park(): boolean {
+    if (this.evLen > 0) return false; // events the engine raised are still to be posted
     Atomics.store(this.states, this.bridgeSleeping, 1);
     for (const { commands } of this.threads) {
       if (commands.peek(1) !== 0) {
