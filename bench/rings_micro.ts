@@ -1,7 +1,9 @@
 /**
  * Micro-benchmarks of the host-NIC rings, in one process: descriptor rate (batched and one at a
  * time), stream-ring bandwidth against plain memcpy (Uint8Array.set) measured in the same run,
- * and one-way latency to a busy-polling consumer on another thread (a Worker; half a round trip).
+ * and one-way latency to a busy-polling consumer on another thread (a Worker; half a round trip);
+ * then the bridge's per-segment ring <-> mbuf copies, TypeScript against libpno_copy, with heap
+ * bytes per segment (bench/rings_copy.ts, in child processes).
  *
  * Run: deno run -A bench/rings_micro.ts (or `./pno bench --micro`, through `runMicroBench`).
  *
@@ -18,6 +20,7 @@ import {
   NicRxProducer,
   NicTxConsumer,
 } from "../packages/rings/mod.ts";
+import { runRingCopyBench } from "./rings_copy.ts";
 
 type Report = (line: string) => void;
 
@@ -140,6 +143,7 @@ export async function runMicroBench(report: Report = console.log): Promise<strin
   }
   const [p50, p99] = await oneWayLatencyNs(200_000, 64);
   say(`one-way latency, 64 B, polling worker: p50 ${p50.toFixed(0)} ns, p99 ${p99.toFixed(0)} ns`);
+  await runRingCopyBench(say);
   return lines.join("\n");
 }
 

@@ -11,6 +11,7 @@ import { Interface } from "./iface.ts";
 import type { FrameDevice } from "./phy/device.ts";
 import { DpdkQueue } from "./phy/dpdk_port.ts";
 import { PcapWriter } from "./phy/pcap_writer.ts";
+import { registerNativeMemory } from "../rings/_native.ts";
 import { DEFAULT_BACKOFF, type Parking, PollLoop } from "./poll_loop.ts";
 import { RegionServer } from "./region_server.ts";
 import { RingService } from "./ring_service.ts";
@@ -56,6 +57,8 @@ export class QueueStack {
   private readonly regionServer: RegionServer | null;
 
   constructor(dp: DpLibrary, pool: Uint8Array, readonly config: QueueStackConfig) {
+    // The pool is native memory: ring copies between it and a region are one memcpy each.
+    registerNativeMemory(pool.buffer, dp.pno_dp_pool_base());
     const queue = new DpdkQueue(dp, config.portId, config.queue, pool);
     if (config.pcap) this.capture = PcapWriter.open(queue, config.pcap);
     this.device = this.capture ?? queue;

@@ -34,6 +34,8 @@
 
 import type { RxStream, TxStream } from "./stream.ts";
 import { _copyBytes, _ViewCache } from "./_copy.ts";
+import { _NativeCache, nativeCopy, nativePointer } from "./_native.ts";
+import type { CopyLibrary } from "../../ffi/copy.ts";
 
 /** Size of a cache line; the two indices never share one. */
 export const CACHE_LINE = 64;
@@ -72,6 +74,10 @@ abstract class _ByteRingSide {
   protected readonly data: Uint8Array;
   protected readonly dataView: DataView;
   protected readonly callerViews: _ViewCache = new _ViewCache();
+  /** The data area's address when the ring lives in registered native memory, else null. */
+  protected readonly nativeData: Deno.PointerObject | null;
+  protected readonly native: CopyLibrary | null;
+  protected readonly callerNative: _NativeCache = new _NativeCache();
 
   constructor(buffer: ArrayBufferLike, ctrlOffset: number, dataOffset: number, capacity: number) {
     checkRingCapacity(capacity);
@@ -89,6 +95,9 @@ abstract class _ByteRingSide {
     this.index = new Uint32Array(buffer, ctrlOffset, BYTE_RING_CTRL_SIZE >> 2);
     this.data = new Uint8Array(buffer, dataOffset, capacity);
     this.dataView = new DataView(buffer, dataOffset, capacity);
+    const ptr = nativePointer(buffer, dataOffset);
+    this.native = ptr === null ? null : nativeCopy();
+    this.nativeData = this.native === null ? null : ptr;
   }
 
   /** Counts a refused index and reports it. */
@@ -99,6 +108,14 @@ abstract class _ByteRingSide {
 
   /** Copies `len` ring bytes starting at free-running index `at` into `dst`, wrapping. */
   protected fromRing(at: number, dst: Uint8Array, dstOffset: number, len: number): void {
+    if (this.nativeData !== null) {
+      // Both sides native (the region and the mbuf pool): one memcpy call, no view.
+      const p = this.callerNative.pointerOf(dst);
+      if (p !== null) {
+        this.native!.pno_copy_from_ring(p, dstOffset, this.nativeData, this.capacity, at, len);
+        return;
+      }
+    }
     const pos = at & this.mask;
     const first = Math.min(len, this.capacity - pos);
     const dv = this.callerViews.viewOf(dst);
@@ -110,6 +127,13 @@ abstract class _ByteRingSide {
 
   /** Copies `len` bytes of `src` into the ring starting at free-running index `at`, wrapping. */
   protected toRing(at: number, src: Uint8Array, srcOffset: number, len: number): void {
+    if (this.nativeData !== null) {
+      const p = this.callerNative.pointerOf(src);
+      if (p !== null) {
+        this.native!.pno_copy_to_ring(this.nativeData, this.capacity, at, p, srcOffset, len);
+        return;
+      }
+    }
     const pos = at & this.mask;
     const first = Math.min(len, this.capacity - pos);
     const sv = this.callerViews.viewOf(src);

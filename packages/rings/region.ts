@@ -40,6 +40,7 @@ import {
   type RegionParams,
   writeRegionHeader,
 } from "./layout.ts";
+import { registerNativeMemory } from "./_native.ts";
 
 /** A mapped region. `buffer` views the shared mapping; it is invalid after `closeRegion`. */
 export interface Region {
@@ -77,7 +78,9 @@ export function mapFd(fd: number): Mapping {
   const size = Number(end);
   const ptr = c.mmap(null, BigInt(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
   if (ptr === null || Deno.UnsafePointer.value(ptr) === MAP_FAILED) throw libcError("mmap");
-  return { fd, size, ptr, buffer: Deno.UnsafePointerView.getArrayBuffer(ptr, size) };
+  const buffer = Deno.UnsafePointerView.getArrayBuffer(ptr, size);
+  registerNativeMemory(buffer, ptr); // ring copies to and from other native memory use memcpy
+  return { fd, size, ptr, buffer };
 }
 
 /** Unmaps a mapping made by `mapFd` (the fd stays open). */

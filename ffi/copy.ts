@@ -1,0 +1,47 @@
+/**
+ * The typed dlopen table of libpno_copy (ffi/copy/pno_copy.h): memcpy between native memory
+ * areas given as (base pointer, offset), for the ring copies whose both sides are native (the
+ * mapped region, the DPDK mbuf pool). Every symbol is a fast call (pointers and u32 only), so
+ * a copy costs a few nanoseconds plus memcpy and allocates nothing.
+ *
+ * @module
+ */
+
+/** The symbol table, kept in step with ffi/copy/pno_copy.h by hand. */
+export const copySymbols = {
+  pno_copy: { parameters: ["pointer", "u32", "pointer", "u32", "u32"], result: "void" },
+  pno_copy_from_ring: {
+    parameters: ["pointer", "u32", "pointer", "u32", "u32", "u32"],
+    result: "void",
+  },
+  pno_copy_to_ring: {
+    parameters: ["pointer", "u32", "u32", "pointer", "u32", "u32"],
+    result: "void",
+  },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The loaded library's functions. */
+export type CopyLibrary = Deno.DynamicLibrary<typeof copySymbols>["symbols"];
+
+/** Path of the built library (ffi/build/libpno_copy.so), overridable with PNO_COPY_LIB. */
+export function copyLibraryPath(): string {
+  return Deno.env.get("PNO_COPY_LIB") ??
+    new URL("./build/libpno_copy.so", import.meta.url).pathname;
+}
+
+let lib: CopyLibrary | null | undefined;
+
+/**
+ * Opens libpno_copy once; null if it cannot be loaded (not built, no FFI permission), in which
+ * case callers keep their TypeScript copies.
+ */
+export function openCopy(path = copyLibraryPath()): CopyLibrary | null {
+  if (lib === undefined) {
+    try {
+      lib = Deno.dlopen(path, copySymbols).symbols;
+    } catch {
+      lib = null;
+    }
+  }
+  return lib;
+}
