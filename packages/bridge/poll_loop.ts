@@ -87,23 +87,28 @@ export class PollLoop {
         const p = this.parking;
         if (p !== null && ms > 0) {
           // Parks on the waker: producers kick it instead of waiting out the nap.
-          if (!p.park()) {
-            c.kicked++;
-            lastWork = performance.now();
-            nap = o.minSleepMs;
+          if (p.park()) {
+            c.sleeps++;
+            if (await p.wait(ms)) c.kicked++;
+            p.unpark();
+            c.sleptMs += performance.now() - now;
+            lastYield = performance.now();
+            nap = Math.min(nap * 2, o.maxSleepMs);
             continue;
           }
-          c.sleeps++;
-          if (await p.wait(ms)) c.kicked++;
-          p.unpark();
+          // Work arrived while parking: spin again, but still yield below, so that nothing
+          // (a region that always looks busy, say) can keep the event loop from running.
+          c.kicked++;
+          lastWork = performance.now();
+          nap = o.minSleepMs;
         } else {
           c.sleeps++;
           await this.sleep(ms);
+          c.sleptMs += performance.now() - now;
+          lastYield = performance.now();
+          nap = Math.min(nap * 2, o.maxSleepMs);
+          continue;
         }
-        c.sleptMs += performance.now() - now;
-        lastYield = performance.now();
-        nap = Math.min(nap * 2, o.maxSleepMs);
-        continue;
       }
       if (now - lastYield >= o.yieldEveryMs) {
         await this.yieldNow();

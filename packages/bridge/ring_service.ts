@@ -188,7 +188,9 @@ export class AttachedApp {
     if (this.evLen > 0) return false; // events the engine raised are still to be posted
     Atomics.store(this.states, this.bridgeSleeping, 1);
     for (const { commands } of this.threads) {
-      if (commands.peek(1) !== 0) {
+      // Only real commands keep the bridge up: a faulted ring index (RING_FAULT) is a broken
+      // application's problem, counted when served, and must not keep a core spinning.
+      if (commands.peek(1) > 0) {
         this.unpark();
         return false;
       }
