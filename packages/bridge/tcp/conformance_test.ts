@@ -93,6 +93,33 @@ Deno.test("conformance: RST for a closed port (RFC 9293 §3.10.7.1)", () => {
   assertEquals(p.engine.counters[K.C_DROP_NO_SOCKET], 3);
 });
 
+Deno.test("window scaling: the offered window always fits the ring; right-edge ACKs count", () => {
+  // 128 KiB receive ring: window scale 2, so windows are offered in units of 4 bytes. The
+  // peer sends 999-byte segments (not a multiple of 4) and nobody reads.
+  const c = open({ rcvBuf: 131072 });
+  const cap = 131072;
+  let received = 0;
+  let edge = 0;
+  for (let i = 0; i < 200; i++) {
+    const room = (edge === 0 ? cap : (edge - c.seq)) >>> 0;
+    if (room === 0) break;
+    const n = Math.min(999, room);
+    psend(c, TCP_PSH, new Uint8Array(n).fill(i & 0xff));
+    received += n;
+    c.p.advance(50); // the delayed ACK
+    for (const r of c.p.take()) {
+      const offered = r.window << 2;
+      assert(offered <= cap - received, `offered ${offered} with ${cap - received} free`);
+      edge = (r.ack + offered) >>> 0;
+    }
+  }
+  assertEquals(edge, c.seq >>> 0, "the peer filled the whole offered window");
+  const outOfWindow = c.p.engine.counters[K.C_DROP_OUT_OF_WINDOW];
+  psend(c, 0); // a pure ACK at exactly the right edge (window is zero now)
+  assertEquals(c.p.engine.counters[K.C_DROP_OUT_OF_WINDOW], outOfWindow, "right-edge ACK taken");
+  assertEquals(c.s.state, ESTABLISHED);
+});
+
 Deno.test("multi-queue engine: unknown-connection ACK segments are dropped, SYNs answered", () => {
   // With several queues, a connection may live in another queue's engine: no RST for it.
   const p = new ScriptPeer({ multiQueue: true });

@@ -1052,8 +1052,9 @@ export class TcpEngine {
   private acceptable(s: TcpSocket, seq: number, len: number, wnd: number): boolean {
     const d = seqDiff(seq, s.rcvNxt);
     if (len === 0) {
-      if (wnd === 0) return d === 0;
-      return d >= 0 && d < wnd;
+      // A peer that filled the window sends its ACKs at exactly the right edge: accept them
+      // (RFC 9293 §3.10.7.4's allowance for valid ACKs; Linux's tcp_sequence() does the same).
+      return d >= 0 && d <= wnd;
     }
     if (wnd === 0) return false;
     const e = seqDiff((seq + len - 1) >>> 0, s.rcvNxt);
@@ -1856,9 +1857,13 @@ export class TcpEngine {
     let cur = seqDiff(s.rcvAdvEdge, s.rcvNxt);
     if (cur < 0) cur = 0;
     if (free > cur && free - cur >= Math.min(s.rcvCap >> 1, s.rcvMss)) cur = free;
+    // Never offer more than the receive ring can hold: the scaled field is rounded down (the
+    // peer may fill every byte offered; RFC 7323 §2.4). The right edge we accept up to stays
+    // where earlier segments put it (never shrunk, RFC 9293 §3.8.6): rcvNxt + free only grows,
+    // so everything up to an edge once offered still fits.
+    if (cur > free) cur = free;
     const ws = s.rcvWscale;
     let field = cur >>> ws;
-    if (field << ws < cur) field++; // round up rather than shrink the right edge
     if (field > 65535) field = 65535;
     const edge = (s.rcvNxt + field * (1 << ws)) >>> 0;
     if (seqGt(edge, s.rcvAdvEdge)) s.rcvAdvEdge = edge;
