@@ -1056,7 +1056,12 @@ export class TcpEngine {
       // (RFC 9293 §3.10.7.4's allowance for valid ACKs; Linux's tcp_sequence() does the same).
       return d >= 0 && d <= wnd;
     }
-    if (wnd === 0) return false;
+    // Zero window: a segment at RCV.NXT (a window probe, or data with a piggybacked ACK) is
+    // taken for its ACK; its data is trimmed to the room there is (none). Dropping it whole
+    // would discard the only ACKs a peer with queued data sends, and deadlock both sides
+    // (RFC 9293 §3.10.7.4: "special allowance should be made to accept valid ACKs"; Linux's
+    // tcp_sequence() accepts SEG.SEQ = RCV.NXT with a zero window too).
+    if (wnd === 0) return d === 0;
     const e = seqDiff((seq + len - 1) >>> 0, s.rcvNxt);
     return (d >= 0 && d < wnd) || (e >= 0 && e < wnd);
   }
