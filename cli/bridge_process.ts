@@ -31,6 +31,7 @@ export class BridgeProcess {
         "run",
         "-A",
         "--unstable-ffi",
+        "--v8-flags=--expose-gc",
         `${ROOT}packages/bridge/main.ts`,
         "--iface",
         w.bridge,

@@ -11,6 +11,7 @@
 
 const libcSymbols = {
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
+  malloc_trim: { parameters: ["usize"], result: "i32" },
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   // fcntl is variadic; called with exactly one int argument it matches this signature on x86-64.
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
