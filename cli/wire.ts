@@ -122,10 +122,36 @@ export async function wireUp(w: WireConfig, imp: Impairments = {}): Promise<void
     await completeFrames(w, t.client, true);
     await completeFrames(w, t.host, false);
   }
-  await impair(w, imp);
+  try {
+    await impair(w, imp);
+  } catch (err) {
+    await wireDown(w); // all or nothing: no wire that silently lacks the impairments asked for
+    throw err;
+  }
 }
 
-/** Sets (or with no impairments, clears) tc netem on the client ends of both links. */
+/** What tc says when the kernel has no such qdisc (CONFIG_NET_SCH_NETEM unset, no module). */
+const NO_QDISC = /Specified qdisc kind is unknown|Unknown qdisc|qdisc kind.*unknown|No such file/i;
+
+/** Thrown by `impair()` on a kernel without sch_netem. */
+export class NetemUnavailableError extends Error {
+  constructor(detail: string) {
+    super(
+      "this kernel has no sch_netem (CONFIG_NET_SCH_NETEM is not set and no module loads), so " +
+        "the wire cannot be impaired with tc netem (" + detail + "). Inject the same " +
+        "impairments at the bridge's port instead, in both directions: " +
+        "`pno bridge [--loss PCT] [--delay MS] [--jitter MS] [--reorder PCT] [--duplicate PCT]` on a " +
+        "clean `pno wire up`. The kernel twin link (pnok0/pnok1) then stays clean.",
+    );
+    this.name = "NetemUnavailableError";
+  }
+}
+
+/**
+ * Sets (or with no impairments, clears) tc netem on the client ends of both links. Throws
+ * NetemUnavailableError when the kernel lacks sch_netem (the bridge's fault injector,
+ * `pno bridge --loss/--delay/--reorder/--duplicate`, does the same at the port).
+ */
 export async function impair(w: WireConfig, imp: Impairments): Promise<void> {
   const args: string[] = [];
   if (imp.delayMs) args.push("delay", `${imp.delayMs}ms`);
@@ -138,9 +164,18 @@ export async function impair(w: WireConfig, imp: Impairments): Promise<void> {
   for (const dev of [w.client, ...(w.twin ? [w.twin.client] : [])]) {
     await sh(inNs(w, "tc", "qdisc", "del", "dev", dev, "root"), true);
     if (args.length > 0) {
-      await sh(
-        inNs(w, "tc", "qdisc", "add", "dev", dev, "root", "netem", "limit", "100000", ...args),
-      );
+      try {
+        await sh(
+          inNs(w, "tc", "qdisc", "add", "dev", dev, "root", "netem", "limit", "100000", ...args),
+        );
+      } catch (err) {
+        const message = (err as Error).message;
+        if (NO_QDISC.test(message)) {
+          const detail = message.slice(message.lastIndexOf(": ") + 2).replace(/\.$/, "");
+          throw new NetemUnavailableError(detail);
+        }
+        throw err;
+      }
     }
   }
 }
@@ -162,6 +197,10 @@ up    namespace pno-client with veth pno0 (10.88.0.1/24); its peer pno1 stays in
       The kernel path's twin: pnok0 (10.89.0.1/24) in pno-client, pnok1 (10.89.0.2/24) on
       the host. Offloads are off on every end, so frames are complete and MTU-sized.
       --loss, --delay, --reorder, --duplicate set tc netem on pno0 and pnok0 alike.
+      A kernel without sch_netem (CONFIG_NET_SCH_NETEM unset, as on this machine and CI)
+      refuses them, and nothing is created: run \`pno wire up\` plain and give the same
+      flags to the bridge instead (\`pno bridge --loss 1 --delay 10 --reorder 25\`): its
+      fault injector impairs pno1's frames both ways, and the twin link stays clean.
 down  removes all of it.`;
 
 /** `pno wire` CLI. */

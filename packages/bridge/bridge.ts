@@ -11,6 +11,7 @@
  */
 import { openDp } from "../../ffi/dp.ts";
 import { type DpdkPort, type PortStats, startDpdkPort } from "./phy/dpdk_port.ts";
+import type { FaultSettings } from "./phy/fault_injector.ts";
 import { QueueStack, type QueueStackConfig, type QueueStats } from "./queue_stack.ts";
 import { formatMac } from "./wire/ethernet.ts";
 import { formatIpv4, parseCidr } from "./wire/ipv4.ts";
@@ -31,6 +32,11 @@ export interface BridgeOptions {
   control?: string;
   /** Capture every frame to this pcap file (one file per queue: FILE.qN with workers). */
   pcap?: string;
+  /**
+   * Impair the link at the port, both directions, as netem would (every queue; queue N draws
+   * with seed + N). Absent: no injector at all.
+   */
+  faults?: FaultSettings;
 }
 
 /** The bridge's counters as reported by /stats: totals and each queue's own. */
@@ -43,6 +49,8 @@ export interface BridgeStats {
   iface: Record<string, number | Record<string, number>>;
   /** TCP counters summed over the queues, and live connections. */
   tcp: Record<string, number | Record<string, number>>;
+  /** Fault injector counters summed over the queues, when it runs. */
+  faults?: Record<string, number>;
   queues: QueueStats[];
 }
 
@@ -84,6 +92,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     ip: addr,
     prefix,
     pcap: opts.pcap && (workers === 1 ? opts.pcap : `${opts.pcap}.q${queue}`),
+    faults: opts.faults && { ...opts.faults, seed: (opts.faults.seed ?? 1) + queue },
     services: opts.services ?? true,
     control: queue === 0 ? opts.control : undefined,
     multiQueue: workers > 1,
@@ -115,6 +124,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     port,
     async stats() {
       const queues = await Promise.all(handles.map((h) => h.stats()));
+      const faults = queues.flatMap((q) => q.faults ? [q.faults] : []);
       return {
         mac: formatMac(port.mac),
         address: `${formatIpv4(addr)}/${prefix}`,
@@ -124,6 +134,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         tcp: sumCounters(
           queues.map((q) => ({ ...q.tcp.counters, connections: q.tcp.connections })),
         ),
+        ...(faults.length > 0 ? { faults: sumCounters(faults) as Record<string, number> } : {}),
         queues,
       };
     },

@@ -8,6 +8,7 @@
  */
 import { parseArgs } from "@std/cli";
 import { startBridge } from "./bridge.ts";
+import type { FaultSettings } from "./phy/fault_injector.ts";
 import { statsApp } from "./stats_server.ts";
 
 export const BRIDGE_HELP =
@@ -27,12 +28,32 @@ Options:
   --file-prefix NAME  DPDK EAL file prefix, unique per bridge    (default: pno-bridge-PID)
   -h, --help          show this help
 
+Impairments at the port, both directions, like tc netem (which this kernel may lack):
+  --loss PCT          drop PCT% of frames
+  --delay MS          hold every frame MS ms
+  --jitter MS         vary the delay uniformly by +-MS ms (needs --delay)
+  --reorder PCT       PCT% of frames skip the delay and overtake (needs --delay)
+  --duplicate PCT     send PCT% of frames twice
+  --fault-seed N      seed of the injector's PRNG (queue q uses N + q) (default: 1)
+  Without any of these there is no injector. Counters: "faults" in /stats.
+
 Stops cleanly on SIGINT or SIGTERM. Run \`pno wire up\` first to create pno1.`;
+
+const FAULT_FLAGS = ["loss", "delay", "jitter", "reorder", "duplicate", "fault-seed"] as const;
 
 /** Runs the bridge CLI with `args`; resolves with the exit code. */
 export async function bridgeMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    string: ["iface", "address", "stats-port", "file-prefix", "workers", "pcap", "control"],
+    string: [
+      "iface",
+      "address",
+      "stats-port",
+      "file-prefix",
+      "workers",
+      "pcap",
+      "control",
+      ...FAULT_FLAGS,
+    ],
     boolean: ["help", "services"],
     negatable: ["services"],
     alias: { h: "help" },
@@ -62,6 +83,7 @@ export async function bridgeMain(args: string[]): Promise<number> {
     pcap: flags.pcap,
     services: flags.services,
     control,
+    faults: faultSettings(flags),
   });
   const server = Deno.serve({
     hostname: "127.0.0.1",
@@ -91,6 +113,35 @@ export async function bridgeMain(args: string[]): Promise<number> {
   Deno.removeSignalListener("SIGTERM", stop);
   console.log(JSON.stringify({ event: "stopped", stats: final }));
   return 0;
+}
+
+/** The injector's settings from the flags, or undefined when no fault flag was given. */
+function faultSettings(
+  flags: Partial<Record<(typeof FAULT_FLAGS)[number], string>>,
+): FaultSettings | undefined {
+  if (FAULT_FLAGS.every((f) => flags[f] === undefined)) return undefined;
+  const num = (name: (typeof FAULT_FLAGS)[number]): number | undefined => {
+    const text = flags[name];
+    if (text === undefined) return undefined;
+    const n = Number(text);
+    if (text.trim() === "" || !Number.isFinite(n)) {
+      throw new Error(`--${name} ${text}: not a number`);
+    }
+    return n;
+  };
+  const settings: FaultSettings = {
+    lossPercent: num("loss"),
+    delayMs: num("delay"),
+    jitterMs: num("jitter"),
+    reorderPercent: num("reorder"),
+    duplicatePercent: num("duplicate"),
+    seed: num("fault-seed"),
+  };
+  if (settings.jitterMs && !settings.delayMs) throw new Error("--jitter spreads --delay: give it");
+  if (settings.reorderPercent && !settings.delayMs) {
+    throw new Error("--reorder makes frames skip the delay: give --delay too");
+  }
+  return settings;
 }
 
 if (import.meta.main) {

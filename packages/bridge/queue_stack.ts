@@ -10,6 +10,7 @@ import type { DpLibrary } from "../../ffi/dp.ts";
 import { Interface } from "./iface.ts";
 import type { FrameDevice } from "./phy/device.ts";
 import { DpdkQueue } from "./phy/dpdk_port.ts";
+import { FaultInjector, type FaultSettings } from "./phy/fault_injector.ts";
 import { PcapWriter } from "./phy/pcap_writer.ts";
 import { registerNativeMemory } from "../rings/_native.ts";
 import { DEFAULT_BACKOFF, type Parking, PollLoop } from "./poll_loop.ts";
@@ -28,6 +29,8 @@ export interface QueueStackConfig {
   prefix: number;
   /** Record every frame of this queue in a pcap file. */
   pcap?: string;
+  /** Impair this queue's link in both directions (loss, delay, reordering, duplication). */
+  faults?: FaultSettings;
   /** Run the in-bridge services (echo 7, discard 9, source 19). */
   services: boolean;
   /** Serve application regions, taken over this control socket path. */
@@ -44,11 +47,15 @@ export interface QueueStats {
   apps: ReturnType<RingService["snapshot"]>;
   loop: Record<string, number>;
   neighbours: number;
+  /** The fault injector's counters, when it runs. */
+  faults?: Record<string, number>;
 }
 
 export class QueueStack {
   readonly device: FrameDevice;
   private readonly capture: PcapWriter | null = null;
+  /** The fault injector between the DPDK queue and everything else, when configured. */
+  readonly faults: FaultInjector | null = null;
   readonly iface: Interface;
   readonly loop: PollLoop;
   readonly engine: TcpEngine;
@@ -60,8 +67,14 @@ export class QueueStack {
     // The pool is native memory: ring copies between it and a region are one memcpy each.
     registerNativeMemory(pool.buffer, dp.pno_dp_pool_base());
     const queue = new DpdkQueue(dp, config.portId, config.queue, pool);
-    if (config.pcap) this.capture = PcapWriter.open(queue, config.pcap);
-    this.device = this.capture ?? queue;
+    // The injector plays the impaired network, so it sits next to the port, and a capture
+    // wraps it: the pcap shows what the stack's port saw (inbound after loss, delay and
+    // reordering, stamped when delivered; outbound as sent, before the injector loses any),
+    // as tcpdump on a host behind a netem link would.
+    let device: FrameDevice = queue;
+    if (config.faults) device = this.faults = new FaultInjector(queue, config.faults);
+    if (config.pcap) device = this.capture = PcapWriter.open(device, config.pcap);
+    this.device = device;
     this.iface = new Interface(this.device, {
       mac: config.mac,
       ip: config.ip,
@@ -85,9 +98,13 @@ export class QueueStack {
       wait: (ms) => rs.waker.wait(ms),
       kick: () => rs.waker.kick(),
     };
+    const faults = this.faults, engine = this.engine;
     this.loop = new PollLoop(
       (now) => this.step(now),
-      () => this.engine.nextDeadline(),
+      // Held frames fall due on their own: the loop must not nap past them.
+      faults === null
+        ? () => engine.nextDeadline()
+        : () => Math.min(engine.nextDeadline(), faults.nextDue()),
       DEFAULT_BACKOFF,
       parking,
     );
@@ -117,6 +134,7 @@ export class QueueStack {
       apps: this.rings.snapshot(),
       loop: { ...this.loop.counters },
       neighbours: this.iface.arp.size(performance.now()),
+      ...(this.faults ? { faults: this.faults.counters.snapshot() } : {}),
     };
   }
 }
