@@ -59,6 +59,8 @@ export interface Bridge {
   readonly port: DpdkPort;
   /** Everything countable, as plain data. */
   stats(): Promise<BridgeStats>;
+  /** Every connection of every queue (state, windows, timers, counters). */
+  connections(): Promise<Array<Record<string, number | string>>>;
   /** Ends the loops and releases the port and EAL. */
   stop(): Promise<void>;
 }
@@ -66,6 +68,7 @@ export interface Bridge {
 /** How the bridge reaches one queue's stack, wherever it runs. */
 interface QueueHandle {
   stats(): Promise<QueueStats>;
+  connections(): Promise<Array<Record<string, number | string>>>;
   stop(): Promise<void>;
 }
 
@@ -103,6 +106,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     const running = stack.loop.run();
     handles = [{
       stats: () => Promise.resolve(stack.stats()),
+      connections: () => Promise.resolve(stack.connections()),
       stop: async () => {
         stack.loop.stop();
         await running;
@@ -122,6 +126,9 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   let stopped = false;
   return {
     port,
+    async connections() {
+      return (await Promise.all(handles.map((h) => h.connections()))).flat();
+    },
     async stats() {
       const queues = await Promise.all(handles.map((h) => h.stats()));
       const faults = queues.flatMap((q) => q.faults ? [q.faults] : []);
@@ -179,6 +186,8 @@ function startWorker(config: QueueStackConfig): Promise<QueueHandle> {
     expect("started").then(() =>
       resolve({
         stats: async () => (await call("stats", "stats")).stats as QueueStats,
+        connections: async () =>
+          (await call("connections", "connections")).list as Array<Record<string, number | string>>,
         stop: async () => {
           await call("stop", "stopped");
           worker.terminate();

@@ -126,6 +126,14 @@ export class QueueStack {
     this.capture?.close();
   }
 
+  /** Every connection of this queue's engine, with its TCB and counters. */
+  connections(): Array<Record<string, number | string>> {
+    return (this.engine.snapshot(true).perConnection ?? []).map((c) => ({
+      queue: this.config.queue,
+      ...c,
+    }));
+  }
+
   stats(): QueueStats {
     return {
       queue: this.config.queue,

@@ -1,5 +1,6 @@
 /**
- * The bridge's own stats endpoint (Hono), on loopback: GET /stats returns every counter.
+ * The bridge's own stats endpoint (Hono), on loopback: GET /stats returns every counter,
+ * GET /connections every TCP connection with its state, windows, timers and counters.
  *
  * @module
  */
@@ -10,6 +11,7 @@ import type { Bridge } from "./bridge.ts";
 export function statsApp(bridge: Bridge): Hono {
   const app = new Hono();
   app.get("/stats", async (c) => c.json(await bridge.stats()));
+  app.get("/connections", async (c) => c.json(await bridge.connections()));
   app.get("/healthz", (c) => c.text("ok"));
   return app;
 }

@@ -21,6 +21,8 @@ self.onmessage = async (e: MessageEvent) => {
       stack = new QueueStack(dp, poolView(dp), msg.config);
       running = stack.loop.run();
       self.postMessage({ type: "started" });
+    } else if (msg.type === "connections" && stack) {
+      self.postMessage({ type: "connections", list: stack.connections() });
     } else if (msg.type === "stats" && stack) {
       self.postMessage({ type: "stats", stats: stack.stats() });
     } else if (msg.type === "stop") {

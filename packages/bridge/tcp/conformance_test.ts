@@ -120,6 +120,28 @@ Deno.test("window scaling: the offered window always fits the ring; right-edge A
   assertEquals(c.s.state, ESTABLISHED);
 });
 
+Deno.test("timers fire on time with a fractional clock (the bridge runs on performance.now())", () => {
+  const c = open({ minRtoMs: 200 });
+  c.p.now += 0.9; // from here on the clock has a fraction, as performance.now() does
+  c.p.engine.poll(c.p.now);
+  c.p.take();
+  // The engine sends data; the peer never acknowledges it: the RTO must fire ~rto later.
+  const data = new Uint8Array(100);
+  assertEquals(c.p.engine.send(c.s, data, 0, 100), 100);
+  c.p.engine.poll(c.p.now);
+  const sentAt = c.p.now;
+  assertEquals(c.p.take().filter((r) => r.payloadLen === 100).length, 1);
+  let resentAt = -1;
+  for (let t = sentAt; t < sentAt + 6000 && resentAt < 0; t += 0.5) {
+    c.p.now = t;
+    c.p.engine.poll(t);
+    if (c.p.take().some((r) => r.payloadLen === 100)) resentAt = t;
+  }
+  const rto = c.s.rto / 2; // it doubled when it fired
+  assert(resentAt > 0, "the retransmission timer never fired");
+  assert(resentAt - sentAt < rto + 2, `retransmitted ${resentAt - sentAt} ms after, rto ${rto}`);
+});
+
 Deno.test("multi-queue engine: unknown-connection ACK segments are dropped, SYNs answered", () => {
   // With several queues, a connection may live in another queue's engine: no RST for it.
   const p = new ScriptPeer({ multiQueue: true });

@@ -1133,8 +1133,11 @@ export class TcpEngine {
       this.ackAdvance(s, seg, acked, flightBefore, s.sackedBytes - oldSacked);
       if (s.state === CLOSED) return false;
     } else if (
-      acked === 0 && seg.payloadLen === 0 && !(seg.flags & (TCP_SYN | TCP_FIN)) &&
-      flightBefore > 0 && (wnd === s.sndWnd || sackGrew)
+      acked === 0 && !(seg.flags & (TCP_SYN | TCP_FIN)) && flightBefore > 0 &&
+      // RFC 5681's duplicate ACK carries no data and the same window; with SACK, any segment
+      // that SACKs new bytes counts, data or not (RFC 6675 §2): in a two-way transfer every
+      // segment of the peer carries data, and only its SACK blocks reveal our losses.
+      ((seg.payloadLen === 0 && wnd === s.sndWnd) || sackGrew)
     ) {
       this.dupAck(s, s.sackedBytes - oldSacked);
     }
@@ -2058,7 +2061,10 @@ export class TcpEngine {
       if (s.tAt <= at) return; // fires early and re-arms: cheaper than moving it
       this.unlink(s);
     }
-    let tick = Math.floor(at / TICK_MS);
+    // The slot of the first tick that starts at or after `at`: when runTimers reaches it,
+    // `now` has passed `at`. (With floor, a fractional deadline like 3174.1 ms sat in slot 3174,
+    // was visited at now = 3174.05, not yet due, and then waited a whole wheel turn: 4 s late.)
+    let tick = Math.ceil(at / TICK_MS);
     if (tick <= this.curTick) tick = this.curTick + 1;
     const slot = tick & WHEEL_MASK;
     s.tAt = at;
