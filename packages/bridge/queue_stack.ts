@@ -13,6 +13,7 @@ import { DpdkQueue } from "./phy/dpdk_port.ts";
 import { FaultInjector, type FaultSettings } from "./phy/fault_injector.ts";
 import { PcapWriter } from "./phy/pcap_writer.ts";
 import { registerNativeMemory } from "../rings/_native.ts";
+import { MemoryReclaimer } from "./memory_reclaimer.ts";
 import { DEFAULT_BACKOFF, type Parking, PollLoop } from "./poll_loop.ts";
 import { RegionServer } from "./region_server.ts";
 import { RingService } from "./ring_service.ts";
@@ -44,6 +45,7 @@ export interface QueueStats {
   queue: number;
   iface: ReturnType<Interface["counters"]["snapshot"]>;
   tcp: ReturnType<TcpEngine["snapshot"]>;
+  memoryReclaims: number;
   apps: ReturnType<RingService["snapshot"]>;
   loop: Record<string, number>;
   neighbours: number;
@@ -59,6 +61,8 @@ export class QueueStack {
   readonly iface: Interface;
   readonly loop: PollLoop;
   readonly engine: TcpEngine;
+  /** Returns connections' memory to the system once many of them have gone. */
+  readonly reclaimer: MemoryReclaimer = new MemoryReclaimer();
   readonly services: Services | null;
   readonly rings: RingService;
   private readonly regionServer: RegionServer | null;
@@ -116,7 +120,9 @@ export class QueueStack {
     const commands = this.rings.poll(nowMs);
     this.engine.poll(nowMs);
     const sent = this.device.flush();
-    return n + commands + sent;
+    const work = n + commands + sent;
+    if (work === 0) this.reclaimer.idle(this.engine.connectionCount(), nowMs);
+    return work;
   }
 
   /** Sends what is pending and closes the capture file, once the loop has ended. */
@@ -139,6 +145,7 @@ export class QueueStack {
       queue: this.config.queue,
       iface: this.iface.counters.snapshot(),
       tcp: this.engine.snapshot(),
+      memoryReclaims: this.reclaimer.reclaims,
       apps: this.rings.snapshot(),
       loop: { ...this.loop.counters },
       neighbours: this.iface.arp.size(performance.now()),
