@@ -10,6 +10,7 @@
  * @module
  */
 import { openDp } from "../../ffi/dp.ts";
+import type { DmaKnobs } from "./dma.ts";
 import { type DpdkPort, type PortStats, startDpdkPort } from "./phy/dpdk_port.ts";
 import type { FaultSettings } from "./phy/fault_injector.ts";
 import { QueueStack, type QueueStackConfig, type QueueStats } from "./queue_stack.ts";
@@ -30,6 +31,8 @@ export interface BridgeOptions {
   services?: boolean;
   /** Control socket where applications attach their regions (single queue only). */
   control?: string;
+  /** Emulated PCIe link effects on application memory (latency, jitter, bandwidth cap). */
+  dma?: Partial<DmaKnobs>;
   /** Capture every frame to this pcap file (one file per queue: FILE.qN with workers). */
   pcap?: string;
   /**
@@ -98,6 +101,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     faults: opts.faults && { ...opts.faults, seed: (opts.faults.seed ?? 1) + queue },
     services: opts.services ?? true,
     control: queue === 0 ? opts.control : undefined,
+    dma: opts.dma,
     multiQueue: workers > 1,
   });
   let handles: QueueHandle[];

@@ -58,21 +58,79 @@ const NO_KNOBS: DmaKnobs = {
   burstBytes: 65536,
 };
 
-/** One application's region as the bridge reaches it. */
-export class HostDma {
+/**
+ * The emulated PCIe link of one region: its knobs, its counters, and the cost every transfer
+ * pays. Explicit transfers (HostDma.read/write) and the ring copies of the data path (the
+ * engine reading a TX ring into an mbuf, writing payload into an RX ring; see dma_streams.ts)
+ * both go through `charge`, so the knobs act on real traffic.
+ */
+export class DmaLink {
   /** Counters, updated in place. */
   readonly counters: DmaCounters = { transfers: 0, bytesRead: 0, bytesWritten: 0, rejected: 0 };
   /** Link effects; may be changed at any time. */
   knobs: DmaKnobs;
-  private readonly host: Uint8Array;
   private tokens: number;
   private lastRefillMs: number;
 
-  private constructor(private readonly region: Region, knobs: Partial<DmaKnobs>) {
+  constructor(knobs: Partial<DmaKnobs> = {}) {
     this.knobs = { ...NO_KNOBS, ...knobs };
-    this.host = new Uint8Array(region.buffer);
     this.tokens = this.knobs.burstBytes;
     this.lastRefillMs = performance.now();
+  }
+
+  /** True when any knob adds a cost (otherwise the data path skips the link entirely). */
+  get active(): boolean {
+    const k = this.knobs;
+    return k.latencyNs > 0 || k.jitterNs > 0 || k.bandwidthBytesPerSec > 0;
+  }
+
+  /** Counts one transfer of `len` bytes (toward the host or from it) and pays its cost. */
+  charge(len: number, toHost: boolean): void {
+    this.counters.transfers++;
+    if (toHost) this.counters.bytesWritten += len;
+    else this.counters.bytesRead += len;
+    const k = this.knobs;
+    let waitNs = k.latencyNs;
+    if (k.jitterNs > 0) waitNs += Math.random() * k.jitterNs;
+    if (k.bandwidthBytesPerSec > 0) {
+      const now = performance.now();
+      const perMs = k.bandwidthBytesPerSec / 1000;
+      this.tokens = Math.min(k.burstBytes, this.tokens + (now - this.lastRefillMs) * perMs);
+      this.lastRefillMs = now;
+      this.tokens -= len;
+      // In debt: wait until the bucket would have refilled to zero.
+      if (this.tokens < 0) waitNs = Math.max(waitNs, (-this.tokens / perMs) * 1e6);
+    }
+    if (waitNs > 0) {
+      const until = performance.now() + waitNs / 1e6;
+      while (performance.now() < until) { /* busy-wait: a polling core's cost */ }
+    }
+  }
+}
+
+/** One application's region as the bridge reaches it. */
+export class HostDma {
+  /** The link every transfer pays. */
+  readonly link: DmaLink;
+  private readonly host: Uint8Array;
+
+  private constructor(private readonly region: Region, knobs: Partial<DmaKnobs>) {
+    this.link = new DmaLink(knobs);
+    this.host = new Uint8Array(region.buffer);
+  }
+
+  /** Counters, updated in place. */
+  get counters(): DmaCounters {
+    return this.link.counters;
+  }
+
+  /** Link effects; may be changed at any time. */
+  get knobs(): DmaKnobs {
+    return this.link.knobs;
+  }
+
+  set knobs(k: DmaKnobs) {
+    this.link.knobs = k;
   }
 
   /**
@@ -103,9 +161,8 @@ export class HostDma {
    * `DMA_REJECTED` if either range is invalid.
    */
   read(hostOffset: number, dst: Uint8Array, dstOffset: number, len: number): number {
-    if (!this.admit(hostOffset, dst, dstOffset, len)) return DMA_REJECTED;
+    if (!this.admit(hostOffset, dst, dstOffset, len, false)) return DMA_REJECTED;
     dst.set(this.host.subarray(hostOffset, hostOffset + len), dstOffset);
-    this.counters.bytesRead += len;
     return len;
   }
 
@@ -114,9 +171,8 @@ export class HostDma {
    * `DMA_REJECTED` if either range is invalid.
    */
   write(hostOffset: number, src: Uint8Array, srcOffset: number, len: number): number {
-    if (!this.admit(hostOffset, src, srcOffset, len)) return DMA_REJECTED;
+    if (!this.admit(hostOffset, src, srcOffset, len, true)) return DMA_REJECTED;
     this.host.set(src.subarray(srcOffset, srcOffset + len), hostOffset);
-    this.counters.bytesWritten += len;
     return len;
   }
 
@@ -125,36 +181,22 @@ export class HostDma {
     closeRegion(this.region);
   }
 
-  /** Validates both ranges, counts, and pays the emulated link cost. */
-  private admit(hostOffset: number, local: Uint8Array, localOffset: number, len: number): boolean {
+  /** Validates both ranges, then counts the transfer and pays the emulated link cost. */
+  private admit(
+    hostOffset: number,
+    local: Uint8Array,
+    localOffset: number,
+    len: number,
+    toHost: boolean,
+  ): boolean {
     const ok = Number.isInteger(hostOffset) && Number.isInteger(localOffset) &&
       Number.isInteger(len) && hostOffset >= 0 && localOffset >= 0 && len >= 0 &&
       hostOffset + len <= this.region.size && localOffset + len <= local.length;
     if (!ok) {
-      this.counters.rejected++;
+      this.link.counters.rejected++;
       return false;
     }
-    this.counters.transfers++;
-    this.payLinkCost(len);
+    this.link.charge(len, toHost);
     return true;
-  }
-
-  private payLinkCost(len: number): void {
-    const k = this.knobs;
-    let waitNs = k.latencyNs;
-    if (k.jitterNs > 0) waitNs += Math.random() * k.jitterNs;
-    if (k.bandwidthBytesPerSec > 0) {
-      const now = performance.now();
-      const perMs = k.bandwidthBytesPerSec / 1000;
-      this.tokens = Math.min(k.burstBytes, this.tokens + (now - this.lastRefillMs) * perMs);
-      this.lastRefillMs = now;
-      this.tokens -= len;
-      // In debt: wait until the bucket would have refilled to zero.
-      if (this.tokens < 0) waitNs = Math.max(waitNs, (-this.tokens / perMs) * 1e6);
-    }
-    if (waitNs > 0) {
-      const until = performance.now() + waitNs / 1e6;
-      while (performance.now() < until) { /* busy-wait: a polling core's cost */ }
-    }
   }
 }

@@ -23,6 +23,9 @@ Options:
   --workers N         queue pairs, one engine (Deno worker) each (default: 1)
   --control PATH      control socket where applications attach their rings
                       (default: /run/pno/bridge.sock; "none" to serve no applications)
+  --dma-latency-ns N  emulated PCIe: latency added to every copy to/from application memory
+  --dma-jitter-ns N   emulated PCIe: uniform extra latency in [0, N)
+  --dma-bandwidth-mbps N  emulated PCIe: bandwidth cap in MB/s on those copies
   --no-services       do not run echo (7), discard (9) and source (19) in the bridge
   --pcap FILE         record every frame in FILE (FILE.qN per worker) for tshark
   --file-prefix NAME  DPDK EAL file prefix, unique per bridge    (default: pno-bridge-PID)
@@ -52,6 +55,9 @@ export async function bridgeMain(args: string[]): Promise<number> {
       "workers",
       "pcap",
       "control",
+      "dma-latency-ns",
+      "dma-jitter-ns",
+      "dma-bandwidth-mbps",
       ...FAULT_FLAGS,
     ],
     boolean: ["help", "services"],
@@ -83,6 +89,11 @@ export async function bridgeMain(args: string[]): Promise<number> {
     pcap: flags.pcap,
     services: flags.services,
     control,
+    dma: {
+      latencyNs: Number(flags["dma-latency-ns"] ?? 0),
+      jitterNs: Number(flags["dma-jitter-ns"] ?? 0),
+      bandwidthBytesPerSec: Number(flags["dma-bandwidth-mbps"] ?? 0) * 1e6,
+    },
     faults: faultSettings(flags),
   });
   const server = Deno.serve({

@@ -7,6 +7,7 @@
  * @module
  */
 import type { DpLibrary } from "../../ffi/dp.ts";
+import type { DmaKnobs } from "./dma.ts";
 import { Interface } from "./iface.ts";
 import type { FrameDevice } from "./phy/device.ts";
 import { DpdkQueue } from "./phy/dpdk_port.ts";
@@ -36,6 +37,8 @@ export interface QueueStackConfig {
   services: boolean;
   /** Serve application regions, taken over this control socket path. */
   control?: string;
+  /** Emulated PCIe link effects on every copy to or from application memory. */
+  dma?: Partial<DmaKnobs>;
   /** Other queues of the port run engines of their own. */
   multiQueue: boolean;
 }
@@ -91,7 +94,7 @@ export class QueueStack {
     this.iface.tcpHandler = (buf, off, len, src, dst, now) =>
       this.engine.input(buf, off, len, src, dst, now);
     this.services = config.services ? startServices(this.engine) : null;
-    this.rings = new RingService(this.engine, config.ip);
+    this.rings = new RingService(this.engine, config.ip, config.dma);
     this.regionServer = config.control ? new RegionServer(config.control, this.rings) : null;
     const rs = this.regionServer, rings = this.rings;
     // With applications attached, the loop parks on the region server's eventfd: an

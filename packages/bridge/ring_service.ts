@@ -34,6 +34,8 @@ import {
 } from "../rings/layout.ts";
 import type { Region } from "../rings/region.ts";
 import { kickFd } from "../rings/waker.ts";
+import { type DmaKnobs, DmaLink } from "./dma.ts";
+import { DmaRxStream, DmaTxStream } from "./dma_streams.ts";
 import { type TcpEngine, TcpError } from "./tcp/engine.ts";
 import {
   CLOSED,
@@ -144,7 +146,16 @@ export class AttachedApp {
   /** Word index of the region doorbell's sleeping flag (the bridge's own). */
   private readonly bridgeSleeping: number;
 
-  constructor(readonly id: number, readonly region: RegionMemory, readonly pid: number) {
+  /** The emulated PCIe link to this application's memory. */
+  readonly dma: DmaLink;
+
+  constructor(
+    readonly id: number,
+    readonly region: RegionMemory,
+    readonly pid: number,
+    dmaKnobs: Partial<DmaKnobs> = {},
+  ) {
+    this.dma = new DmaLink(dmaKnobs);
     const p = region.layout.params;
     this.threads = Array.from(
       { length: p.maxThreads },
@@ -250,7 +261,9 @@ export class AttachedApp {
 
   /** The engine streams of a slot: its S-rings in the region. */
   streams(slot: Slot): SocketStreams {
-    return nicSRings(this.region.buffer, this.region.layout, slot.index);
+    const s = nicSRings(this.region.buffer, this.region.layout, slot.index);
+    if (!this.dma.active) return s;
+    return { tx: new DmaTxStream(s.tx, this.dma), rx: new DmaRxStream(s.rx, this.dma) };
   }
 
   /** Sets readiness bits (and an error) in the socket's state word; bumps its sequence. */
@@ -284,11 +297,16 @@ export class RingService {
   private readonly onEvent = (s: TcpSocket, ev: number) => this.handleEvent(s, ev);
   private lastDrainCheck = 0;
 
-  constructor(private readonly engine: TcpEngine, private readonly localIp: number) {}
+  constructor(
+    private readonly engine: TcpEngine,
+    private readonly localIp: number,
+    /** Emulated PCIe link effects for every attached region (none by default). */
+    private readonly dmaKnobs: Partial<DmaKnobs> = {},
+  ) {}
 
   /** Starts serving a region; `pid` is the application's, for stats and logs. */
   attach(region: RegionMemory, pid: number): AttachedApp {
-    const app = new AttachedApp(this.nextAppId++, region, pid);
+    const app = new AttachedApp(this.nextAppId++, region, pid, this.dmaKnobs);
     this.apps.set(app.id, app);
     this.counters.attached++;
     return app;
@@ -351,6 +369,9 @@ export class RingService {
       checkerBadOpcode: app.checker.badOpcode,
       checkerBadSock: app.checker.badSock,
       checkerBadField: app.checker.badField,
+      dmaTransfers: app.dma.counters.transfers,
+      dmaBytesRead: app.dma.counters.bytesRead,
+      dmaBytesWritten: app.dma.counters.bytesWritten,
     }));
   }
 

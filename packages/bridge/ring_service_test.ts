@@ -12,12 +12,13 @@ import {
   stateOffset,
   writeRegionHeader,
 } from "../rings/layout.ts";
+import type { DmaKnobs } from "./dma.ts";
 import { RingService } from "./ring_service.ts";
 import { TcpEngine } from "./tcp/engine.ts";
 import { MemWire } from "./tcp/mem_wire.ts";
 import type { TcpSocket } from "./tcp/socket.ts";
 
-function setup() {
+function setup(dma: Partial<DmaKnobs> = {}) {
   const layout = computeLayout({
     maxThreads: 2,
     maxSockets: 8,
@@ -31,7 +32,7 @@ function setup() {
   const wire = new MemWire({ delayMs: 1 });
   const nic = new TcpEngine(wire.a, { localIp: wire.ipA, seed: 1, mslMs: 100 });
   const peer = new TcpEngine(wire.b, { localIp: wire.ipB, seed: 2, mslMs: 100 });
-  const service = new RingService(nic, wire.ipA);
+  const service = new RingService(nic, wire.ipA, dma);
   // The service polls before the engine, as the bridge's QueueStack does.
   wire.attach({
     input: (b, o, l, s, d, n) => nic.input(b, o, l, s, d, n),
@@ -229,4 +230,39 @@ Deno.test("ring service: hostile commands are refused and counted, the service s
   new Uint32Array(host.buffer)[(host.layout.gTableOffset + host.layout.cmdCtrl) >> 2] = 0x7fffffff;
   wire.step(3);
   assert(app.counters.ringFaults > 0);
+});
+
+Deno.test("ring service: with DMA knobs set, every ring copy is a charged transfer", () => {
+  const { wire, peer, host, app } = setup({ latencyNs: 20_000 });
+  const mk = host.post(D.CMD_SOCKET, D.SOCK_NONE, (v, at) => {
+    v.setInt32(at + D.SOCKET_DOMAIN, D.AF_INET, true);
+    v.setInt32(at + D.SOCKET_TYPE, 1, true);
+  });
+  wire.step(1);
+  const sock = host.take((e) => e.req === mk)!.result;
+  host.post(D.CMD_BIND, sock, (v, at) => D.writeSockaddrV4(v, at + D.BIND_ADDR, 0, 7100));
+  host.post(D.CMD_LISTEN, sock, (v, at) => v.setInt32(at + D.LISTEN_BACKLOG, 4, true));
+  wire.step(2);
+  const c = peer.connect(wire.ipA, 7100);
+  wire.runUntil(
+    () => host.take((e) => e.op === D.EV_READABLE && e.sock === sock) !== undefined,
+    100,
+  );
+  const acc = host.post(D.CMD_ACCEPT, sock);
+  wire.step(wire.now + 1);
+  const child = host.take((e) => e.req === acc)!.extra;
+  const payload = new Uint8Array(5000).fill(7);
+  assertEquals(peer.send(c, payload, 0, payload.length), payload.length);
+  wire.runUntil(() => app.dma.counters.bytesWritten >= 5000, 200);
+  assertEquals(app.dma.counters.bytesWritten, 5000, "payload written into the RX ring over DMA");
+  const s = hostSRings(host.buffer, host.layout, child);
+  assertEquals(s.tx.write(payload, 0, 3000), 3000);
+  host.post(D.CMD_TX_AVAIL, child, undefined, 0);
+  const t0 = performance.now();
+  wire.runUntil(() => app.dma.counters.bytesRead >= 3000, 200);
+  assertEquals(app.dma.counters.bytesRead, 3000, "TX ring read into mbufs over DMA");
+  const transfers = app.dma.counters.transfers;
+  assert(transfers >= 6, `one transfer per segment copy: ${transfers}`);
+  // Each transfer busy-waits its 20 µs of latency.
+  assert(performance.now() - t0 >= 0.02 * 2, "the latency was paid");
 });

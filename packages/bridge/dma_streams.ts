@@ -1,0 +1,45 @@
+/**
+ * A socket's S-rings seen through the emulated DMA link: every copy between host memory and
+ * an mbuf is one DMA transfer that pays the link's latency, jitter and bandwidth cost and is
+ * counted. Used only while a knob is set, so the default data path keeps its direct copies.
+ *
+ * @module
+ */
+import type { RxStream, TxStream } from "../rings/stream.ts";
+import type { DmaLink } from "./dma.ts";
+
+/** The TX ring read across the link (host to NIC). */
+export class DmaTxStream implements TxStream {
+  constructor(private readonly inner: TxStream, private readonly link: DmaLink) {}
+
+  readable(): number {
+    return this.inner.readable();
+  }
+
+  copyOut(offset: number, dst: Uint8Array, dstOffset: number, len: number): void {
+    this.link.charge(len, false);
+    this.inner.copyOut(offset, dst, dstOffset, len);
+  }
+
+  release(n: number): void {
+    this.inner.release(n);
+  }
+}
+
+/** The RX ring written across the link (NIC to host). */
+export class DmaRxStream implements RxStream {
+  constructor(private readonly inner: RxStream, private readonly link: DmaLink) {}
+
+  writable(): number {
+    return this.inner.writable();
+  }
+
+  copyIn(offset: number, src: Uint8Array, srcOffset: number, len: number): void {
+    this.link.charge(len, true);
+    this.inner.copyIn(offset, src, srcOffset, len);
+  }
+
+  publish(n: number): void {
+    this.inner.publish(n);
+  }
+}
