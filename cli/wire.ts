@@ -95,32 +95,38 @@ async function completeFrames(w: WireConfig, dev: string, inNamespace: boolean):
   await sh(inNamespace ? inNs(w, ...cmd) : cmd);
 }
 
+/**
+ * A veth pair with `client` moved into the namespace (addressed, up) and `host` left in the
+ * host namespace, up, with `hostAddress` or none (the bridge's end is DPDK's, address-less).
+ * IPv6 is off on both ends (no router solicitations on the wire) and so are the offloads.
+ */
+async function addVethPair(
+  w: WireConfig,
+  client: string,
+  host: string,
+  clientAddress: string,
+  hostAddress: string | null,
+): Promise<void> {
+  await sh(["ip", "link", "add", client, "type", "veth", "peer", "name", host]);
+  await sh(["ip", "link", "set", client, "netns", w.ns]);
+  await sh(inNs(w, "sysctl", "-qw", `net.ipv6.conf.${client}.disable_ipv6=1`));
+  await sh(["sysctl", "-qw", `net.ipv6.conf.${host}.disable_ipv6=1`]);
+  await sh(inNs(w, "ip", "addr", "add", clientAddress, "dev", client));
+  await sh(inNs(w, "ip", "link", "set", client, "up"));
+  if (hostAddress) await sh(["ip", "addr", "add", hostAddress, "dev", host]);
+  await sh(["ip", "link", "set", host, "up"]);
+  await completeFrames(w, client, true);
+  await completeFrames(w, host, false);
+}
+
 /** Creates the wire (removing any leftover of the same names first). */
 export async function wireUp(w: WireConfig, imp: Impairments = {}): Promise<void> {
   await wireDown(w);
   await sh(["ip", "netns", "add", w.ns]);
   await sh(inNs(w, "ip", "link", "set", "lo", "up"));
-  await sh(["ip", "link", "add", w.client, "type", "veth", "peer", "name", w.bridge]);
-  await sh(["ip", "link", "set", w.client, "netns", w.ns]);
-  await sh(inNs(w, "sysctl", "-qw", `net.ipv6.conf.${w.client}.disable_ipv6=1`));
-  await sh(["sysctl", "-qw", `net.ipv6.conf.${w.bridge}.disable_ipv6=1`]);
-  await sh(inNs(w, "ip", "addr", "add", w.clientAddress, "dev", w.client));
-  await sh(inNs(w, "ip", "link", "set", w.client, "up"));
-  await sh(["ip", "link", "set", w.bridge, "up"]);
-  await completeFrames(w, w.client, true);
-  await completeFrames(w, w.bridge, false);
+  await addVethPair(w, w.client, w.bridge, w.clientAddress, null);
   if (w.twin) {
-    const t = w.twin;
-    await sh(["ip", "link", "add", t.client, "type", "veth", "peer", "name", t.host]);
-    await sh(["ip", "link", "set", t.client, "netns", w.ns]);
-    await sh(inNs(w, "sysctl", "-qw", `net.ipv6.conf.${t.client}.disable_ipv6=1`));
-    await sh(["sysctl", "-qw", `net.ipv6.conf.${t.host}.disable_ipv6=1`]);
-    await sh(inNs(w, "ip", "addr", "add", t.clientAddress, "dev", t.client));
-    await sh(inNs(w, "ip", "link", "set", t.client, "up"));
-    await sh(["ip", "addr", "add", t.hostAddress, "dev", t.host]);
-    await sh(["ip", "link", "set", t.host, "up"]);
-    await completeFrames(w, t.client, true);
-    await completeFrames(w, t.host, false);
+    await addVethPair(w, w.twin.client, w.twin.host, w.twin.clientAddress, w.twin.hostAddress);
   }
   try {
     await impair(w, imp);
