@@ -73,3 +73,62 @@ export function cpuSeconds(pid: number): number {
 export function addressOf(cidr: string): string {
   return cidr.split("/")[0];
 }
+
+const ROOT_DIR = new URL("..", import.meta.url).pathname;
+
+/** A child process of a test, read line by line and ended by PID. */
+export class TestChild {
+  private readonly reader: ReadableStreamDefaultReader<string>;
+  private buffered = "";
+
+  private constructor(readonly child: Deno.ChildProcess) {
+    this.reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** A host application: `tests/<script>` attached to the bridge at `control`. */
+  static ringApp(script: string, control: string, args: string[]): TestChild {
+    return new TestChild(
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--unstable-ffi", `${ROOT_DIR}tests/${script}`, ...args],
+        env: { PNO_CONTROL: control },
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn(),
+    );
+  }
+
+  /** Any command, e.g. a python3 peer in the client namespace (`inNs(...)`). */
+  static run(argv: string[]): TestChild {
+    return new TestChild(
+      new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped", stderr: "null" }).spawn(),
+    );
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** The next line the application prints ("" once it has exited). */
+  async nextLine(): Promise<string> {
+    while (!this.buffered.includes("\n")) {
+      const { value, done } = await this.reader.read();
+      if (done) break;
+      this.buffered += value;
+    }
+    const i = this.buffered.indexOf("\n");
+    const line = i < 0 ? this.buffered : this.buffered.slice(0, i);
+    this.buffered = i < 0 ? "" : this.buffered.slice(i + 1);
+    return line;
+  }
+
+  /** Kills it (SIGKILL, by PID) and waits for it to be gone. */
+  async kill(): Promise<Deno.CommandStatus> {
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await this.reader.cancel().catch(() => {});
+    return await this.child.status;
+  }
+}

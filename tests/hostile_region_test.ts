@@ -5,42 +5,16 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import { inNs, sh } from "../cli/wire.ts";
-import { addressOf, withBridge } from "./_harness.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
-
-function spawn(script: string, control: string, args: string[]): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-ffi", `${ROOT}tests/${script}`, ...args],
-    env: { PNO_CONTROL: control },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-}
-
-async function readLine(reader: ReadableStreamDefaultReader<string>, buf: { text: string }) {
-  while (!buf.text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf.text += value;
-  }
-  const i = buf.text.indexOf("\n");
-  const line = i < 0 ? buf.text : buf.text.slice(0, i);
-  buf.text = i < 0 ? "" : buf.text.slice(i + 1);
-  return line;
-}
+import { addressOf, TestChild, withBridge } from "./_harness.ts";
 
 Deno.test("a region scribbled with random bytes is refused and counted; others are unharmed", async () => {
   const control = `/tmp/pno-hostile-${Deno.pid}.sock`;
   await withBridge("thost", 146, async (w, bridge) => {
-    const good = spawn("_ring_peer.ts", control, ["serve", "8020"]);
-    const hostile = spawn("_hostile_app.ts", control, ["6"]);
-    const goodLines = good.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    const badLines = hostile.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    const gb = { text: "" }, bb = { text: "" };
+    const good = TestChild.ringApp("_ring_peer.ts", control, ["serve", "8020"]);
+    const hostile = TestChild.ringApp("_hostile_app.ts", control, ["6"]);
     try {
-      assert((await readLine(goodLines, gb)).includes("listening"));
-      assertEquals(await readLine(badLines, bb), "attached");
+      assert((await good.nextLine()).includes("listening"));
+      assertEquals(await hostile.nextLine(), "attached");
       // While the hostile app scribbles, the good app serves 8 MiB intact, three times.
       const file = await Deno.makeTempFile();
       try {
@@ -71,8 +45,8 @@ Deno.test("a region scribbled with random bytes is refused and counted; others a
       const refused = bad.ringFaults + bad.rejected + bad.checkerBadOpcode + bad.checkerBadSock;
       console.log(`refused from the hostile region so far: ${JSON.stringify(bad)}`);
       assert(refused > 0, "the scribbling was seen and refused");
-      assertEquals(await readLine(badLines, bb), "done");
-      await hostile.status;
+      assertEquals(await hostile.nextLine(), "done");
+      await hostile.child.status;
       // The hostile app is gone (detached); the good one remains and saw no fault.
       for (let i = 0; i < 50; i++) {
         const apps = (await bridge.stats() as unknown as Stats).queues[0].apps;
@@ -90,16 +64,8 @@ Deno.test("a region scribbled with random bytes is refused and counted; others a
         "alive\n",
       );
     } finally {
-      for (const c of [good, hostile]) {
-        try {
-          c.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-        await c.status;
-      }
-      goodLines.releaseLock();
-      badLines.releaseLock();
+      await good.kill();
+      await hostile.kill();
     }
   }, ["--control", control]);
 });

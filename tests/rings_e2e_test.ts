@@ -5,54 +5,9 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import { inNs, sh } from "../cli/wire.ts";
-import { addressOf, type BridgeProcess, withBridge } from "./_harness.ts";
+import { addressOf, type BridgeProcess, TestChild, withBridge } from "./_harness.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const MiB = 1 << 20;
-
-/** Starts tests/_ring_peer.ts with `args` (read its first line to know it is ready). */
-function ringPeer(control: string, args: string[]): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-ffi", `${ROOT}tests/_ring_peer.ts`, ...args],
-    env: { PNO_CONTROL: control },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-}
-
-/** Reads a child's stdout line by line (the stream is locked once, here). */
-const readers = new WeakMap<
-  Deno.ChildProcess,
-  { reader: ReadableStreamDefaultReader<string>; buf: string }
->();
-
-async function firstLine(child: Deno.ChildProcess): Promise<string> {
-  let r = readers.get(child);
-  if (!r) {
-    readers.set(
-      child,
-      r = { reader: child.stdout.pipeThrough(new TextDecoderStream()).getReader(), buf: "" },
-    );
-  }
-  while (!r.buf.includes("\n")) {
-    const { value, done } = await r.reader.read();
-    if (done) break;
-    r.buf += value;
-  }
-  const i = r.buf.indexOf("\n");
-  const line = i < 0 ? r.buf : r.buf.slice(0, i);
-  r.buf = i < 0 ? "" : r.buf.slice(i + 1);
-  return line;
-}
-
-function stop(child: Deno.ChildProcess): Promise<Deno.CommandStatus> {
-  try {
-    child.kill("SIGKILL");
-  } catch {
-    // already gone
-  }
-  return child.status;
-}
 
 async function apps(bridge: BridgeProcess): Promise<Array<Record<string, number>>> {
   const s = await bridge.stats() as unknown as {
@@ -64,9 +19,9 @@ async function apps(bridge: BridgeProcess): Promise<Array<Record<string, number>
 Deno.test("a host echo server on the rings serves 64 MiB to a kernel client, SHA-256 intact", async () => {
   const control = `/tmp/pno-e2e-${Deno.pid}-a.sock`;
   await withBridge("te2ea", 140, async (w, bridge) => {
-    const server = ringPeer(control, ["serve", "8007"]);
+    const server = TestChild.ringApp("_ring_peer.ts", control, ["serve", "8007"]);
     try {
-      assert((await firstLine(server)).includes("listening"));
+      assert((await server.nextLine()).includes("listening"));
       const file = await Deno.makeTempFile();
       try {
         await sh(["sh", "-c", `head -c ${64 * MiB} /dev/urandom > ${file}`]);
@@ -97,7 +52,7 @@ Deno.test("a host echo server on the rings serves 64 MiB to a kernel client, SHA
       assert(app.commands > 0 && app.events > 0);
       assertEquals(app.rejected, 0);
     } finally {
-      await stop(server);
+      await server.kill();
     }
   }, ["--control", control]);
 });
@@ -116,28 +71,24 @@ Deno.test("a host client on the rings connects out to a kernel server and exchan
       "    c.sendall(b)",
       "c.shutdown(socket.SHUT_WR); c.close()",
     ].join("\n");
-    const server = new Deno.Command("ip", {
-      args: inNs(w, "python3", "-c", script).slice(1),
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
+    const server = TestChild.run(inNs(w, "python3", "-c", script));
     try {
-      assertEquals(await firstLine(server), "up");
-      const client = ringPeer(control, [
+      assertEquals(await server.nextLine(), "up");
+      const client = TestChild.ringApp("_ring_peer.ts", control, [
         "send",
         addressOf(w.clientAddress),
         "9100",
         String(16 * MiB),
       ]);
-      const line = await firstLine(client);
-      await client.status;
+      const line = await client.nextLine();
+      await client.child.status;
       const r = JSON.parse(line);
       assertEquals(r.total, 16 * MiB);
       assertEquals(r.sha, r.sentSha);
       const stats = await bridge.stats();
       assert((stats as unknown as { tcp: Record<string, number> }).tcp.activeOpens >= 1);
     } finally {
-      await stop(server);
+      await server.kill();
     }
   }, ["--control", control]);
 });
@@ -145,35 +96,31 @@ Deno.test("a host client on the rings connects out to a kernel server and exchan
 Deno.test("an application killed mid-connection: the peer is reset and the bridge stays up", async () => {
   const control = `/tmp/pno-e2e-${Deno.pid}-c.sock`;
   await withBridge("te2ec", 144, async (w, bridge) => {
-    const server = ringPeer(control, ["serve", "8008"]);
-    let client: Deno.ChildProcess | null = null;
+    const server = TestChild.ringApp("_ring_peer.ts", control, ["serve", "8008"]);
+    let client: TestChild | null = null;
     try {
-      assert((await firstLine(server)).includes("listening"));
+      assert((await server.nextLine()).includes("listening"));
       // A kernel client that writes slowly and waits: it sees the reset when the app dies.
-      client = new Deno.Command("ip", {
-        args: inNs(
-          w,
-          "python3",
-          "-c",
-          [
-            "import socket, time",
-            `c = socket.create_connection(("${addressOf(w.bridgeAddress)}", 8008))`,
-            "c.sendall(b'x' * 1000); c.recv(1000); print('echoed', flush=True)",
-            "try:",
-            "    while True:",
-            "        c.sendall(b'y' * 100); b = c.recv(100)",
-            "        if not b: print('eof', flush=True); break",
-            "        time.sleep(0.05)",
-            "except ConnectionResetError: print('reset', flush=True)",
-          ].join("\n"),
-        ).slice(1),
-        stdout: "piped",
-        stderr: "null",
-      }).spawn();
-      assertEquals(await firstLine(client), "echoed");
+      client = TestChild.run(inNs(
+        w,
+        "python3",
+        "-c",
+        [
+          "import socket, time",
+          `c = socket.create_connection(("${addressOf(w.bridgeAddress)}", 8008))`,
+          "c.sendall(b'x' * 1000); c.recv(1000); print('echoed', flush=True)",
+          "try:",
+          "    while True:",
+          "        c.sendall(b'y' * 100); b = c.recv(100)",
+          "        if not b: print('eof', flush=True); break",
+          "        time.sleep(0.05)",
+          "except ConnectionResetError: print('reset', flush=True)",
+        ].join("\n"),
+      ));
+      assertEquals(await client.nextLine(), "echoed");
       assertEquals((await apps(bridge)).length, 1);
-      await stop(server);
-      assertEquals(await firstLine(client), "reset");
+      await server.kill();
+      assertEquals(await client.nextLine(), "reset");
       for (let i = 0; i < 50 && (await apps(bridge)).length > 0; i++) {
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -184,8 +131,8 @@ Deno.test("an application killed mid-connection: the peer is reset and the bridg
       );
       assertEquals(echoed.trim(), "still-up");
     } finally {
-      await stop(server);
-      if (client) await stop(client);
+      await server.kill();
+      if (client) await client.kill();
     }
   }, ["--control", control]);
 });
