@@ -142,6 +142,60 @@ Deno.test("timers fire on time with a fractional clock (the bridge runs on perfo
   assert(resentAt - sentAt < rto + 2, `retransmitted ${resentAt - sentAt} ms after, rto ${rto}`);
 });
 
+Deno.test("tail loss probe: the last segment is resent after 2 SRTT, before the RTO", () => {
+  const c = open({ minRtoMs: 1000, initialRtoMs: 1000 });
+  c.s.srtt = 20; // as measured on an established path
+  const data = new Uint8Array(3 * 1000);
+  assertEquals(c.p.engine.send(c.s, data, 0, data.length), data.length);
+  c.p.engine.poll(c.p.now);
+  const sent = c.p.take().filter((r) => r.payloadLen > 0);
+  assert(sent.length >= 2, `segments sent: ${sent.length}`);
+  const first = sent[0];
+  // The peer ACKs the first segment only; the tail is lost.
+  psend(c, 0, undefined);
+  c.p.send(PORT, {
+    flags: TCP_ACK,
+    seq: c.seq,
+    ack: (first.seq + first.payloadLen) >>> 0,
+    ts: [c.ts++, c.ecr],
+  });
+  c.p.take();
+  let probeAt = -1;
+  for (let t = 0; t < 900 && probeAt < 0; t++) {
+    c.p.advance(1);
+    if (c.p.take().some((r) => r.payloadLen > 0)) probeAt = t + 1;
+  }
+  // 2 SRTT plus the 200 ms delayed-ACK allowance (one segment out), well before the RTO.
+  assert(probeAt > 0 && probeAt < 400, `probe after ${probeAt} ms (RTO 1000 ms)`);
+  assertEquals(c.p.engine.counters[K.C_TLP_PROBES], 1);
+});
+
+Deno.test("early retransmit: two segments out, the second SACKed: the first is resent at once", () => {
+  const c = open();
+  c.p.engine.setOption(c.s, OPT_NODELAY, 1);
+  const data = new Uint8Array(2 * 1000);
+  assertEquals(c.p.engine.send(c.s, data, 0, data.length), data.length);
+  c.p.engine.poll(c.p.now);
+  const sent = c.p.take().filter((r) => r.payloadLen > 0);
+  assertEquals(sent.length, 2);
+  c.p.send(PORT, {
+    flags: TCP_ACK,
+    seq: c.seq,
+    ack: sent[0].seq,
+    sack: [sent[1].seq, (sent[1].seq + sent[1].payloadLen) >>> 0],
+    ts: [c.ts++, c.ecr],
+  });
+  const resent = c.p.take().filter((r) => r.payloadLen > 0);
+  assertEquals(
+    resent.length,
+    1,
+    `fast retransmit without three duplicate ACKs: ${
+      JSON.stringify(resent.map((r) => [r.seq, r.payloadLen]))
+    } sent ${JSON.stringify(sent.map((r) => [r.seq, r.payloadLen]))}`,
+  );
+  assertEquals(resent[0].seq, sent[0].seq);
+});
+
 Deno.test("multi-queue engine: unknown-connection ACK segments are dropped, SYNs answered", () => {
   // With several queues, a connection may live in another queue's engine: no RST for it.
   const p = new ScriptPeer({ multiQueue: true });

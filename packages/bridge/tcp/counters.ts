@@ -45,6 +45,7 @@ export const C_DROP_OTHER = 36;
 export const C_SPURIOUS_DATA = 37;
 export const C_CONN_RESETS = 38;
 export const C_TIME_WAIT_REUSE = 39;
+export const C_TLP_PROBES = 40;
 
 /** Counter names, in index order (snapshot keys). */
 export const COUNTER_NAMES = [
@@ -88,6 +89,7 @@ export const COUNTER_NAMES = [
   "duplicateDataSegs",
   "connResets",
   "timeWaitReuse",
+  "tlpProbes",
 ] as const;
 
 export type CounterName = typeof COUNTER_NAMES[number];

@@ -1229,8 +1229,9 @@ export class TcpEngine {
         this.enterRecovery(s);
       }
     }
-    // Retransmission timer (RFC 6298 §5.2, 5.3).
+    // Retransmission timer (RFC 6298 §5.2, 5.3), and the tail loss probe before it.
     s.rtoAt = s.sndUna === s.sndNxt ? 0 : now + s.rto;
+    this.armPto(s);
     this.arm(s);
     if (dataAcked > 0) this.event(s, EV_WRITABLE);
     this.queueOut(s);
@@ -1381,10 +1382,25 @@ export class TcpEngine {
 
   /** RFC 6675 IsLost for the hole just below block `i` (constant across the hole). */
   private holeLost(s: TcpSocket, i: number): boolean {
-    if (s.sbCount - i >= DUP_THRESH) return true;
+    const thresh = this.dupThresh(s);
+    if (s.sbCount - i >= thresh) return true;
     let bytes = 0;
     for (let j = i; j < s.sbCount; j++) bytes += seqDiff(s.sb[2 * j + 1], s.sb[2 * j]);
-    return bytes > (DUP_THRESH - 1) * s.sndMss;
+    return bytes > (thresh - 1) * s.sndMss - (thresh < DUP_THRESH ? 1 : 0);
+  }
+
+  /**
+   * DupThresh, lowered for small flights with nothing new to send (Early Retransmit, RFC 5827):
+   * with fewer than four segments out, three SACKed segments can never arrive above a loss.
+   */
+  private dupThresh(s: TcpSocket): number {
+    const flight = seqDiff(s.sndNxt, s.sndUna);
+    const segs = Math.ceil(flight / s.sndMss);
+    if (segs >= DUP_THRESH + 1) return DUP_THRESH;
+    const unsent = s.tx.readable() - flight;
+    const room = s.sndWnd - flight;
+    if (unsent > 0 && room >= s.sndMss) return DUP_THRESH; // new data can still clock ACKs
+    return Math.max(1, segs - 1);
   }
 
   /** Bytes in the network (RFC 6675 SetPipe, per hole). */
@@ -2054,6 +2070,7 @@ export class TcpEngine {
     let at = Infinity;
     if (s.rtoAt !== 0) at = s.rtoAt;
     if (s.dackAt !== 0 && s.dackAt < at) at = s.dackAt;
+    if (s.ptoAt !== 0 && s.ptoAt < at) at = s.ptoAt;
     if (s.kaAt !== 0 && s.kaAt < at) at = s.kaAt;
     if (s.closeAt !== 0 && s.closeAt < at) at = s.closeAt;
     if (at === Infinity || s.state === CLOSED) return;
@@ -2129,8 +2146,13 @@ export class TcpEngine {
     }
     if (s.rtoAt !== 0 && now >= s.rtoAt) {
       s.rtoAt = 0;
+      s.ptoAt = 0;
       this.onRto(s);
       if (s.state === CLOSED) return;
+    }
+    if (s.ptoAt !== 0 && now >= s.ptoAt) {
+      s.ptoAt = 0;
+      this.onPto(s);
     }
     if (s.dackAt !== 0 && now >= s.dackAt) {
       s.dackAt = 0;
@@ -2142,6 +2164,37 @@ export class TcpEngine {
       if (s.state === CLOSED) return;
     }
     this.arm(s);
+  }
+
+  /**
+   * Arms the tail loss probe (RFC 8985 §7.2): 2 SRTT after the last ACK, plus the peer's
+   * delayed-ACK allowance when a single segment is out. Only with SACK, outside recovery,
+   * and only if it would fire before the RTO.
+   */
+  private armPto(s: TcpSocket): void {
+    s.ptoAt = 0;
+    if (!s.sackOn || s.recovery !== 0 || s.sndUna === s.sndNxt || s.srtt === 0) return;
+    if (!canSendData(s.state)) return;
+    let pto = 2 * s.srtt;
+    if (seqDiff(s.sndNxt, s.sndUna) <= s.sndMss) pto += 200;
+    if (pto < 10) pto = 10;
+    const at = this.now + pto;
+    if (s.rtoAt !== 0 && at >= s.rtoAt) return;
+    s.ptoAt = at;
+  }
+
+  /**
+   * The ACK clock stopped with data out: retransmit the last segment (RFC 8985 §7.3), so the
+   * peer's ACK carries SACK blocks that reveal what was lost, and recovery starts without
+   * waiting for the RTO. One probe per flight: the next comes only after an ACK advances.
+   */
+  private onPto(s: TcpSocket): void {
+    if (s.recovery !== 0 || s.sndUna === s.sndNxt || !canSendData(s.state)) return;
+    const flight = seqDiff(s.sndNxt, s.sndUna);
+    const len = Math.min(flight, s.sndMss);
+    const seq = (s.sndNxt - len) >>> 0;
+    if (this.emitRange(s, seq, len) > 0) this.counters[K.C_TLP_PROBES]++;
+    if (s.rtoAt === 0) s.rtoAt = this.now + s.rto;
   }
 
   private onRto(s: TcpSocket): void {

@@ -243,6 +243,8 @@ export class TcpSocket implements CcState {
 
   // ---- timers ----
   rtoAt = 0;
+  /** Tail loss probe (RFC 8985 §7): fires before the RTO when the ACK clock stops. */
+  ptoAt = 0;
   dackAt = 0;
   kaAt = 0;
   /** TIME_WAIT expiry, FIN_WAIT_2 orphan timeout. */
