@@ -52,6 +52,7 @@ const WATCH = [
   "rstOut",
   "dropPaws",
   "dropOutOfWindow",
+  "dropNoSocket",
 ];
 
 interface Outcome {
@@ -114,9 +115,15 @@ async function transfer(
     assert(r.eof, "the client saw no FIN from the bridge");
     assert(d.bytesIn >= bytes, `bridge bytesIn grew by ${d.bytesIn} < ${bytes}`);
     // FIN both ways: the bridge closed only after reading the client's FIN (recv() == 0), the
-    // client read the bridge's FIN as EOF, and nobody reset anything.
+    // client read the bridge's FIN as EOF, and nobody reset the connection. Under reordering a
+    // late duplicate of the client's may arrive after the bridge (LAST-ACK, then CLOSED) is
+    // gone: it is answered with a RST like any segment for no connection (the client, in
+    // TIME-WAIT, ignores it: RFC 1337). Those are the only RSTs allowed.
     assertEquals(d.rstIn, 0, "discard connection saw a RST from the client");
-    assertEquals(d.rstOut, 0, "discard connection was reset by the bridge");
+    assert(
+      d.rstOut <= d.dropNoSocket,
+      `the bridge reset a live connection (${d.rstOut} RSTs, ${d.dropNoSocket} for no socket)`,
+    );
   }
   return { r, d };
 }
