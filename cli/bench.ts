@@ -5,11 +5,12 @@
  * @module
  */
 import { parseArgs } from "@std/cli";
+import { echoSideBySide } from "../bench/echo_side_by_side.ts";
 import { runMicroBench } from "../bench/rings_micro.ts";
 
 export const BENCH_HELP = `pno bench: run the benchmarks
 
-Usage: pno bench [--micro] [--engine]
+Usage: pno bench [--micro] [--engine] [--echo]
 
 Options:
   --micro     host-NIC ring micro-benchmarks in one process: descriptors per second
@@ -18,22 +19,27 @@ Options:
               latency to a polling consumer
   --engine    the TCP engine alone on the in-memory wire, one thread: segments per second
               for 64 B and 1460 B payloads and heap bytes allocated per segment
+  --echo      the kernel path and PnO side by side in one run: a kernel client in pno-client
+              against an echo server on the host kernel (twin veth), the same echo on the
+              rings (TCP in the bridge) and the bridge's echo service; request/response rate
+              and latency, bulk bandwidth, host CPU per request, with ratios to the kernel
   -h, --help  show this help`;
 
 /** Runs the benchmarks the flags select. */
 export async function benchMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    boolean: ["help", "micro", "engine"],
+    boolean: ["help", "micro", "engine", "echo"],
     alias: { h: "help" },
     unknown: (arg: string) => {
       throw new Error(`unknown option ${arg}; see pno bench --help`);
     },
   });
-  if (flags.help || !(flags.micro || flags.engine)) {
+  if (flags.help || !(flags.micro || flags.engine || flags.echo)) {
     console.log(BENCH_HELP);
     return flags.help ? 0 : 2;
   }
   if (flags.micro) await runMicroBench();
+  if (flags.echo) console.log(await echoSideBySide());
   if (flags.engine) {
     // The engine benchmark measures allocation with V8 flags of its own: it runs as a child.
     const bench = new URL("../bench/tcp_engine.ts", import.meta.url).pathname;

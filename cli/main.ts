@@ -18,7 +18,7 @@ Commands:
   demo           the end-to-end demo: wire, bridge, a kernel client, counters, teardown
   wire up|down   create or remove the emulated wire (namespace pno-client, veths, twin link)
   bridge         run the NIC-side bridge (DPDK on pno1, 10.88.0.2) in the foreground
-  bench          --micro: ring micro-benchmarks; --engine: the TCP engine alone
+  bench          --echo: PnO against the kernel path; --micro: rings; --engine: TCP engine
   test           run every test (unit and integration); ends with "N passed, N failed"
   help           this text`;
 
