@@ -13,9 +13,8 @@
  * @module
  */
 import { BridgeProcess } from "../cli/bridge_process.ts";
+import { cpuSeconds, firstLine, startRingEchoServer } from "../cli/processes.ts";
 import { DEFAULT_WIRE, inNs, sh, wireDown, wireUp } from "../cli/wire.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
 
 const CLIENT = `
 import socket, sys, time, threading, json
@@ -61,24 +60,6 @@ for await (const conn of l) {
 }
 `;
 
-function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-
-async function firstLine(child: Deno.ChildProcess): Promise<string> {
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += value;
-  }
-  reader.releaseLock();
-  return text.split("\n")[0];
-}
-
 interface Row {
   name: string;
   rrPerSec: number;
@@ -123,18 +104,7 @@ export async function echoSideBySide(rr = 20000, mib = 64): Promise<string> {
       stderr: "inherit",
     }).spawn();
     kids.push(kernel);
-    const ring = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--unstable-ffi",
-        `${ROOT}examples/ring_echo_server.ts`,
-        "--control",
-        control,
-      ],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
+    const ring = startRingEchoServer(control);
     kids.push(ring);
     await firstLine(kernel);
     await firstLine(ring);

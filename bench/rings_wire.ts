@@ -11,6 +11,7 @@
  * @module
  */
 import { parseArgs } from "@std/cli";
+import { cpuSeconds, firstLine, startRingEchoServer } from "../cli/processes.ts";
 import { inNs, sh, testWire, wireDown, wireUp } from "../cli/wire.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -22,27 +23,6 @@ const flags = parseArgs(Deno.args, {
 const MiB = 1 << 20;
 const mib = Number(flags.mib), discardMib = Number(flags["discard-mib"]);
 const prof = flags.prof ? [`--cpu-prof`, `--cpu-prof-dir=${flags.prof}`] : [];
-
-function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-
-async function firstLine(child: Deno.ChildProcess): Promise<string> {
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  while (!buf.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += value;
-  }
-  // Keep draining so the child never blocks on a full pipe.
-  void (async () => {
-    while (!(await reader.read()).done) { /* drain */ }
-  })();
-  return buf.split("\n")[0];
-}
 
 async function stopChild(child: Deno.ChildProcess, signal: Deno.Signal): Promise<void> {
   try {
@@ -90,21 +70,7 @@ try {
     stdin: "null",
   }).spawn();
   const ready = JSON.parse(await firstLine(bridge)) as { stats: string };
-  app = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--unstable-ffi",
-      ...prof,
-      `${ROOT}examples/ring_echo_server.ts`,
-      "--control",
-      control,
-      "--port",
-      "8007",
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
+  app = startRingEchoServer(control, prof);
   await firstLine(app);
   const stats = async () => (await (await fetch(ready.stats)).json()) as Record<string, unknown>;
 

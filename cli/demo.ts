@@ -9,6 +9,7 @@
  */
 import { parseArgs } from "@std/cli";
 import { BridgeProcess } from "./bridge_process.ts";
+import { firstLine, startRingEchoServer } from "./processes.ts";
 import { DEFAULT_WIRE, inNs, sh, wireDown, wireUp } from "./wire.ts";
 
 export const DEMO_HELP = `pno demo: the end-to-end demo on the emulated wire
@@ -22,8 +23,6 @@ Usage: pno demo [--count N] [--mib N]
 4. starts examples/ring_echo_server.ts on the host (TCP on the NIC side, rings to the host)
    and does the same against it on port 8007; checks the host kernel has no socket for it
 5. prints the bridge's counters, stops the bridge and removes the wire`;
-
-const ROOT = new URL("..", import.meta.url).pathname;
 
 /** Runs the demo; resolves with 0 when every step checked out. */
 export async function demoMain(args: string[]): Promise<number> {
@@ -89,23 +88,10 @@ export async function demoMain(args: string[]): Promise<number> {
     console.log(
       "== 4. a host echo server whose TCP runs in the bridge (examples/ring_echo_server.ts)",
     );
-    app = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--unstable-ffi",
-        `${ROOT}examples/ring_echo_server.ts`,
-        "--control",
-        control,
-      ],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const reader = app.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    const first = await reader.read();
-    reader.releaseLock();
+    app = startRingEchoServer(control);
+    const first = await firstLine(app);
     check(
-      String(first.value).includes("listening"),
+      first.includes("listening"),
       "the host server attached its region and listens on 8007",
     );
     const e2 = await echo(8007);

@@ -6,6 +6,7 @@
  * @module
  */
 import { BridgeProcess } from "../cli/bridge_process.ts";
+export { cpuSeconds } from "../cli/processes.ts";
 import { inNs, sh, testWire, type WireConfig, wireDown, wireUp } from "../cli/wire.ts";
 
 export { BridgeProcess };
@@ -59,14 +60,6 @@ export async function ping(w: WireConfig, dst: string, count: number): Promise<n
   const out = await sh(inNs(w, "ping", "-c", String(count), "-i", "0.05", "-W", "2", dst), true);
   const m = out.match(/(\d+) received/);
   return m ? Number(m[1]) : 0;
-}
-
-/** CPU time (user + system) of a process in seconds, from /proc/PID/stat. */
-export function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // Fields 14 and 15 of stat(5) (utime, stime) are at 11 and 12 after the command name.
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** The host-order address of "a.b.c.d/len". */
