@@ -43,6 +43,9 @@ const libcSymbols = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   unlink: { parameters: ["buffer"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  kill: { parameters: ["i32", "i32"], result: "i32" },
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
@@ -140,3 +143,9 @@ export const F_SETFL = 4;
 export const O_NONBLOCK = 0o4000;
 /** poll event: readable. */
 export const POLLIN = 1;
+/** send(): do not block, whatever the file's flags (the fd's owner cannot make us wait). */
+export const MSG_DONTWAIT = 0x40;
+/** fallocate(): give the range's pages back (with FALLOC_FL_KEEP_SIZE). */
+export const FALLOC_FL_PUNCH_HOLE = 2;
+/** fallocate(): keep the file's size. */
+export const FALLOC_FL_KEEP_SIZE = 1;

@@ -8,17 +8,26 @@
 #include <string.h>
 
 #define PNO_REGION_MAGIC 0x524f4e50u /* "PNOR" little-endian */
-#define PNO_LAYOUT_VERSION 1
+#define PNO_LAYOUT_VERSION 2
 #define PNO_PAGE_SIZE 4096
 #define PNO_DESC_SIZE 64
 #define PNO_RING_CTRL_SIZE 128
 #define PNO_RING_FAULT (-1) /* a peer index is inconsistent */
 #define PNO_SOCK_NONE 0xffffffffu
-#define PNO_STATE_READABLE 1
-#define PNO_STATE_WRITABLE 2
-#define PNO_STATE_HUP 4
-#define PNO_STATE_ERROR 8
-#define PNO_STATE_SLEEPING 16
+#define PNO_THREAD_CMD_CTRL 64 /* command ring control within a thread entry */
+#define PNO_WAITER_EV_CTRL 64 /* event ring control within a waiter entry */
+#define PNO_PROC_REFS 64 /* per-socket u16 fd counts within a process entry */
+#define PNO_KIND_FREE 0
+#define PNO_KIND_BOUND 1
+#define PNO_KIND_LISTENER 2
+#define PNO_KIND_CONN 3
+#define PNO_SHUT_RCV 1
+#define PNO_SHUT_SEND 2
+#define PNO_BIND_REUSEADDR 1
+#define PNO_BIND_REUSEPORT 2
+#define PNO_SUB_ET 1
+#define PNO_SUB_ONESHOT 2
+#define PNO_SUB_EXCLUSIVE 4
 #define PNO_DESC_OK 0
 #define PNO_DESC_ERR_OPCODE 1
 #define PNO_DESC_ERR_SOCK 2
@@ -29,25 +38,20 @@
 
 /** Descriptor opcodes: commands host to NIC, completions and events NIC to host. */
 enum pno_opcode {
-	PNO_CMD_SOCKET = 0x1, /* socket() */
-	PNO_CMD_BIND = 0x2, /* bind() */
-	PNO_CMD_LISTEN = 0x3, /* listen() */
-	PNO_CMD_CONNECT = 0x4, /* connect() */
-	PNO_CMD_ACCEPT = 0x5, /* accept4() */
-	PNO_CMD_CLOSE = 0x6, /* close() */
-	PNO_CMD_SHUTDOWN = 0x7, /* shutdown() */
-	PNO_CMD_SETSOCKOPT = 0x8, /* setsockopt(), supported subset */
-	PNO_CMD_GETSOCKOPT = 0x9, /* getsockopt(), supported subset */
-	PNO_CMD_TX_AVAIL = 0xa, /* S-ring doorbell: new TX bytes */
-	PNO_CMD_RX_FREED = 0xb, /* S-ring doorbell: RX space freed */
+	PNO_CMD_BIND = 0x1, /* bind() of a new socket */
+	PNO_CMD_LISTEN = 0x2, /* listen() */
+	PNO_CMD_CONNECT = 0x3, /* connect() */
+	PNO_CMD_CLOSE = 0x4, /* last close() */
+	PNO_CMD_SHUTDOWN = 0x5, /* shutdown() */
+	PNO_CMD_SETSOCKOPT = 0x6, /* setsockopt() the NIC acts on */
+	PNO_CMD_TCP_INFO = 0x7, /* getsockopt(TCP_INFO) */
+	PNO_CMD_DATA = 0x8, /* S-ring doorbell */
+	PNO_CMD_SUBSCRIBE = 0x9, /* epoll_ctl() as a subscription */
+	PNO_CMD_WAITER_RELEASE = 0xa, /* a waiter is gone */
 	PNO_CPL_RESULT = 0x81, /* Result of a command */
-	PNO_CPL_ACCEPT = 0x82, /* Result of accept */
-	PNO_EV_READABLE = 0xc1, /* Readable */
-	PNO_EV_WRITABLE = 0xc2, /* Writable */
-	PNO_EV_PEER_CLOSED = 0xc3, /* Peer closed (FIN) */
-	PNO_EV_RESET = 0xc4, /* Connection reset */
-	PNO_EV_CONNECTED = 0xc5, /* Connected */
-	PNO_EV_ERROR = 0xc6, /* Asynchronous error */
+	PNO_CPL_SOCKET = 0x82, /* Result of bind or connect */
+	PNO_CPL_TCP_INFO = 0x83, /* TCP_INFO of a connection */
+	PNO_EV_NOTIFY = 0xc1, /* A subscribed socket changed */
 };
 
 /** Ring indices: free-running u32, each on its own cache line. */
@@ -66,83 +70,180 @@ struct pno_region_header {
 	uint32_t magic; /* PNO_REGION_MAGIC */
 	uint32_t version; /* PNO_LAYOUT_VERSION */
 	uint64_t total_size; /* bytes mapped */
-	uint32_t header_size; /* bytes before the doorbells */
 	uint32_t features; /* feature bits */
-	uint32_t max_threads; /* G-ring pairs */
-	uint32_t max_sockets; /* S-ring pairs and state entries */
+	uint32_t max_threads; /* thread entries (command rings) */
+	uint32_t max_waiters; /* waiter entries (event queues) */
+	uint32_t max_procs; /* process entries */
+	uint32_t max_sockets; /* socket entries */
 	uint32_t cmd_slots; /* slots per command ring */
 	uint32_t cpl_slots; /* slots per completion ring */
-	uint32_t desc_size; /* bytes per slot */
+	uint32_t ev_slots; /* slots per waiter event queue */
 	uint32_t tx_bytes; /* TX ring data bytes */
 	uint32_t rx_bytes; /* RX ring data bytes */
-	uint32_t g_pair_stride; /* bytes between G-ring pairs */
-	uint32_t s_pair_stride; /* bytes between S-ring pairs */
-	uint32_t state_stride; /* bytes between state entries */
-	uint64_t doorbell_offset; /* doorbell table */
-	uint64_t g_table_offset; /* G-ring pair table */
-	uint64_t s_table_offset; /* S-ring pair table */
-	uint64_t state_table_offset; /* socket state table */
-	uint32_t doorbell_stride; /* bytes between doorbells */
-	uint8_t _pad0[28];
+	uint32_t local_ip; /* the bridge's IPv4 address, host order */
+	uint32_t region_id; /* the bridge's id of this region */
+	uint32_t thread_stride; /* bytes between thread entries */
+	uint32_t waiter_stride; /* bytes between waiter entries */
+	uint32_t proc_stride; /* bytes between process entries */
+	uint32_t sock_stride; /* bytes between socket entries */
+	uint32_t stream_stride; /* bytes between stream pairs */
+	uint8_t _pad0[4];
+	uint64_t doorbell_offset; /* host-to-NIC doorbell line */
+	uint64_t thread_table; /* thread entries */
+	uint64_t waiter_table; /* waiter entries */
+	uint64_t proc_table; /* process entries */
+	uint64_t sock_table; /* socket entries */
+	uint64_t stream_table; /* stream ring pairs */
+	uint8_t _pad1[56];
 } __attribute__((aligned(8)));
-_Static_assert(sizeof(struct pno_region_header) == 128, "pno_region_header size");
+_Static_assert(sizeof(struct pno_region_header) == 192, "pno_region_header size");
 _Static_assert(offsetof(struct pno_region_header, magic) == 0, "pno_region_header.magic");
 _Static_assert(offsetof(struct pno_region_header, version) == 4, "pno_region_header.version");
 _Static_assert(offsetof(struct pno_region_header, total_size) == 8, "pno_region_header.total_size");
-_Static_assert(offsetof(struct pno_region_header, header_size) == 16, "pno_region_header.header_size");
-_Static_assert(offsetof(struct pno_region_header, features) == 20, "pno_region_header.features");
-_Static_assert(offsetof(struct pno_region_header, max_threads) == 24, "pno_region_header.max_threads");
-_Static_assert(offsetof(struct pno_region_header, max_sockets) == 28, "pno_region_header.max_sockets");
-_Static_assert(offsetof(struct pno_region_header, cmd_slots) == 32, "pno_region_header.cmd_slots");
-_Static_assert(offsetof(struct pno_region_header, cpl_slots) == 36, "pno_region_header.cpl_slots");
-_Static_assert(offsetof(struct pno_region_header, desc_size) == 40, "pno_region_header.desc_size");
-_Static_assert(offsetof(struct pno_region_header, tx_bytes) == 44, "pno_region_header.tx_bytes");
-_Static_assert(offsetof(struct pno_region_header, rx_bytes) == 48, "pno_region_header.rx_bytes");
-_Static_assert(offsetof(struct pno_region_header, g_pair_stride) == 52, "pno_region_header.g_pair_stride");
-_Static_assert(offsetof(struct pno_region_header, s_pair_stride) == 56, "pno_region_header.s_pair_stride");
-_Static_assert(offsetof(struct pno_region_header, state_stride) == 60, "pno_region_header.state_stride");
-_Static_assert(offsetof(struct pno_region_header, doorbell_offset) == 64, "pno_region_header.doorbell_offset");
-_Static_assert(offsetof(struct pno_region_header, g_table_offset) == 72, "pno_region_header.g_table_offset");
-_Static_assert(offsetof(struct pno_region_header, s_table_offset) == 80, "pno_region_header.s_table_offset");
-_Static_assert(offsetof(struct pno_region_header, state_table_offset) == 88, "pno_region_header.state_table_offset");
-_Static_assert(offsetof(struct pno_region_header, doorbell_stride) == 96, "pno_region_header.doorbell_stride");
+_Static_assert(offsetof(struct pno_region_header, features) == 16, "pno_region_header.features");
+_Static_assert(offsetof(struct pno_region_header, max_threads) == 20, "pno_region_header.max_threads");
+_Static_assert(offsetof(struct pno_region_header, max_waiters) == 24, "pno_region_header.max_waiters");
+_Static_assert(offsetof(struct pno_region_header, max_procs) == 28, "pno_region_header.max_procs");
+_Static_assert(offsetof(struct pno_region_header, max_sockets) == 32, "pno_region_header.max_sockets");
+_Static_assert(offsetof(struct pno_region_header, cmd_slots) == 36, "pno_region_header.cmd_slots");
+_Static_assert(offsetof(struct pno_region_header, cpl_slots) == 40, "pno_region_header.cpl_slots");
+_Static_assert(offsetof(struct pno_region_header, ev_slots) == 44, "pno_region_header.ev_slots");
+_Static_assert(offsetof(struct pno_region_header, tx_bytes) == 48, "pno_region_header.tx_bytes");
+_Static_assert(offsetof(struct pno_region_header, rx_bytes) == 52, "pno_region_header.rx_bytes");
+_Static_assert(offsetof(struct pno_region_header, local_ip) == 56, "pno_region_header.local_ip");
+_Static_assert(offsetof(struct pno_region_header, region_id) == 60, "pno_region_header.region_id");
+_Static_assert(offsetof(struct pno_region_header, thread_stride) == 64, "pno_region_header.thread_stride");
+_Static_assert(offsetof(struct pno_region_header, waiter_stride) == 68, "pno_region_header.waiter_stride");
+_Static_assert(offsetof(struct pno_region_header, proc_stride) == 72, "pno_region_header.proc_stride");
+_Static_assert(offsetof(struct pno_region_header, sock_stride) == 76, "pno_region_header.sock_stride");
+_Static_assert(offsetof(struct pno_region_header, stream_stride) == 80, "pno_region_header.stream_stride");
+_Static_assert(offsetof(struct pno_region_header, doorbell_offset) == 88, "pno_region_header.doorbell_offset");
+_Static_assert(offsetof(struct pno_region_header, thread_table) == 96, "pno_region_header.thread_table");
+_Static_assert(offsetof(struct pno_region_header, waiter_table) == 104, "pno_region_header.waiter_table");
+_Static_assert(offsetof(struct pno_region_header, proc_table) == 112, "pno_region_header.proc_table");
+_Static_assert(offsetof(struct pno_region_header, sock_table) == 120, "pno_region_header.sock_table");
+_Static_assert(offsetof(struct pno_region_header, stream_table) == 128, "pno_region_header.stream_table");
 
 /** Doorbell: a sequence bumped after each published batch, and a sleeping flag. */
 struct pno_doorbell {
 	uint32_t seq; /* bumped after each published batch */
-	uint32_t sleeping; /* 1 while the consumer side is parked */
+	uint32_t sleeping; /* 1 while the bridge is parked */
 	uint8_t _pad0[56];
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct pno_doorbell) == 64, "pno_doorbell size");
 _Static_assert(offsetof(struct pno_doorbell, seq) == 0, "pno_doorbell.seq");
 _Static_assert(offsetof(struct pno_doorbell, sleeping) == 4, "pno_doorbell.sleeping");
 
-/** Socket readiness: bits set by the NIC, SLEEPING by the host, both with atomic RMW. */
-struct pno_sock_state {
-	uint32_t bits; /* PNO_STATE_* bits */
-	uint32_t err; /* pending SO_ERROR errno */
-	uint32_t seq; /* bumped on every change (edge-triggered epoll) */
-	uint8_t _pad0[4];
+/** Owner of a command ring; a ring keeps its indices across owners. */
+struct pno_thread_line {
+	uint32_t owner_tid; /* claiming thread's tid, 0 when free */
+	uint32_t owner_pid; /* its process */
+	uint8_t _pad0[56];
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct pno_thread_line) == 64, "pno_thread_line size");
+_Static_assert(offsetof(struct pno_thread_line, owner_tid) == 0, "pno_thread_line.owner_tid");
+_Static_assert(offsetof(struct pno_thread_line, owner_pid) == 4, "pno_thread_line.owner_pid");
+
+/** A waiter: owner, generation, sleeping flag, overflow flag. */
+struct pno_waiter_line {
+	uint32_t owner_pid; /* claiming process, 0 when free */
+	uint32_t gen; /* bumped by each claim; subscriptions name it */
+	uint32_t sleeping; /* 1 while blocked on the wake fd */
+	uint32_t overflow; /* events were lost: rescan */
+	uint8_t _pad0[48];
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct pno_waiter_line) == 64, "pno_waiter_line size");
+_Static_assert(offsetof(struct pno_waiter_line, owner_pid) == 0, "pno_waiter_line.owner_pid");
+_Static_assert(offsetof(struct pno_waiter_line, gen) == 4, "pno_waiter_line.gen");
+_Static_assert(offsetof(struct pno_waiter_line, sleeping) == 8, "pno_waiter_line.sleeping");
+_Static_assert(offsetof(struct pno_waiter_line, overflow) == 12, "pno_waiter_line.overflow");
+
+/** A process of the application: its pid; per-socket fd counts follow the line. */
+struct pno_proc_line {
+	uint32_t pid; /* pid, 0 when free */
+	uint32_t parent; /* pid of the process it was forked from */
+	uint8_t _pad0[56];
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct pno_proc_line) == 64, "pno_proc_line size");
+_Static_assert(offsetof(struct pno_proc_line, pid) == 0, "pno_proc_line.pid");
+_Static_assert(offsetof(struct pno_proc_line, parent) == 4, "pno_proc_line.parent");
+
+/** Shared per-socket state: NIC line (0-63) and host line (64-127). */
+struct pno_sock {
+	uint32_t gen; /* NIC: generation of the socket in this slot */
+	uint32_t kind; /* NIC: PNO_KIND_* */
+	uint32_t tcp_state; /* NIC: RFC 9293 state (engine numbering) */
+	uint32_t shutdown; /* NIC: PNO_SHUT_RCV | PNO_SHUT_SEND */
+	uint32_t err; /* NIC: pending error, positive errno */
+	uint32_t err_seq; /* NIC: bumped when err is set */
+	uint32_t local_ip; /* NIC: local IPv4, host order */
+	uint32_t peer_ip; /* NIC: peer IPv4, host order */
+	uint16_t local_port; /* NIC: local port */
+	uint16_t peer_port; /* NIC: peer port */
+	uint32_t data_ack; /* NIC: last data_req it served */
+	uint32_t rx_want; /* NIC: 1 when it wants to hear of reads */
+	uint8_t _pad0[20];
+	uint32_t lock; /* host: 0 free, 1 held, 2 held with waiters */
+	uint32_t holders; /* host: processes holding an fd to it */
+	uint32_t err_ack; /* host: err_seq consumed by SO_ERROR */
+	uint32_t data_req; /* host: bumped with each CMD_DATA */
+	uint32_t host_shut; /* host: PNO_SHUT_RCV after SHUT_RD */
+	uint8_t _pad1[44];
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct pno_sock) == 128, "pno_sock size");
+_Static_assert(offsetof(struct pno_sock, gen) == 0, "pno_sock.gen");
+_Static_assert(offsetof(struct pno_sock, kind) == 4, "pno_sock.kind");
+_Static_assert(offsetof(struct pno_sock, tcp_state) == 8, "pno_sock.tcp_state");
+_Static_assert(offsetof(struct pno_sock, shutdown) == 12, "pno_sock.shutdown");
+_Static_assert(offsetof(struct pno_sock, err) == 16, "pno_sock.err");
+_Static_assert(offsetof(struct pno_sock, err_seq) == 20, "pno_sock.err_seq");
+_Static_assert(offsetof(struct pno_sock, local_ip) == 24, "pno_sock.local_ip");
+_Static_assert(offsetof(struct pno_sock, peer_ip) == 28, "pno_sock.peer_ip");
+_Static_assert(offsetof(struct pno_sock, local_port) == 32, "pno_sock.local_port");
+_Static_assert(offsetof(struct pno_sock, peer_port) == 34, "pno_sock.peer_port");
+_Static_assert(offsetof(struct pno_sock, data_ack) == 36, "pno_sock.data_ack");
+_Static_assert(offsetof(struct pno_sock, rx_want) == 40, "pno_sock.rx_want");
+_Static_assert(offsetof(struct pno_sock, lock) == 64, "pno_sock.lock");
+_Static_assert(offsetof(struct pno_sock, holders) == 68, "pno_sock.holders");
+_Static_assert(offsetof(struct pno_sock, err_ack) == 72, "pno_sock.err_ack");
+_Static_assert(offsetof(struct pno_sock, data_req) == 76, "pno_sock.data_req");
+_Static_assert(offsetof(struct pno_sock, host_shut) == 80, "pno_sock.host_shut");
+
+/** A connection waiting in a listener's accept queue. */
+struct pno_accept_entry {
+	uint32_t sock; /* socket slot of the connection */
+	uint32_t gen; /* its generation */
+	uint32_t peer_ip; /* peer IPv4, host order */
+	uint32_t local_ip; /* local IPv4, host order */
+	uint16_t peer_port; /* peer port */
+	uint16_t local_port; /* local port */
+	uint8_t _pad0[12];
 } __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_sock_state) == 16, "pno_sock_state size");
-_Static_assert(offsetof(struct pno_sock_state, bits) == 0, "pno_sock_state.bits");
-_Static_assert(offsetof(struct pno_sock_state, err) == 4, "pno_sock_state.err");
-_Static_assert(offsetof(struct pno_sock_state, seq) == 8, "pno_sock_state.seq");
+_Static_assert(sizeof(struct pno_accept_entry) == 32, "pno_accept_entry size");
+_Static_assert(offsetof(struct pno_accept_entry, sock) == 0, "pno_accept_entry.sock");
+_Static_assert(offsetof(struct pno_accept_entry, gen) == 4, "pno_accept_entry.gen");
+_Static_assert(offsetof(struct pno_accept_entry, peer_ip) == 8, "pno_accept_entry.peer_ip");
+_Static_assert(offsetof(struct pno_accept_entry, local_ip) == 12, "pno_accept_entry.local_ip");
+_Static_assert(offsetof(struct pno_accept_entry, peer_port) == 16, "pno_accept_entry.peer_port");
+_Static_assert(offsetof(struct pno_accept_entry, local_port) == 18, "pno_accept_entry.local_port");
 
 /** Header shared by every descriptor. */
 struct pno_desc_hdr {
-	uint16_t opcode; /* PNO_CMD_* or PNO_CPL_* / PNO_EV_* */
-	uint16_t flags; /* reserved, zero */
-	uint32_t sock; /* socket id, PNO_SOCK_NONE if none */
+	uint16_t opcode; /* PNO_CMD_*, PNO_CPL_* or PNO_EV_* */
+	uint16_t flags; /* per opcode, else zero */
+	uint32_t sock; /* socket slot, PNO_SOCK_NONE if none */
+	uint32_t gen; /* the socket's generation */
 	uint32_t req_id; /* request id, echoed by the completion */
 	int32_t result; /* completion: value >= 0 or -errno */
+	uint8_t _pad0[4];
 } __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_desc_hdr) == 16, "pno_desc_hdr size");
+_Static_assert(sizeof(struct pno_desc_hdr) == 24, "pno_desc_hdr size");
 _Static_assert(offsetof(struct pno_desc_hdr, opcode) == 0, "pno_desc_hdr.opcode");
 _Static_assert(offsetof(struct pno_desc_hdr, flags) == 2, "pno_desc_hdr.flags");
 _Static_assert(offsetof(struct pno_desc_hdr, sock) == 4, "pno_desc_hdr.sock");
-_Static_assert(offsetof(struct pno_desc_hdr, req_id) == 8, "pno_desc_hdr.req_id");
-_Static_assert(offsetof(struct pno_desc_hdr, result) == 12, "pno_desc_hdr.result");
+_Static_assert(offsetof(struct pno_desc_hdr, gen) == 8, "pno_desc_hdr.gen");
+_Static_assert(offsetof(struct pno_desc_hdr, req_id) == 12, "pno_desc_hdr.req_id");
+_Static_assert(offsetof(struct pno_desc_hdr, result) == 16, "pno_desc_hdr.result");
 
 /** Socket address: AF_INET or AF_INET6, port in host byte order, address in network order. */
 struct pno_sockaddr {
@@ -155,209 +256,178 @@ _Static_assert(offsetof(struct pno_sockaddr, family) == 0, "pno_sockaddr.family"
 _Static_assert(offsetof(struct pno_sockaddr, port) == 2, "pno_sockaddr.port");
 _Static_assert(offsetof(struct pno_sockaddr, addr) == 4, "pno_sockaddr.addr");
 
-/** socket() */
-struct pno_cmd_socket {
-	struct pno_desc_hdr hdr;
-	int32_t domain; /* AF_INET or AF_INET6 */
-	int32_t type; /* SOCK_STREAM, flags masked off */
-	int32_t protocol; /* 0 or IPPROTO_TCP */
-	uint8_t _pad0[36];
-} __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_cmd_socket) == 64, "pno_cmd_socket size");
-_Static_assert(offsetof(struct pno_cmd_socket, hdr) == 0, "pno_cmd_socket.hdr");
-_Static_assert(offsetof(struct pno_cmd_socket, domain) == 16, "pno_cmd_socket.domain");
-_Static_assert(offsetof(struct pno_cmd_socket, type) == 20, "pno_cmd_socket.type");
-_Static_assert(offsetof(struct pno_cmd_socket, protocol) == 24, "pno_cmd_socket.protocol");
-
-/** bind() */
+/** bind() of a new socket */
 struct pno_cmd_bind {
 	struct pno_desc_hdr hdr;
-	struct pno_sockaddr addr; /* local address */
-	uint8_t _pad0[28];
+	struct pno_sockaddr addr; /* local address (port 0: an ephemeral port) */
+	uint32_t opts; /* PNO_BIND_* bits */
+	uint8_t _pad0[16];
 } __attribute__((aligned(4)));
 _Static_assert(sizeof(struct pno_cmd_bind) == 64, "pno_cmd_bind size");
 _Static_assert(offsetof(struct pno_cmd_bind, hdr) == 0, "pno_cmd_bind.hdr");
-_Static_assert(offsetof(struct pno_cmd_bind, addr) == 16, "pno_cmd_bind.addr");
+_Static_assert(offsetof(struct pno_cmd_bind, addr) == 24, "pno_cmd_bind.addr");
+_Static_assert(offsetof(struct pno_cmd_bind, opts) == 44, "pno_cmd_bind.opts");
 
 /** listen() */
 struct pno_cmd_listen {
 	struct pno_desc_hdr hdr;
 	int32_t backlog; /* backlog */
-	uint8_t _pad0[44];
+	uint8_t _pad0[36];
 } __attribute__((aligned(4)));
 _Static_assert(sizeof(struct pno_cmd_listen) == 64, "pno_cmd_listen size");
 _Static_assert(offsetof(struct pno_cmd_listen, hdr) == 0, "pno_cmd_listen.hdr");
-_Static_assert(offsetof(struct pno_cmd_listen, backlog) == 16, "pno_cmd_listen.backlog");
+_Static_assert(offsetof(struct pno_cmd_listen, backlog) == 24, "pno_cmd_listen.backlog");
 
 /** connect() */
 struct pno_cmd_connect {
 	struct pno_desc_hdr hdr;
 	struct pno_sockaddr addr; /* peer */
-	uint8_t _pad0[28];
+	uint32_t opts; /* PNO_BIND_* bits */
+	uint8_t _pad0[16];
 } __attribute__((aligned(4)));
 _Static_assert(sizeof(struct pno_cmd_connect) == 64, "pno_cmd_connect size");
 _Static_assert(offsetof(struct pno_cmd_connect, hdr) == 0, "pno_cmd_connect.hdr");
-_Static_assert(offsetof(struct pno_cmd_connect, addr) == 16, "pno_cmd_connect.addr");
+_Static_assert(offsetof(struct pno_cmd_connect, addr) == 24, "pno_cmd_connect.addr");
+_Static_assert(offsetof(struct pno_cmd_connect, opts) == 44, "pno_cmd_connect.opts");
 
-/** accept4() */
-struct pno_cmd_accept {
-	struct pno_desc_hdr hdr;
-	int32_t flags; /* accept4 flags */
-	uint8_t _pad0[44];
-} __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_cmd_accept) == 64, "pno_cmd_accept size");
-_Static_assert(offsetof(struct pno_cmd_accept, hdr) == 0, "pno_cmd_accept.hdr");
-_Static_assert(offsetof(struct pno_cmd_accept, flags) == 16, "pno_cmd_accept.flags");
-
-/** close() */
+/** last close() */
 struct pno_cmd_close {
 	struct pno_desc_hdr hdr;
-	uint8_t _pad0[48];
+	int32_t linger; /* SO_LINGER: -1 off, 0 abort (RST), > 0 seconds */
+	uint8_t _pad0[36];
 } __attribute__((aligned(4)));
 _Static_assert(sizeof(struct pno_cmd_close) == 64, "pno_cmd_close size");
 _Static_assert(offsetof(struct pno_cmd_close, hdr) == 0, "pno_cmd_close.hdr");
+_Static_assert(offsetof(struct pno_cmd_close, linger) == 24, "pno_cmd_close.linger");
 
 /** shutdown() */
 struct pno_cmd_shutdown {
 	struct pno_desc_hdr hdr;
 	int32_t how; /* SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2 */
-	uint8_t _pad0[44];
+	uint8_t _pad0[36];
 } __attribute__((aligned(4)));
 _Static_assert(sizeof(struct pno_cmd_shutdown) == 64, "pno_cmd_shutdown size");
 _Static_assert(offsetof(struct pno_cmd_shutdown, hdr) == 0, "pno_cmd_shutdown.hdr");
-_Static_assert(offsetof(struct pno_cmd_shutdown, how) == 16, "pno_cmd_shutdown.how");
+_Static_assert(offsetof(struct pno_cmd_shutdown, how) == 24, "pno_cmd_shutdown.how");
 
-/** setsockopt(), supported subset */
+/** setsockopt() the NIC acts on */
 struct pno_cmd_setsockopt {
 	struct pno_desc_hdr hdr;
 	int32_t level; /* SOL_SOCKET or IPPROTO_TCP */
 	int32_t optname; /* option */
 	int32_t value; /* int value, or l_onoff for SO_LINGER */
 	int32_t value2; /* l_linger for SO_LINGER */
-	uint8_t _pad0[32];
+	uint8_t _pad0[24];
 } __attribute__((aligned(4)));
 _Static_assert(sizeof(struct pno_cmd_setsockopt) == 64, "pno_cmd_setsockopt size");
 _Static_assert(offsetof(struct pno_cmd_setsockopt, hdr) == 0, "pno_cmd_setsockopt.hdr");
-_Static_assert(offsetof(struct pno_cmd_setsockopt, level) == 16, "pno_cmd_setsockopt.level");
-_Static_assert(offsetof(struct pno_cmd_setsockopt, optname) == 20, "pno_cmd_setsockopt.optname");
-_Static_assert(offsetof(struct pno_cmd_setsockopt, value) == 24, "pno_cmd_setsockopt.value");
-_Static_assert(offsetof(struct pno_cmd_setsockopt, value2) == 28, "pno_cmd_setsockopt.value2");
+_Static_assert(offsetof(struct pno_cmd_setsockopt, level) == 24, "pno_cmd_setsockopt.level");
+_Static_assert(offsetof(struct pno_cmd_setsockopt, optname) == 28, "pno_cmd_setsockopt.optname");
+_Static_assert(offsetof(struct pno_cmd_setsockopt, value) == 32, "pno_cmd_setsockopt.value");
+_Static_assert(offsetof(struct pno_cmd_setsockopt, value2) == 36, "pno_cmd_setsockopt.value2");
 
-/** getsockopt(), supported subset */
-struct pno_cmd_getsockopt {
+/** getsockopt(TCP_INFO) */
+struct pno_cmd_tcp_info {
 	struct pno_desc_hdr hdr;
-	int32_t level; /* SOL_SOCKET or IPPROTO_TCP */
-	int32_t optname; /* option */
 	uint8_t _pad0[40];
 } __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_cmd_getsockopt) == 64, "pno_cmd_getsockopt size");
-_Static_assert(offsetof(struct pno_cmd_getsockopt, hdr) == 0, "pno_cmd_getsockopt.hdr");
-_Static_assert(offsetof(struct pno_cmd_getsockopt, level) == 16, "pno_cmd_getsockopt.level");
-_Static_assert(offsetof(struct pno_cmd_getsockopt, optname) == 20, "pno_cmd_getsockopt.optname");
+_Static_assert(sizeof(struct pno_cmd_tcp_info) == 64, "pno_cmd_tcp_info size");
+_Static_assert(offsetof(struct pno_cmd_tcp_info, hdr) == 0, "pno_cmd_tcp_info.hdr");
 
-/** S-ring doorbell: new TX bytes */
-struct pno_cmd_tx_avail {
+/** S-ring doorbell */
+struct pno_cmd_data {
 	struct pno_desc_hdr hdr;
-	uint32_t tx_prod; /* TX producer index after the write (a hint; the ring is the truth) */
-	uint8_t _pad0[44];
+	uint32_t data_req; /* the host line's data_req when posted */
+	uint8_t _pad0[36];
 } __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_cmd_tx_avail) == 64, "pno_cmd_tx_avail size");
-_Static_assert(offsetof(struct pno_cmd_tx_avail, hdr) == 0, "pno_cmd_tx_avail.hdr");
-_Static_assert(offsetof(struct pno_cmd_tx_avail, tx_prod) == 16, "pno_cmd_tx_avail.tx_prod");
+_Static_assert(sizeof(struct pno_cmd_data) == 64, "pno_cmd_data size");
+_Static_assert(offsetof(struct pno_cmd_data, hdr) == 0, "pno_cmd_data.hdr");
+_Static_assert(offsetof(struct pno_cmd_data, data_req) == 24, "pno_cmd_data.data_req");
 
-/** S-ring doorbell: RX space freed */
-struct pno_cmd_rx_freed {
+/** epoll_ctl() as a subscription */
+struct pno_cmd_subscribe {
 	struct pno_desc_hdr hdr;
-	uint32_t rx_cons; /* RX consumer index after the read (a hint) */
-	uint8_t _pad0[44];
+	uint32_t waiter; /* waiter entry */
+	uint32_t waiter_gen; /* its generation */
+	uint32_t mask; /* EPOLL* bits of interest, 0 to unsubscribe */
+	uint32_t sub_flags; /* PNO_SUB_* bits */
+	uint8_t _pad0[24];
 } __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_cmd_rx_freed) == 64, "pno_cmd_rx_freed size");
-_Static_assert(offsetof(struct pno_cmd_rx_freed, hdr) == 0, "pno_cmd_rx_freed.hdr");
-_Static_assert(offsetof(struct pno_cmd_rx_freed, rx_cons) == 16, "pno_cmd_rx_freed.rx_cons");
+_Static_assert(sizeof(struct pno_cmd_subscribe) == 64, "pno_cmd_subscribe size");
+_Static_assert(offsetof(struct pno_cmd_subscribe, hdr) == 0, "pno_cmd_subscribe.hdr");
+_Static_assert(offsetof(struct pno_cmd_subscribe, waiter) == 24, "pno_cmd_subscribe.waiter");
+_Static_assert(offsetof(struct pno_cmd_subscribe, waiter_gen) == 28, "pno_cmd_subscribe.waiter_gen");
+_Static_assert(offsetof(struct pno_cmd_subscribe, mask) == 32, "pno_cmd_subscribe.mask");
+_Static_assert(offsetof(struct pno_cmd_subscribe, sub_flags) == 36, "pno_cmd_subscribe.sub_flags");
+
+/** a waiter is gone */
+struct pno_cmd_waiter_release {
+	struct pno_desc_hdr hdr;
+	uint32_t waiter; /* waiter entry */
+	uint32_t waiter_gen; /* its generation */
+	uint8_t _pad0[32];
+} __attribute__((aligned(4)));
+_Static_assert(sizeof(struct pno_cmd_waiter_release) == 64, "pno_cmd_waiter_release size");
+_Static_assert(offsetof(struct pno_cmd_waiter_release, hdr) == 0, "pno_cmd_waiter_release.hdr");
+_Static_assert(offsetof(struct pno_cmd_waiter_release, waiter) == 24, "pno_cmd_waiter_release.waiter");
+_Static_assert(offsetof(struct pno_cmd_waiter_release, waiter_gen) == 28, "pno_cmd_waiter_release.waiter_gen");
 
 /** Result of a command */
 struct pno_cpl_result {
 	struct pno_desc_hdr hdr;
 	uint16_t cmd_opcode; /* opcode of the command completed */
-	uint8_t _pad0[2];
-	int32_t value; /* getsockopt value (l_onoff for SO_LINGER) */
-	int32_t value2; /* getsockopt second value (l_linger) */
-	uint8_t _pad1[36];
+	uint8_t _pad0[38];
 } __attribute__((aligned(4)));
 _Static_assert(sizeof(struct pno_cpl_result) == 64, "pno_cpl_result size");
 _Static_assert(offsetof(struct pno_cpl_result, hdr) == 0, "pno_cpl_result.hdr");
-_Static_assert(offsetof(struct pno_cpl_result, cmd_opcode) == 16, "pno_cpl_result.cmd_opcode");
-_Static_assert(offsetof(struct pno_cpl_result, value) == 20, "pno_cpl_result.value");
-_Static_assert(offsetof(struct pno_cpl_result, value2) == 24, "pno_cpl_result.value2");
+_Static_assert(offsetof(struct pno_cpl_result, cmd_opcode) == 24, "pno_cpl_result.cmd_opcode");
 
-/** Result of accept */
-struct pno_cpl_accept {
+/** Result of bind or connect */
+struct pno_cpl_socket {
 	struct pno_desc_hdr hdr;
-	uint32_t new_sock; /* socket id of the accepted connection */
-	struct pno_sockaddr peer; /* peer address */
 	struct pno_sockaddr local; /* local address */
-	uint8_t _pad0[4];
+	uint8_t _pad0[20];
 } __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_cpl_accept) == 64, "pno_cpl_accept size");
-_Static_assert(offsetof(struct pno_cpl_accept, hdr) == 0, "pno_cpl_accept.hdr");
-_Static_assert(offsetof(struct pno_cpl_accept, new_sock) == 16, "pno_cpl_accept.new_sock");
-_Static_assert(offsetof(struct pno_cpl_accept, peer) == 20, "pno_cpl_accept.peer");
-_Static_assert(offsetof(struct pno_cpl_accept, local) == 40, "pno_cpl_accept.local");
+_Static_assert(sizeof(struct pno_cpl_socket) == 64, "pno_cpl_socket size");
+_Static_assert(offsetof(struct pno_cpl_socket, hdr) == 0, "pno_cpl_socket.hdr");
+_Static_assert(offsetof(struct pno_cpl_socket, local) == 24, "pno_cpl_socket.local");
 
-/** Readable */
-struct pno_ev_readable {
+/** TCP_INFO of a connection */
+struct pno_cpl_tcp_info {
 	struct pno_desc_hdr hdr;
-	uint8_t _pad0[48];
+	uint32_t state; /* Linux TCP state number */
+	uint32_t rto_us; /* retransmission timeout */
+	uint32_t rtt_us; /* smoothed RTT */
+	uint32_t rttvar_us; /* RTT variance */
+	uint32_t snd_mss; /* send MSS */
+	uint32_t rcv_mss; /* receive MSS estimate */
+	uint32_t snd_cwnd; /* congestion window, segments */
+	uint32_t snd_ssthresh; /* slow start threshold, segments */
+	uint32_t total_retrans; /* segments retransmitted */
+	uint32_t unacked; /* segments in flight */
 } __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_ev_readable) == 64, "pno_ev_readable size");
-_Static_assert(offsetof(struct pno_ev_readable, hdr) == 0, "pno_ev_readable.hdr");
+_Static_assert(sizeof(struct pno_cpl_tcp_info) == 64, "pno_cpl_tcp_info size");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, hdr) == 0, "pno_cpl_tcp_info.hdr");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, state) == 24, "pno_cpl_tcp_info.state");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, rto_us) == 28, "pno_cpl_tcp_info.rto_us");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, rtt_us) == 32, "pno_cpl_tcp_info.rtt_us");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, rttvar_us) == 36, "pno_cpl_tcp_info.rttvar_us");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, snd_mss) == 40, "pno_cpl_tcp_info.snd_mss");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, rcv_mss) == 44, "pno_cpl_tcp_info.rcv_mss");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, snd_cwnd) == 48, "pno_cpl_tcp_info.snd_cwnd");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, snd_ssthresh) == 52, "pno_cpl_tcp_info.snd_ssthresh");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, total_retrans) == 56, "pno_cpl_tcp_info.total_retrans");
+_Static_assert(offsetof(struct pno_cpl_tcp_info, unacked) == 60, "pno_cpl_tcp_info.unacked");
 
-/** Writable */
-struct pno_ev_writable {
+/** A subscribed socket changed */
+struct pno_ev_notify {
 	struct pno_desc_hdr hdr;
-	uint8_t _pad0[48];
+	uint32_t events; /* EPOLL* edges */
+	uint8_t _pad0[36];
 } __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_ev_writable) == 64, "pno_ev_writable size");
-_Static_assert(offsetof(struct pno_ev_writable, hdr) == 0, "pno_ev_writable.hdr");
-
-/** Peer closed (FIN) */
-struct pno_ev_peer_closed {
-	struct pno_desc_hdr hdr;
-	uint8_t _pad0[48];
-} __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_ev_peer_closed) == 64, "pno_ev_peer_closed size");
-_Static_assert(offsetof(struct pno_ev_peer_closed, hdr) == 0, "pno_ev_peer_closed.hdr");
-
-/** Connection reset */
-struct pno_ev_reset {
-	struct pno_desc_hdr hdr;
-	uint8_t _pad0[48];
-} __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_ev_reset) == 64, "pno_ev_reset size");
-_Static_assert(offsetof(struct pno_ev_reset, hdr) == 0, "pno_ev_reset.hdr");
-
-/** Connected */
-struct pno_ev_connected {
-	struct pno_desc_hdr hdr;
-	uint8_t _pad0[4];
-	struct pno_sockaddr local; /* local address */
-	struct pno_sockaddr peer; /* peer address */
-	uint8_t _pad1[4];
-} __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_ev_connected) == 64, "pno_ev_connected size");
-_Static_assert(offsetof(struct pno_ev_connected, hdr) == 0, "pno_ev_connected.hdr");
-_Static_assert(offsetof(struct pno_ev_connected, local) == 20, "pno_ev_connected.local");
-_Static_assert(offsetof(struct pno_ev_connected, peer) == 40, "pno_ev_connected.peer");
-
-/** Asynchronous error */
-struct pno_ev_error {
-	struct pno_desc_hdr hdr;
-	int32_t err; /* positive errno */
-	uint8_t _pad0[44];
-} __attribute__((aligned(4)));
-_Static_assert(sizeof(struct pno_ev_error) == 64, "pno_ev_error size");
-_Static_assert(offsetof(struct pno_ev_error, hdr) == 0, "pno_ev_error.hdr");
-_Static_assert(offsetof(struct pno_ev_error, err) == 16, "pno_ev_error.err");
+_Static_assert(sizeof(struct pno_ev_notify) == 64, "pno_ev_notify size");
+_Static_assert(offsetof(struct pno_ev_notify, hdr) == 0, "pno_ev_notify.hdr");
+_Static_assert(offsetof(struct pno_ev_notify, events) == 24, "pno_ev_notify.events");
 
 
 /* ---- Ring operations (host side) -------------------------------------------------------------
@@ -564,77 +634,100 @@ static inline int pno_region_check(const void *base, uint64_t mapped)
 		return PNO_REGION_ERR_MAGIC;
 	if (h->version != PNO_LAYOUT_VERSION)
 		return PNO_REGION_ERR_VERSION;
-	if (h->total_size != mapped || h->desc_size != PNO_DESC_SIZE ||
-	    h->state_table_offset + (uint64_t)h->max_sockets * h->state_stride > mapped)
+	if (h->total_size != mapped || h->sock_stride != sizeof(struct pno_sock) ||
+	    h->stream_table + (uint64_t)h->max_sockets * h->stream_stride > mapped)
 		return PNO_REGION_ERR_SIZE;
 	return 0;
 }
 
-static inline uint8_t *pno_region_gpair(void *base, uint32_t t)
+#define PNO_HDR(base) ((const struct pno_region_header *)(base))
+
+/** The host-to-NIC doorbell. */
+static inline struct pno_doorbell *pno_region_doorbell(void *base)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	return (uint8_t *)base + h->g_table_offset + (uint64_t)t * h->g_pair_stride;
+	return (struct pno_doorbell *)((uint8_t *)base + PNO_HDR(base)->doorbell_offset);
 }
 
-static inline uint8_t *pno_region_spair(void *base, uint32_t s)
+/** Thread entry t's owner line. */
+static inline struct pno_thread_line *pno_region_thread(void *base, uint32_t t)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	return (uint8_t *)base + h->s_table_offset + (uint64_t)s * h->s_pair_stride;
+	return (struct pno_thread_line *)((uint8_t *)base + PNO_HDR(base)->thread_table +
+					  (uint64_t)t * PNO_HDR(base)->thread_stride);
 }
 
-/** Thread t's command ring, producer side. */
+/** Thread entry t's command ring, producer side. */
 static inline void pno_region_cmd_producer(struct pno_dring *r, void *base, uint32_t t)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	uint8_t *g = pno_region_gpair(base, t);
-	pno_dring_init_producer(r, g, g + PNO_RING_CTRL_SIZE, h->cmd_slots);
+	uint8_t *e = (uint8_t *)pno_region_thread(base, t) + PNO_THREAD_CMD_CTRL;
+	pno_dring_init_producer(r, e, e + PNO_RING_CTRL_SIZE, PNO_HDR(base)->cmd_slots);
 }
 
-/** Thread t's completion/event ring, consumer side. */
+/** Thread entry t's completion ring, consumer side. */
 static inline void pno_region_cpl_consumer(struct pno_dring *r, void *base, uint32_t t)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	uint8_t *c = pno_region_gpair(base, t) + PNO_RING_CTRL_SIZE +
-		     (size_t)h->cmd_slots * PNO_DESC_SIZE;
-	pno_dring_init_consumer(r, c, c + PNO_RING_CTRL_SIZE, h->cpl_slots);
+	uint8_t *e = (uint8_t *)pno_region_thread(base, t) + PNO_THREAD_CMD_CTRL +
+		     PNO_RING_CTRL_SIZE + (size_t)PNO_HDR(base)->cmd_slots * PNO_DESC_SIZE;
+	pno_dring_init_consumer(r, e, e + PNO_RING_CTRL_SIZE, PNO_HDR(base)->cpl_slots);
 }
 
-/** Socket s's TX ring, producer side. */
+/** Waiter entry w's owner line. */
+static inline struct pno_waiter_line *pno_region_waiter(void *base, uint32_t w)
+{
+	return (struct pno_waiter_line *)((uint8_t *)base + PNO_HDR(base)->waiter_table +
+					  (uint64_t)w * PNO_HDR(base)->waiter_stride);
+}
+
+/** Waiter entry w's event queue, consumer side. */
+static inline void pno_region_ev_consumer(struct pno_dring *r, void *base, uint32_t w)
+{
+	uint8_t *e = (uint8_t *)pno_region_waiter(base, w) + PNO_WAITER_EV_CTRL;
+	pno_dring_init_consumer(r, e, e + PNO_RING_CTRL_SIZE, PNO_HDR(base)->ev_slots);
+}
+
+/** Process entry p's line. */
+static inline struct pno_proc_line *pno_region_proc(void *base, uint32_t p)
+{
+	return (struct pno_proc_line *)((uint8_t *)base + PNO_HDR(base)->proc_table +
+					(uint64_t)p * PNO_HDR(base)->proc_stride);
+}
+
+/** Process entry p's fd count for socket s. */
+static inline uint16_t *pno_region_proc_refs(void *base, uint32_t p)
+{
+	return (uint16_t *)((uint8_t *)pno_region_proc(base, p) + PNO_PROC_REFS);
+}
+
+/** Socket entry s. */
+static inline struct pno_sock *pno_region_sock(void *base, uint32_t s)
+{
+	return (struct pno_sock *)((uint8_t *)base + PNO_HDR(base)->sock_table +
+				   (uint64_t)s * PNO_HDR(base)->sock_stride);
+}
+
+static inline uint8_t *pno_region_stream(void *base, uint32_t s)
+{
+	return (uint8_t *)base + PNO_HDR(base)->stream_table +
+	       (uint64_t)s * PNO_HDR(base)->stream_stride;
+}
+
+/** Socket s's TX ring, producer side (re-read from shared memory: threads share it). */
 static inline void pno_region_tx_producer(struct pno_bring *r, void *base, uint32_t s)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	uint8_t *p = pno_region_spair(base, s);
-	pno_bring_init_producer(r, p, p + PNO_RING_CTRL_SIZE, h->tx_bytes);
+	uint8_t *p = pno_region_stream(base, s);
+	pno_bring_init_producer(r, p, p + PNO_PAGE_SIZE, PNO_HDR(base)->tx_bytes);
 }
 
-/** Socket s's RX ring, consumer side. */
+/** Socket s's RX ring (a listener's accept queue), consumer side. */
 static inline void pno_region_rx_consumer(struct pno_bring *r, void *base, uint32_t s)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	uint8_t *p = pno_region_spair(base, s) + PNO_RING_CTRL_SIZE + h->tx_bytes;
-	pno_bring_init_consumer(r, p, p + PNO_RING_CTRL_SIZE, h->rx_bytes);
+	uint8_t *p = pno_region_stream(base, s) + PNO_PAGE_SIZE + PNO_HDR(base)->tx_bytes;
+	pno_bring_init_consumer(r, p, p + PNO_PAGE_SIZE, PNO_HDR(base)->rx_bytes);
 }
 
-/** Socket s's state entry. */
-static inline struct pno_sock_state *pno_region_state(void *base, uint32_t s)
-{
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	return (struct pno_sock_state *)((uint8_t *)base + h->state_table_offset +
-					 (uint64_t)s * h->state_stride);
-}
-
-/** Doorbell i: 0 is host to NIC, 1 + t is NIC to thread t. */
-static inline struct pno_doorbell *pno_region_doorbell(void *base, uint32_t i)
-{
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	return (struct pno_doorbell *)((uint8_t *)base + h->doorbell_offset +
-				       (uint64_t)i * h->doorbell_stride);
-}
-
-/** Host producer side: rings the region doorbell after publishing a batch of commands. */
+/** Host producer side: rings the doorbell after publishing a batch of commands. */
 static inline void pno_region_ring_doorbell(void *base)
 {
-	__atomic_fetch_add(&pno_region_doorbell(base, 0)->seq, 1, __ATOMIC_RELEASE);
+	__atomic_fetch_add(&pno_region_doorbell(base)->seq, 1, __ATOMIC_RELEASE);
 }
 
 #endif /* PNO_RINGS_H */

@@ -95,7 +95,7 @@ export class QueueStack {
       this.engine.input(buf, off, len, src, dst, now);
     this.services = config.services ? startServices(this.engine) : null;
     this.rings = new RingService(this.engine, config.ip, config.dma);
-    this.regionServer = config.control ? new RegionServer(config.control, this.rings) : null;
+    this.regionServer = config.control ? new RegionServer(config.control, this.rings, undefined, config.ip) : null;
     const rs = this.regionServer, rings = this.rings;
     // With applications attached, the loop parks on the region server's eventfd: an
     // application posting commands to a parked bridge kicks it instead of waiting out the nap.
@@ -122,6 +122,8 @@ export class QueueStack {
     const n = this.iface.poll(nowMs);
     const commands = this.rings.poll(nowMs);
     this.engine.poll(nowMs);
+    // Edges the engine raised this round reach the applications' waiters before we sleep.
+    this.rings.flushEvents();
     const sent = this.device.flush();
     const work = n + commands + sent;
     if (work === 0) this.reclaimer.idle(this.engine.connectionCount(), nowMs);

@@ -2,42 +2,71 @@
  * The bridge's control socket: applications ask it for a region, and their going away is
  * seen here.
  *
- * A client connects to the Unix socket, says HELLO with its layout version, and receives a
- * freshly created region (a sealed memfd) over SCM_RIGHTS; the ring service starts serving
- * it at once. The connection then stays open and silent: when it closes, whether the
- * application exited or was killed, its connections are reset and the region unmapped.
- * Versions that do not match are refused with a message naming both. This is the interface
- * the host proxy will take over (it will create regions on the host and hand them to both the
- * application and the bridge).
+ * A client connects to the Unix socket and says HELLO with its layout version; it receives a
+ * freshly created region (a sealed, sparse memfd) over SCM_RIGHTS, then the bridge's own
+ * eventfd (MSG_WAKER), and the ring service starts serving the region at once. A forked child
+ * says HELLO with HELLO_JOIN and its parent's region id: it is admitted only if it really has
+ * that region mapped (its /proc/PID/maps names the memfd), and gets no new region. Each
+ * connection then carries the application's waiter wake sockets (MSG_WAIT_FD); a received fd
+ * is accepted only if it is a socket, because the bridge wakes waiters with MSG_DONTWAIT sends
+ * that nothing on the application's side can make block.
  *
- * Wakeups ride on the same socket (MSG_WAKER): right after the region the bridge sends its own
- * eventfd (`waker`, which its poll loop parks on when idle), and each application thread sends
- * one of its own, which the ring service writes only when that thread parked with completions
- * waiting. A received fd is accepted only if it is an eventfd.
+ * The region lives while any of its connections is open (children inherit their parent's
+ * and open their own). A process that dies while others live is noticed in the region's
+ * process table, a few times a second: its references are dropped, and sockets it was the last
+ * holder of are closed as Linux closes them at exit. Versions that do not match are refused
+ * with a message naming both. This is the interface the host proxy will take over.
  *
  * @module
  */
-import { type ControlConn, ControlListener, MSG_WAKER, serveRegion } from "../rings/control.ts";
+import {
+  type ControlConn,
+  ControlListener,
+  HELLO_JOIN,
+  MSG_ERROR,
+  MSG_WAIT_FD,
+  MSG_WAKER,
+  parseHello,
+  sendRegion,
+} from "../rings/control.ts";
 import type { RegionParams } from "../rings/layout.ts";
-import { closeRegion, createRegion } from "../rings/region.ts";
+import { closeRegion, createRegion, type Region } from "../rings/region.ts";
 import { libc } from "../../ffi/libc.ts";
-import { checkEventFd, Waker } from "../rings/waker.ts";
+import { checkWakeSocket, Waker } from "../rings/waker.ts";
 import type { AttachedApp, RingService } from "./ring_service.ts";
 
-/** Region size for each application unless configured: 8 threads, 1024 sockets. */
+/**
+ * Region size for each application unless configured. The memfd is sparse: these bound what an
+ * application may use, not what it costs (an idle connection costs its state lines).
+ */
 export const DEFAULT_REGION: RegionParams = {
-  maxThreads: 8,
-  maxSockets: 1024,
+  maxThreads: 64,
+  maxWaiters: 256,
+  maxProcs: 64,
+  maxSockets: 16384,
   cmdSlots: 256,
-  cplSlots: 1024,
+  cplSlots: 64,
+  evSlots: 4096,
   txBytes: 256 * 1024,
   rxBytes: 256 * 1024,
 };
 
+/** How often the process tables are read for processes that died. */
+const REAP_INTERVAL_MS = 100;
+
+/** An attached application: its region, its connections, its processes. */
+interface AppEntry {
+  readonly app: AttachedApp;
+  readonly region: Region;
+  connections: number;
+}
+
 export class RegionServer {
   private readonly listener: ControlListener;
   private readonly conns = new Set<ControlConn>();
+  private readonly entries = new Map<number, AppEntry>();
   private closed = false;
+  private readonly reaper: ReturnType<typeof setInterval>;
   /** The bridge's eventfd: applications kick it when they post commands to a parked bridge. */
   readonly waker: Waker = Waker.create();
   /** Regions refused (bad hello, version mismatch) and errors while serving clients. */
@@ -49,9 +78,13 @@ export class RegionServer {
     readonly path: string,
     private readonly service: RingService,
     private readonly params: RegionParams = DEFAULT_REGION,
+    private readonly localIp = 0,
   ) {
     Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true });
     this.listener = ControlListener.listen(path);
+    this.reaper = setInterval(() => {
+      for (const { app } of this.entries.values()) this.service.reapDeadProcesses(app);
+    }, REAP_INTERVAL_MS);
     void this.acceptLoop();
   }
 
@@ -59,6 +92,7 @@ export class RegionServer {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.reaper);
     this.listener.close();
     for (const conn of this.conns) conn.close();
     this.waker.close();
@@ -79,74 +113,114 @@ export class RegionServer {
 
   private async serve(conn: ControlConn): Promise<void> {
     this.conns.add(conn);
-    let region = null;
+    let entry: AppEntry | null = null;
     try {
-      region = createRegion(this.params, `pno-app-${conn.peer.pid}`);
-      const refusal = await serveRegion(conn, region);
-      if (refusal !== null) {
-        this.note(`pid ${conn.peer.pid}: ${refusal}`);
-        closeRegion(region);
-        return;
+      const hello = await conn.recv();
+      if (hello.fd >= 0) libc().close(hello.fd);
+      const parsed = parseHello(hello);
+      if (typeof parsed === "string") throw new Error(parsed);
+      if (parsed.flags & HELLO_JOIN) {
+        entry = this.entries.get(parsed.regionId) ?? null;
+        if (entry === null) throw new Error(`no region ${parsed.regionId} to join`);
+        if (!mapsRegion(conn.peer.pid, regionName(parsed.regionId))) {
+          throw new Error(`pid ${conn.peer.pid} does not map region ${parsed.regionId}`);
+        }
+        entry.connections++;
+        sendRegion(conn, entry.region, parsed.regionId, false);
+      } else {
+        const id = this.service.reserveId();
+        const region = createRegion(this.params, regionName(id), {
+          localIp: this.localIp,
+          regionId: id,
+        });
+        const app = this.service.attach(
+          { buffer: region.buffer, layout: region.layout, fd: region.fd },
+          conn.peer.pid,
+          id,
+        );
+        entry = { app, region, connections: 1 };
+        this.entries.set(id, entry);
+        sendRegion(conn, region, id, true);
       }
+      conn.send(MSG_WAKER, new Uint8Array(4), this.waker.fd);
     } catch (err) {
-      this.note(`pid ${conn.peer.pid}: ${(err as Error).message}`);
-      if (region) closeRegion(region);
+      const reason = (err as Error).message;
+      this.note(`pid ${conn.peer.pid}: ${reason}`);
+      try {
+        conn.send(MSG_ERROR, new TextEncoder().encode(reason));
+      } catch {
+        // the client is gone already
+      }
+      if (entry !== null) this.leave(entry);
       this.conns.delete(conn);
       conn.close();
       return;
     }
-    const line0 = new Uint8Array(4);
     try {
-      conn.send(MSG_WAKER, line0, this.waker.fd);
-    } catch (err) {
-      this.note(`pid ${conn.peer.pid}: ${(err as Error).message}`);
-    }
-    const app = this.service.attach(region, conn.peer.pid);
-    try {
-      // Only wakers are said on this socket; recv throws when the application hangs up.
+      // Only wake sockets are said on this socket; recv throws when the process hangs up.
       for (;;) {
         const f = await conn.recv();
-        if (f.type === MSG_WAKER) this.takeWaker(app, conn, f.payload, f.fd);
+        if (f.type === MSG_WAIT_FD) this.takeWaitFd(entry.app, conn, f.payload, f.fd);
         else if (f.fd >= 0) libc().close(f.fd);
       }
     } catch {
       // closed by the peer, or by close()
     } finally {
-      this.service.detach(app);
-      for (let t = 0; t < app.wakeFds.length; t++) {
-        if (app.wakeFds[t] >= 0) libc().close(app.wakeFds[t]);
-        app.wakeFds[t] = -1;
-      }
-      closeRegion(region);
+      this.leave(entry);
       this.conns.delete(conn);
       if (!this.closed) conn.close();
     }
   }
 
-  /** Registers a thread's eventfd after checking the line and that the fd is an eventfd. */
-  private takeWaker(app: AttachedApp, conn: ControlConn, payload: Uint8Array, fd: number): void {
-    const line = payload.length >= 4
+  /** A connection of the application closed: the last one detaches it. */
+  private leave(entry: AppEntry): void {
+    if (--entry.connections > 0) return;
+    const app = entry.app;
+    this.service.detach(app);
+    for (const w of app.waiters) {
+      if (w.wakeFd >= 0) libc().close(w.wakeFd);
+      w.wakeFd = -1;
+    }
+    closeRegion(entry.region);
+    this.entries.delete(app.id);
+  }
+
+  /** Registers a waiter's wake socket after checking the entry and that the fd is a socket. */
+  private takeWaitFd(app: AttachedApp, conn: ControlConn, payload: Uint8Array, fd: number): void {
+    const w = payload.length >= 4
       ? new DataView(payload.buffer, payload.byteOffset).getUint32(0, true)
-      : 0;
-    const t = line - 1;
+      : -1;
     const refusal = fd < 0
-      ? null
-      : !(t >= 0 && t < app.wakeFds.length)
-      ? `waker for doorbell line ${line}`
-      : checkEventFd(fd);
+      ? "WAIT_FD without a descriptor"
+      : !(w >= 0 && w < app.waiters.length)
+      ? `wake socket for waiter ${w}`
+      : checkWakeSocket(fd);
     if (refusal !== null) {
       this.note(`pid ${conn.peer.pid}: ${refusal}`);
-      libc().close(fd);
+      if (fd >= 0) libc().close(fd);
       return;
     }
-    if (!(t >= 0 && t < app.wakeFds.length)) return;
-    if (app.wakeFds[t] >= 0) libc().close(app.wakeFds[t]);
-    app.wakeFds[t] = fd;
+    const waiter = app.waiters[w];
+    if (waiter.wakeFd >= 0) libc().close(waiter.wakeFd);
+    waiter.wakeFd = fd;
   }
 
   private note(message: string): void {
     this.refused++;
     this.lastErrors.push(message);
     if (this.lastErrors.length > 8) this.lastErrors.shift();
+  }
+}
+
+/** The memfd name of region `id` (visible in /proc/PID/maps of every process mapping it). */
+function regionName(id: number): string {
+  return `pno-region-${id}`;
+}
+
+function mapsRegion(pid: number, name: string): boolean {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/maps`).includes(`/memfd:${name} `);
+  } catch {
+    return false;
   }
 }

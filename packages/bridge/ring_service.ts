@@ -1,39 +1,73 @@
 /**
- * The ring service: serves applications' regions with the TCP engine.
+ * The ring service: serves applications' regions (protocol v2) with the TCP engine.
  *
- * Each attached region brings G-rings (one command ring and one completion/event ring per
- * application thread) and S-rings (a TX and an RX byte ring per socket). A poll round reads
- * every thread's new commands, checks each (the region is untrusted: opcodes, socket ids and
- * fields are validated, and a socket id must name a socket of this region that is open),
- * runs it against the engine and writes the completion. A socket's S-rings are its engine
- * streams: the engine sends straight from the TX ring and receives straight into the RX ring,
- * so no buffer sits between the application's memory and the mbufs. Readiness flows back
- * twice: as bits in the socket's state word (for epoll without a syscall) and as event
- * descriptors on the owning thread's completion ring.
+ * Each attached region brings thread entries (a command ring and a completion ring each),
+ * waiters (an event queue each, with a sleeping flag and a wake socket), process entries,
+ * socket entries (a line the NIC writes, a line the host writes) and stream pairs. A poll round
+ * copies every new command out of the ring once, checks the copy (the region is untrusted:
+ * opcode, ids, generation, fields), runs it against the engine and, for the few commands that
+ * return something, writes a completion. A socket's stream pair is its engine streams: the
+ * engine sends straight from the TX ring and receives straight into the RX ring. A listener's
+ * RX ring is its accept queue: established connections wait there as `pno_accept_entry`
+ * records, so accept() is a pop in the application.
  *
- * A socket the application closed keeps its rings until the engine no longer needs them (its
- * unsent bytes and FIN are acknowledged, or it was reset); only then is the slot reused. When
- * an application goes away, its connections are reset and its region unmapped.
+ * Readiness is the application's to compute (from the socket line and the ring indices, as
+ * Linux's tcp_poll does); the service keeps the socket line true and posts edges (an IN per
+ * arrival, an OUT when space opens after the ring was short, HUP/RDHUP/ERR on a change) to
+ * the waiters subscribed to the socket, then wakes the ones that sleep, through sockets they
+ * cannot make us block on.
+ *
+ * A socket lives until its last holder closes it (CMD_CLOSE) or the last process holding it
+ * dies (`reapDeadProcesses`, from the process table). Its slot is reused only once the engine
+ * no longer touches its rings; the generation then changes, so stale commands are refused.
  *
  * @module
  */
-import { nicGRings, nicSRings } from "../rings/attach.ts";
-import { RING_CONS_OFFSET, RING_FAULT, RING_PROD_OFFSET } from "../rings/byte_ring.ts";
-import type { DescRingConsumer, DescRingProducer } from "../rings/desc_ring.ts";
-import * as D from "../rings/descriptors.ts";
+import { nicGRings } from "../rings/attach.ts";
 import {
+  NicRxProducer,
+  NicTxConsumer,
+  RING_CONS_OFFSET,
+  RING_FAULT,
+  RING_PROD_OFFSET,
+} from "../rings/byte_ring.ts";
+import { DescRingProducer } from "../rings/desc_ring.ts";
+import type { DescRingConsumer } from "../rings/desc_ring.ts";
+import * as D from "../rings/descriptors.ts";
+import * as E from "../rings/errno.ts";
+import {
+  ACCEPT_ENTRY,
   DOORBELL_SLEEPING,
-  regionDoorbellOffset,
-  sPairOffset,
-  STATE_ERROR,
-  STATE_HUP,
-  STATE_READABLE,
-  STATE_WRITABLE,
-  stateOffset,
-  threadDoorbellOffset,
+  KIND_BOUND,
+  KIND_CONN,
+  KIND_FREE,
+  KIND_LISTENER,
+  PROC_PID,
+  PROC_REFS,
+  procOffset,
+  SHUT_RCV,
+  SHUT_SEND,
+  SOCK_DATA_ACK,
+  SOCK_ERR,
+  SOCK_ERR_SEQ,
+  SOCK_GEN,
+  SOCK_HOLDERS,
+  SOCK_KIND,
+  SOCK_LOCAL_IP,
+  SOCK_LOCAL_PORT,
+  SOCK_PEER_IP,
+  SOCK_PEER_PORT,
+  SOCK_RX_WANT,
+  SOCK_SHUTDOWN,
+  SOCK_TCP_STATE,
+  sockOffset,
+  streamOffset,
+  WAITER_OVERFLOW,
+  WAITER_SLEEPING,
+  waiterOffset,
 } from "../rings/layout.ts";
 import type { Region } from "../rings/region.ts";
-import { kickFd } from "../rings/waker.ts";
+import { kickSocket } from "../rings/waker.ts";
 import { type DmaKnobs, DmaLink } from "./dma.ts";
 import { DmaRxStream, DmaTxStream } from "./dma_streams.ts";
 import { type TcpEngine, TcpError } from "./tcp/engine.ts";
@@ -50,6 +84,9 @@ import {
   LISTEN,
   NO_STREAM,
   OPT_KEEPALIVE,
+  OPT_KEEPCNT,
+  OPT_KEEPIDLE,
+  OPT_KEEPINTVL,
   OPT_LINGER,
   OPT_NODELAY,
   type SocketOptions,
@@ -58,54 +95,59 @@ import {
   TIME_WAIT,
 } from "./tcp/socket.ts";
 
-const EBADF = 9;
-const EAGAIN = 11;
-const EINVAL = 22;
-const EMFILE = 24;
-const EOPNOTSUPP = 95;
-const EADDRINUSE = 98;
-const EADDRNOTAVAIL = 99;
-const EISCONN = 106;
-const EINPROGRESS = 115;
-const ECONNRESET = 104;
-
 /** What the service needs of a region: its memory and layout (a mapped memfd, in the bridge). */
 export interface RegionMemory {
   readonly buffer: ArrayBufferLike;
   readonly layout: Region["layout"];
+  /** The memfd, to give a drained ring's pages back; -1 when there is none (tests). */
+  readonly fd?: number;
 }
-
-/** Pending ring events of a socket, posted when its thread's completion ring has room. */
-const P_READABLE = 1, P_WRITABLE = 2, P_PEER_CLOSED = 4, P_RESET = 8, P_CONNECTED = 16;
-const P_EVENTS: ReadonlyArray<readonly [number, number]> = [
-  [P_CONNECTED, D.EV_CONNECTED],
-  [P_READABLE, D.EV_READABLE],
-  [P_WRITABLE, D.EV_WRITABLE],
-  [P_PEER_CLOSED, D.EV_PEER_CLOSED],
-  [P_RESET, D.EV_RESET],
-];
-
-/** `execute` results that are not a CPL_RESULT value: no completion, or one already written. */
-const NO_REPLY = 0x7fff0001;
-const REPLIED = 0x7fff0002;
 
 /** Commands read from one thread's ring per round: bounds the work one application causes. */
 const COMMAND_BATCH = 64;
+/** Events that always reach a subscriber, whatever its mask (as with Linux's epoll). */
+const ALWAYS = D.EPOLLERR | D.EPOLLHUP;
+/** Ephemeral ports for bind(port 0), as Linux's ip_local_port_range. */
+const EPHEMERAL_LOW = 32768, EPHEMERAL_HIGH = 60999;
+/** Linux's TCP state numbers (include/net/tcp_states.h) by RFC 9293 state, for TCP_INFO. */
+const LINUX_STATE = [7, 10, 2, 3, 1, 4, 5, 8, 11, 9, 6];
+
+/** One subscription of a waiter to a socket (an epoll_ctl, or a blocked thread). */
+interface Subscription {
+  waiter: number;
+  waiterGen: number;
+  mask: number;
+  flags: number;
+}
 
 /** One socket of a region. */
 class Slot {
   inUse = false;
-  /** The application has not closed it. */
-  hostOpen = false;
+  gen = 0;
+  kind = KIND_FREE;
   tcp: TcpSocket | null = null;
-  /** Thread whose completion ring gets its events; -1 until an accepted child is accepted. */
-  thread = -1;
+  /** The host still holds it (not closed by its last holder, its processes alive). */
+  hostOpen = false;
   boundPort = 0;
-  pending = 0;
-  queued = false;
+  bindOpts = 0;
   nodelay = false;
   keepalive = false;
+  keepIdleMs = 0;
+  keepIntvlMs = 0;
+  keepCnt = 0;
   linger = -1;
+  subs: Subscription[] = [];
+  /** Edges waiting to be posted, and whether the slot is in the post queue. */
+  edges = 0;
+  queued = false;
+  /** The TX ring was seen short of room: the next release past a third posts OUT. */
+  outArmed = false;
+  /** Listener: its accept queue (the RX ring as a producer of entries) and what it holds. */
+  acceptRing: NicRxProducer | null = null;
+  /** Listener: slots pushed into the accept queue, oldest first, for abort on close. */
+  pushed: number[] = [];
+  /** Round-robin position among EXCLUSIVE subscribers. */
+  exclusiveTurn = 0;
 
   constructor(readonly app: AttachedApp, readonly index: number) {}
 }
@@ -115,36 +157,55 @@ export class AppCounters {
   commands = 0;
   completions = 0;
   events = 0;
-  /** Commands refused by the checker or naming a socket that is not open. */
+  /** Commands refused by the checker or naming a socket that is not open (stale generation). */
   rejected = 0;
   /** Ring indices found inconsistent (a broken or hostile producer). */
   ringFaults = 0;
   socketsOpen = 0;
-  /** Eventfd writes that woke a parked application thread. */
+  /** Wake datagrams sent to sleeping waiters. */
   kicks = 0;
+  /** Events dropped because a waiter's queue was full (the waiter is told to rescan). */
+  overflows = 0;
+  /** Processes of the application seen to die with sockets held. */
+  processesReaped = 0;
+  /** Ring pages given back after connections closed. */
+  pagesReleased = 0;
+}
+
+/** A waiter as the bridge serves it: its event queue and its wake socket. */
+class Waiter {
+  wakeFd = -1;
+  /** Events posted since the last kick check. */
+  dirty = false;
+  constructor(readonly events: DescRingProducer) {}
 }
 
 /** An application's region as the bridge serves it. */
 export class AttachedApp {
   readonly counters = new AppCounters();
   readonly threads: Array<{ commands: DescRingConsumer; completions: DescRingProducer }>;
+  readonly waiters: Waiter[];
   readonly slots: Slot[];
   readonly checker: D.CommandChecker;
   /** Free slot indices, a stack. */
   private readonly free: Int32Array;
   private freeTop: number;
-  /** Slots with events to post, a FIFO over preallocated memory. */
+  /** Slots with edges to post, a FIFO over preallocated memory. */
   readonly evQueue: Int32Array;
   evHead = 0;
   evLen = 0;
   /** Slots closed by the application whose connections still use their rings. */
   readonly draining: Set<Slot> = new Set<Slot>();
-  private readonly states: Int32Array;
-  private readonly indices: Uint32Array;
-  /** Each thread's eventfd (from MSG_WAKER), or -1: kicked when it parks with completions. */
-  readonly wakeFds: Int32Array;
-  /** Word index of the region doorbell's sleeping flag (the bridge's own). */
+  /** Word view of the region (socket lines, waiter lines, ring indices). */
+  readonly words: Int32Array;
+  /** Halfword view of the region (process entries' per-socket fd counts). */
+  private readonly halves: Uint16Array;
   private readonly bridgeSleeping: number;
+  /** Private copy of the command being served: the slot may be rewritten while we read. */
+  readonly scratch: DataView = new DataView(new ArrayBuffer(64));
+  private readonly scratchBytes = new Uint8Array(this.scratch.buffer);
+  /** Pids of the application's processes as last seen in the process table. */
+  readonly knownPids: Int32Array;
 
   /** The emulated PCIe link to this application's memory. */
   readonly dma: DmaLink;
@@ -156,51 +217,90 @@ export class AttachedApp {
     dmaKnobs: Partial<DmaKnobs> = {},
   ) {
     this.dma = new DmaLink(dmaKnobs);
-    const p = region.layout.params;
+    const layout = region.layout;
+    const p = layout.params;
     this.threads = Array.from(
       { length: p.maxThreads },
-      (_, t) => nicGRings(region.buffer, region.layout, t),
+      (_, t) => nicGRings(region.buffer, layout, t),
     );
+    this.waiters = Array.from({ length: p.maxWaiters }, (_, w) => {
+      const at = waiterOffset(layout, w);
+      return new Waiter(
+        new DescRingProducer(
+          region.buffer,
+          at + layout.evCtrl,
+          at + layout.evSlotsOffset,
+          p.evSlots,
+        ),
+      );
+    });
     this.slots = Array.from({ length: p.maxSockets }, (_, i) => new Slot(this, i));
-    this.checker = new D.CommandChecker(p.maxSockets);
+    this.checker = new D.CommandChecker(p.maxSockets, p.maxWaiters);
     this.free = new Int32Array(p.maxSockets);
     for (let i = 0; i < p.maxSockets; i++) this.free[i] = p.maxSockets - 1 - i;
     this.freeTop = p.maxSockets;
     this.evQueue = new Int32Array(p.maxSockets);
-    this.states = new Int32Array(region.buffer);
-    this.indices = new Uint32Array(region.buffer);
-    this.wakeFds = new Int32Array(p.maxThreads).fill(-1);
-    this.bridgeSleeping = (regionDoorbellOffset(region.layout) + DOORBELL_SLEEPING) >> 2;
+    this.words = new Int32Array(region.buffer);
+    this.halves = new Uint16Array(region.buffer);
+    this.knownPids = new Int32Array(p.maxProcs);
+    this.bridgeSleeping = (layout.doorbellOffset + DOORBELL_SLEEPING) >> 2;
+  }
+
+  /** Copies the descriptor at `at` of `view` into `scratch` (one read of shared memory). */
+  copyCommand(bytes: Uint8Array, at: number): DataView {
+    this.scratchBytes.set(bytes.subarray(at, at + 64));
+    return this.scratch;
+  }
+
+  /** Word index of field `off` of socket `s`'s entry. */
+  sockWord(s: number, off: number): number {
+    return (sockOffset(this.region.layout, s) + off) >> 2;
+  }
+
+  /** Writes a u32 of the NIC line. */
+  setSock(s: number, off: number, value: number): void {
+    Atomics.store(this.words, this.sockWord(s, off), value | 0);
+  }
+
+  /** Writes the two u16 ports of the NIC line. */
+  setPorts(s: number, local: number, peer: number): void {
+    Atomics.store(this.words, this.sockWord(s, SOCK_LOCAL_PORT), (local | (peer << 16)) | 0);
+  }
+
+  /** Records a pending error (SO_ERROR) for the host. */
+  setError(s: number, errno: number): void {
+    this.setSock(s, SOCK_ERR, errno);
+    Atomics.add(this.words, this.sockWord(s, SOCK_ERR_SEQ), 1);
   }
 
   /**
-   * Wakes every thread that parked (its doorbell's sleeping flag set) while its completion
-   * ring holds entries. The flag is the application's to scribble on; at worst a hostile one
-   * makes us write its own eventfd once per round.
+   * Wakes every waiter that received events this round and sleeps. The flag is the
+   * application's to scribble on; at worst a hostile one makes us send to its own socket.
    */
   kickSleepers(): void {
-    for (let t = 0; t < this.wakeFds.length; t++) {
-      const fd = this.wakeFds[t];
-      if (fd < 0) continue;
-      const flag = (threadDoorbellOffset(this.region.layout, t) + DOORBELL_SLEEPING) >> 2;
-      if (Atomics.load(this.states, flag) === 0) continue;
-      if (this.threads[t].completions.pending() <= 0) continue;
-      if (Atomics.exchange(this.states, flag, 0) === 0) continue;
-      kickFd(fd);
+    const layout = this.region.layout;
+    for (let w = 0; w < this.waiters.length; w++) {
+      const waiter = this.waiters[w];
+      if (!waiter.dirty) continue;
+      waiter.dirty = false;
+      if (waiter.wakeFd < 0) continue;
+      const flag = (waiterOffset(layout, w) + WAITER_SLEEPING) >> 2;
+      if (Atomics.exchange(this.words, flag, 0) === 0) continue;
+      kickSocket(waiter.wakeFd);
       this.counters.kicks++;
     }
   }
 
   /**
-   * The bridge is about to park: says so in the region doorbell, then looks at the command
-   * rings once more. Returns false (and takes the flag back) if commands are waiting.
+   * The bridge is about to park: says so in the doorbell, then looks at the command rings
+   * once more. Returns false (and takes the flag back) if commands are waiting.
    */
   park(): boolean {
-    if (this.evLen > 0) return false; // events the engine raised are still to be posted
-    Atomics.store(this.states, this.bridgeSleeping, 1);
+    if (this.evLen > 0) return false;
+    Atomics.store(this.words, this.bridgeSleeping, 1);
     for (const { commands } of this.threads) {
-      // Only real commands keep the bridge up: a faulted ring index (RING_FAULT) is a broken
-      // application's problem, counted when served, and must not keep a core spinning.
+      // A faulted ring index (RING_FAULT) is a broken application's problem, counted when
+      // served, and must not keep a core spinning.
       if (commands.peek(1) > 0) {
         this.unpark();
         return false;
@@ -211,33 +311,46 @@ export class AttachedApp {
 
   /** The bridge is awake again. */
   unpark(): void {
-    Atomics.store(this.states, this.bridgeSleeping, 0);
+    Atomics.store(this.words, this.bridgeSleeping, 0);
   }
 
-  /** Takes a free slot with empty rings, or null. */
-  allocate(thread: number): Slot | null {
+  /** Takes a free slot with empty rings and a new generation, or null. */
+  allocate(kind: number): Slot | null {
     if (this.freeTop === 0) return null;
     const slot = this.slots[this.free[--this.freeTop]];
     const layout = this.region.layout;
-    // A reused slot's rings may hold a previous connection's unread bytes: start all four
-    // indices at zero. The application has no handle on a free slot, so nobody races this.
-    const pair = sPairOffset(layout, slot.index);
+    // A reused slot's rings may hold a previous connection's bytes: start all four indices
+    // at zero. The application has no valid handle on a free slot, so nobody races this.
+    const pair = streamOffset(layout, slot.index);
     for (const ctrl of [layout.txCtrl, layout.rxCtrl]) {
-      Atomics.store(this.indices, (pair + ctrl + RING_PROD_OFFSET) >> 2, 0);
-      Atomics.store(this.indices, (pair + ctrl + RING_CONS_OFFSET) >> 2, 0);
+      Atomics.store(this.words, (pair + ctrl + RING_PROD_OFFSET) >> 2, 0);
+      Atomics.store(this.words, (pair + ctrl + RING_CONS_OFFSET) >> 2, 0);
     }
-    const st = stateOffset(layout, slot.index) >> 2;
-    Atomics.store(this.states, st, 0);
-    Atomics.store(this.states, st + 1, 0);
+    const s = slot.index;
+    slot.gen = (slot.gen + 1) >>> 0 || 1;
+    for (const off of [SOCK_TCP_STATE, SOCK_SHUTDOWN, SOCK_ERR, SOCK_RX_WANT, SOCK_DATA_ACK]) {
+      this.setSock(s, off, 0);
+    }
+    this.setPorts(s, 0, 0);
+    this.setSock(s, SOCK_LOCAL_IP, 0);
+    this.setSock(s, SOCK_PEER_IP, 0);
+    this.setSock(s, SOCK_KIND, kind);
+    this.setSock(s, SOCK_GEN, slot.gen);
     slot.inUse = true;
     slot.hostOpen = true;
+    slot.kind = kind;
     slot.tcp = null;
-    slot.thread = thread;
     slot.boundPort = 0;
-    slot.pending = 0;
+    slot.bindOpts = 0;
     slot.nodelay = false;
     slot.keepalive = false;
+    slot.keepIdleMs = slot.keepIntvlMs = slot.keepCnt = 0;
     slot.linger = -1;
+    slot.subs = [];
+    slot.edges = 0;
+    slot.outArmed = false;
+    slot.acceptRing = null;
+    slot.pushed = [];
     this.counters.socketsOpen++;
     return slot;
   }
@@ -253,35 +366,117 @@ export class AttachedApp {
     slot.inUse = false;
     slot.hostOpen = false;
     slot.tcp = null;
-    slot.pending = 0;
+    slot.edges = 0;
+    slot.subs = [];
+    slot.kind = KIND_FREE;
+    slot.acceptRing = null;
+    slot.pushed = [];
+    this.setSock(slot.index, SOCK_KIND, KIND_FREE);
     this.draining.delete(slot);
+    this.releasePages(slot.index);
     this.free[this.freeTop++] = slot.index;
     this.counters.socketsOpen--;
   }
 
-  /** The engine streams of a slot: its S-rings in the region. */
+  /** Gives the pages of a freed slot's rings back to the host (the memfd is sparse). */
+  private releasePages(s: number): void {
+    const fd = this.region.fd ?? -1;
+    if (fd < 0) return;
+    const layout = this.region.layout;
+    const pair = streamOffset(layout, s);
+    if (punchHole(fd, pair + layout.txData, layout.params.txBytes)) this.counters.pagesReleased++;
+    if (punchHole(fd, pair + layout.rxData, layout.params.rxBytes)) this.counters.pagesReleased++;
+  }
+
+  /** The engine streams of a slot: its stream pair in the region. */
   streams(slot: Slot): SocketStreams {
-    const s = nicSRings(this.region.buffer, this.region.layout, slot.index);
-    if (!this.dma.active) return s;
-    return { tx: new DmaTxStream(s.tx, this.dma), rx: new DmaRxStream(s.rx, this.dma) };
+    const layout = this.region.layout;
+    const o = streamOffset(layout, slot.index);
+    const p = layout.params;
+    const tx = new NicTxConsumer(
+      this.region.buffer,
+      o + layout.txCtrl,
+      o + layout.txData,
+      p.txBytes,
+    );
+    const rx = new NicRxProducer(
+      this.region.buffer,
+      o + layout.rxCtrl,
+      o + layout.rxData,
+      p.rxBytes,
+    );
+    if (!this.dma.active) return { tx, rx };
+    return { tx: new DmaTxStream(tx, this.dma), rx: new DmaRxStream(rx, this.dma) };
   }
 
-  /** Sets readiness bits (and an error) in the socket's state word; bumps its sequence. */
-  setState(slot: Slot, set: number, clear: number, err = 0): void {
-    const st = stateOffset(this.region.layout, slot.index) >> 2;
-    if (clear !== 0) Atomics.and(this.states, st, ~clear);
-    if (set !== 0) Atomics.or(this.states, st, set);
-    if (err !== 0) Atomics.store(this.states, st + 1, err);
-    Atomics.add(this.states, st + 2, 1);
+  /** A listener's accept queue: its RX ring, produced by the NIC in whole entries. */
+  acceptQueue(slot: Slot): NicRxProducer {
+    const layout = this.region.layout;
+    const o = streamOffset(layout, slot.index);
+    return new NicRxProducer(
+      this.region.buffer,
+      o + layout.rxCtrl,
+      o + layout.rxData,
+      layout.params.rxBytes,
+    );
   }
 
-  /** Queues a slot's pending events for posting. */
-  queueEvents(slot: Slot, bits: number): void {
-    slot.pending |= bits;
-    if (slot.queued || slot.thread < 0) return;
+  /** Queues edges of a slot for posting to its subscribers. */
+  queueEdges(slot: Slot, edges: number): void {
+    slot.edges |= edges;
+    if (slot.queued) return;
     slot.queued = true;
     this.evQueue[(this.evHead + this.evLen++) % this.evQueue.length] = slot.index;
   }
+
+  /** Reads the process table; returns the pids that were there last time and are now dead. */
+  processTable(): { entry: number; pid: number }[] {
+    const layout = this.region.layout;
+    const gone: { entry: number; pid: number }[] = [];
+    for (let p = 0; p < this.knownPids.length; p++) {
+      const pid = Atomics.load(this.words, (procOffset(layout, p) + PROC_PID) >> 2);
+      if (pid > 0 && !processAlive(pid)) gone.push({ entry: p, pid });
+      this.knownPids[p] = pid;
+    }
+    return gone;
+  }
+
+  /** The fd count process entry `p` holds for socket `s` (read once, bounded). */
+  procRefs(p: number, s: number): number {
+    const at = procOffset(this.region.layout, p) + PROC_REFS + 2 * s;
+    return Atomics.load(this.halves, at >> 1);
+  }
+
+  /** Clears process entry `p` (its process is gone). */
+  clearProc(p: number): void {
+    const layout = this.region.layout;
+    const at = procOffset(layout, p);
+    new Uint8Array(this.region.buffer, at + PROC_REFS, 2 * layout.params.maxSockets).fill(0);
+    Atomics.store(this.words, (at + PROC_PID) >> 2, 0);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let fallocateFn: ((fd: number, mode: number, off: bigint, len: bigint) => number) | null = null;
+
+function punchHole(fd: number, offset: number, length: number): boolean {
+  if (fallocateFn === null) {
+    // Loaded lazily: unit tests run without native libraries.
+    const lib = Deno.dlopen("libc.so.6", {
+      fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+    });
+    fallocateFn = lib.symbols.fallocate;
+  }
+  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+  return fallocateFn(fd, 3, BigInt(offset), BigInt(length)) === 0;
 }
 
 /** Global counters of the ring service. */
@@ -290,12 +485,14 @@ export class RingServiceCounters {
   detached = 0;
 }
 
+/** Serves every attached region with one engine. */
 export class RingService {
   readonly counters = new RingServiceCounters();
   readonly apps: Map<number, AttachedApp> = new Map<number, AttachedApp>();
   private nextAppId = 1;
   private readonly onEvent = (s: TcpSocket, ev: number) => this.handleEvent(s, ev);
   private lastDrainCheck = 0;
+  private nextEphemeral = EPHEMERAL_LOW;
 
   constructor(
     private readonly engine: TcpEngine,
@@ -304,17 +501,23 @@ export class RingService {
     private readonly dmaKnobs: Partial<DmaKnobs> = {},
   ) {}
 
+  /** A fresh id for a region about to be attached (written into its header). */
+  reserveId(): number {
+    return this.nextAppId++;
+  }
+
   /** Starts serving a region; `pid` is the application's, for stats and logs. */
-  attach(region: RegionMemory, pid: number): AttachedApp {
-    const app = new AttachedApp(this.nextAppId++, region, pid, this.dmaKnobs);
+  attach(region: RegionMemory, pid: number, id = this.reserveId()): AttachedApp {
+    const app = new AttachedApp(id, region, pid, this.dmaKnobs);
     this.apps.set(app.id, app);
     this.counters.attached++;
     return app;
   }
 
   /**
-   * Stops serving an application that went away: its connections are reset and its
-   * listeners closed, and no engine object keeps a view of its memory. The caller unmaps.
+   * Stops serving an application whose every process is gone: its connections finish as
+   * Linux's do at exit (queued data then FIN; RST where unread data remains) and its listeners
+   * close; no engine object keeps a view of its memory. The caller unmaps.
    */
   detach(app: AttachedApp): void {
     for (const slot of app.slots) {
@@ -322,6 +525,8 @@ export class RingService {
       const tcp = slot.tcp;
       if (tcp !== null && tcp.state !== CLOSED) {
         tcp.onEvent = null;
+        // The region is about to be unmapped: the engine may not read its rings any more,
+        // so queued data cannot be sent; the connection is reset.
         if (tcp.state === LISTEN) this.engine.close(tcp);
         else this.engine.abort(tcp);
       }
@@ -331,16 +536,51 @@ export class RingService {
     this.counters.detached++;
   }
 
+  /**
+   * Drops the references of processes that died: a socket whose last holder died is closed as
+   * Linux closes it at exit. Called on the control path, a few times a second.
+   */
+  reapDeadProcesses(app: AttachedApp): number {
+    const gone = app.processTable();
+    for (const { entry } of gone) {
+      app.counters.processesReaped++;
+      for (const slot of app.slots) {
+        if (!slot.inUse || !slot.hostOpen) continue;
+        if (app.procRefs(entry, slot.index) === 0) continue;
+        const w = app.sockWord(slot.index, SOCK_HOLDERS);
+        const left = Atomics.sub(app.words, w, 1) - 1;
+        if (left <= 0) {
+          Atomics.store(app.words, w, 0);
+          this.closeSlot(app, slot, slot.linger);
+        }
+      }
+      app.clearProc(entry);
+    }
+    return gone.length;
+  }
+
   /** One round over every region: commands in, events out. Returns the work done. */
   poll(nowMs: number): number {
     let work = 0;
+    const checkDrain = nowMs - this.lastDrainCheck >= 10;
     for (const app of this.apps.values()) {
       for (let t = 0; t < app.threads.length; t++) work += this.serveThread(app, t);
-      work += this.postEvents(app);
+      work += this.postEdges(app);
       app.kickSleepers();
-      if (app.draining.size > 0 && nowMs - this.lastDrainCheck >= 10) this.checkDraining(app);
+      if (app.draining.size > 0 && checkDrain) this.checkDraining(app);
     }
-    if (nowMs - this.lastDrainCheck >= 10) this.lastDrainCheck = nowMs;
+    if (checkDrain) this.lastDrainCheck = nowMs;
+    return work;
+  }
+
+  /** Posts edges the engine raised (call after the engine's poll) and wakes sleepers. */
+  flushEvents(): number {
+    let work = 0;
+    for (const app of this.apps.values()) {
+      if (app.evLen === 0) continue;
+      work += this.postEdges(app);
+      app.kickSleepers();
+    }
     return work;
   }
 
@@ -383,23 +623,19 @@ export class RingService {
       return 0;
     }
     if (n === 0) return 0;
-    // Every command may need a completion: take no more commands than there is room for.
-    const room = completions.reserve(n);
-    if (room === RING_FAULT) {
-      app.counters.ringFaults++;
-      return 0;
-    }
-    const v = commands.view;
     let done = 0, posted = 0;
-    for (; done < n && posted < room; done++) {
-      const at = commands.slotOffset(done);
-      const reqId = D.readReqId(v, at);
-      const result = this.execute(app, t, v, at, completions, posted);
-      if (result === REPLIED) posted++;
-      if (result === NO_REPLY || result === REPLIED) continue;
-      const out = completions.slotOffset(posted++);
-      D.writeHeader(completions.view, out, D.CPL_RESULT, D.readSock(v, at), reqId, result);
-      completions.view.setUint16(out + D.RESULT_CMD_OPCODE, D.readOpcode(v, at), true);
+    for (; done < n; done++) {
+      const v = app.copyCommand(commands.bytes, commands.slotOffset(done));
+      if (needsCompletion(D.readOpcode(v, 0))) {
+        // Completions need room; what does not fit waits for the next round.
+        const room = completions.reserve(posted + 1);
+        if (room === RING_FAULT) {
+          app.counters.ringFaults++;
+          break;
+        }
+        if (room <= posted) break;
+      }
+      if (this.execute(app, v, completions, posted)) posted++;
     }
     commands.release(done);
     if (posted > 0) completions.publish(posted);
@@ -409,145 +645,257 @@ export class RingService {
   }
 
   /**
-   * Runs one command. Returns the value for its CPL_RESULT; REPLIED when it wrote its own
-   * completion into slot `cplIndex` (accept, getsockopt); NO_REPLY for doorbells.
+   * Runs one command (a private, checked copy). Returns true when it wrote a completion into
+   * slot `cplIndex` of `cpl`.
    */
-  private execute(
-    app: AttachedApp,
-    thread: number,
-    v: DataView,
-    at: number,
-    cpl: DescRingProducer,
-    cplIndex: number,
-  ): number {
-    if (app.checker.check(v, at) !== D.DESC_OK) {
+  private execute(app: AttachedApp, v: DataView, cpl: DescRingProducer, cplIndex: number): boolean {
+    const op = D.readOpcode(v, 0);
+    const reply = needsCompletion(op);
+    const fail = (errno: number) => {
+      if (reply) this.complete(app, v, cpl, cplIndex, D.CPL_RESULT, -errno);
+      return reply;
+    };
+    if (app.checker.check(v, 0) !== D.DESC_OK) {
       app.counters.rejected++;
-      return -EINVAL;
+      return fail(E.EINVAL);
     }
-    const op = D.readOpcode(v, at);
-    if (op === D.CMD_SOCKET) {
-      const type = v.getInt32(at + D.SOCKET_TYPE, true) & 0xf;
-      if (v.getInt32(at + D.SOCKET_DOMAIN, true) !== D.AF_INET || type !== 1) return -EOPNOTSUPP;
-      const slot = app.allocate(thread);
-      return slot === null ? -EMFILE : slot.index;
+    const sock = D.readSock(v, 0);
+    if (op === D.CMD_WAITER_RELEASE) {
+      this.releaseWaiter(app, v.getUint32(D.RELEASE_WAITER, true));
+      return false;
     }
-    const slot = app.slots[D.readSock(v, at)];
-    if (!slot.inUse || !slot.hostOpen) {
-      app.counters.rejected++;
-      return -EBADF;
+    let slot: Slot | null = null;
+    if (sock !== D.SOCK_NONE) {
+      const s = app.slots[sock];
+      if (!s.inUse || !s.hostOpen || s.gen !== D.readGen(v, 0)) {
+        app.counters.rejected++;
+        return fail(E.EBADF);
+      }
+      slot = s;
     }
-    const tcp = slot.tcp;
     try {
       switch (op) {
-        case D.CMD_BIND: {
-          const ip = D.readSockaddrV4(v, at + D.BIND_ADDR);
-          const port = D.readSockaddrPort(v, at + D.BIND_ADDR);
-          if (ip !== 0 && ip !== this.localIp) return -EADDRNOTAVAIL;
-          if (tcp !== null || slot.boundPort !== 0) return -EINVAL;
-          if (port !== 0 && this.portTaken(port)) return -EADDRINUSE;
-          slot.boundPort = port;
-          return 0;
-        }
+        case D.CMD_BIND:
+          return this.bind(app, v, cpl, cplIndex);
+        case D.CMD_CONNECT:
+          return this.connect(app, slot, v, cpl, cplIndex);
         case D.CMD_LISTEN: {
-          if (tcp !== null && tcp.state === LISTEN) return 0;
-          if (tcp !== null || slot.boundPort === 0) return -EINVAL;
-          const backlog = Math.min(Math.max(v.getInt32(at + D.LISTEN_BACKLOG, true), 1), 4096);
-          slot.tcp = this.engine.listen(slot.boundPort, backlog, this.childOptions(app, slot));
-          slot.tcp.userData = slot;
-          return 0;
+          const r = this.listen(app, slot!, v.getInt32(D.LISTEN_BACKLOG, true));
+          return this.complete(app, v, cpl, cplIndex, D.CPL_RESULT, r);
         }
-        case D.CMD_ACCEPT:
-          this.accept(app, thread, slot, cpl, cplIndex, D.readReqId(v, at));
-          return REPLIED;
-        case D.CMD_CONNECT: {
-          if (tcp !== null) return tcp.state === LISTEN ? -EINVAL : -EISCONN;
-          const ip = D.readSockaddrV4(v, at + D.CONNECT_ADDR);
-          const port = D.readSockaddrPort(v, at + D.CONNECT_ADDR);
-          const opts = this.socketOptions(app, slot);
-          slot.tcp = this.engine.connect(ip, port, {
-            ...opts,
-            srcIp: this.localIp,
-            srcPort: slot.boundPort || undefined,
-          });
-          slot.tcp.userData = slot;
-          return -EINPROGRESS;
-        }
+        case D.CMD_TCP_INFO:
+          return this.tcpInfo(slot!, v, cpl, cplIndex);
         case D.CMD_CLOSE:
-          this.closeSlot(app, slot);
-          return 0;
-        case D.CMD_SHUTDOWN: {
-          const how = v.getInt32(at + D.SHUTDOWN_HOW, true);
-          if (tcp === null || tcp.state === LISTEN) return -107; // ENOTCONN
-          if (how !== 0) this.engine.shutdown(tcp);
-          return 0;
-        }
+          this.closeSlot(app, slot!, v.getInt32(D.CLOSE_LINGER, true));
+          return false;
+        case D.CMD_SHUTDOWN:
+          this.shutdown(app, slot!, v.getInt32(D.SHUTDOWN_HOW, true));
+          return false;
         case D.CMD_SETSOCKOPT:
-          return this.setOption(slot, v, at);
-        case D.CMD_GETSOCKOPT:
-          return this.getOption(slot, v, at, cpl, cplIndex);
-        case D.CMD_TX_AVAIL:
-          if (tcp !== null) this.engine.notifyTx(tcp);
-          return NO_REPLY;
-        case D.CMD_RX_FREED:
-          if (tcp !== null) {
-            this.engine.notifyRx(tcp);
-            // The application read: READABLE holds only while bytes remain.
-            if (tcp.rx.writable() === tcp.rcvCap) app.setState(slot, 0, STATE_READABLE);
-          }
-          return NO_REPLY;
+          this.setOption(slot!, v);
+          return false;
+        case D.CMD_DATA:
+          this.data(app, slot!, v.getUint32(D.DATA_REQ, true));
+          return false;
+        case D.CMD_SUBSCRIBE:
+          this.subscribe(slot!, v);
+          return false;
       }
     } catch (err) {
-      if (err instanceof TcpError) return err.errno < 0 ? err.errno : -err.errno;
+      if (err instanceof TcpError) return fail(Math.abs(err.errno));
       throw err;
     }
-    return -EINVAL;
+    return fail(E.EINVAL);
   }
 
-  private accept(
+  /** Writes a completion for command `v` (its socket, generation and request id echoed). */
+  private complete(
     app: AttachedApp,
-    thread: number,
-    slot: Slot,
+    v: DataView,
     cpl: DescRingProducer,
     cplIndex: number,
-    reqId: number,
-  ): void {
+    opcode: number,
+    result: number,
+    slot: Slot | null = null,
+  ): boolean {
     const out = cpl.slotOffset(cplIndex);
-    const cv = cpl.view;
-    const l = slot.tcp;
-    const child = l !== null && l.state === LISTEN ? this.engine.accept(l) : null;
-    if (child === null) {
-      if (l !== null && l.state === LISTEN) app.setState(slot, 0, STATE_READABLE);
-      const err = l === null || l.state !== LISTEN ? -EINVAL : -EAGAIN;
-      D.writeHeader(cv, out, D.CPL_ACCEPT, slot.index, reqId, err);
+    const sock = slot !== null ? slot.index : D.readSock(v, 0);
+    const gen = slot !== null ? slot.gen : D.readGen(v, 0);
+    D.writeHeader(cpl.view, out, opcode, sock, gen, D.readReqId(v, 0), result);
+    if (opcode === D.CPL_RESULT) {
+      cpl.view.setUint16(out + D.RESULT_CMD_OPCODE, D.readOpcode(v, 0), true);
+    }
+    if (opcode === D.CPL_SOCKET && slot !== null) {
+      const tcp = slot.tcp;
+      const ip = tcp !== null ? tcp.localIp : 0;
+      const port = tcp !== null ? tcp.localPort : slot.boundPort;
+      D.writeSockaddrV4(cpl.view, out + D.SOCKET_LOCAL, ip, port);
+    }
+    void app;
+    return true;
+  }
+
+  private bind(app: AttachedApp, v: DataView, cpl: DescRingProducer, i: number): boolean {
+    const ip = D.readSockaddrV4(v, D.BIND_ADDR);
+    let port = D.readSockaddrPort(v, D.BIND_ADDR);
+    const opts = v.getUint32(D.BIND_OPTS, true);
+    if (ip !== 0 && ip !== this.localIp) {
+      return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EADDRNOTAVAIL);
+    }
+    if (port === 0) port = this.ephemeralPort();
+    else if (this.portTaken(port, opts)) {
+      return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EADDRINUSE);
+    }
+    if (port < 0) return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EADDRINUSE);
+    const slot = app.allocate(KIND_BOUND);
+    if (slot === null) return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EMFILE);
+    slot.boundPort = port;
+    slot.bindOpts = opts;
+    app.setSock(slot.index, SOCK_LOCAL_IP, ip);
+    app.setPorts(slot.index, port, 0);
+    return this.complete(app, v, cpl, i, D.CPL_SOCKET, 0, slot);
+  }
+
+  private listen(app: AttachedApp, slot: Slot, backlogArg: number): number {
+    const tcp = slot.tcp;
+    if (tcp !== null && tcp.state === LISTEN) return 0;
+    if (tcp !== null || slot.kind !== KIND_BOUND) return -E.EINVAL;
+    // Linux clamps the backlog to somaxconn (4096) and takes <= 0 as 0 (then one connection).
+    const backlog = Math.min(Math.max(backlogArg, 1), 4096);
+    const l = this.engine.listen(slot.boundPort, backlog, this.childOptions(app, slot));
+    l.userData = slot;
+    slot.tcp = l;
+    slot.kind = KIND_LISTENER;
+    slot.acceptRing = app.acceptQueue(slot);
+    app.setSock(slot.index, SOCK_TCP_STATE, LISTEN);
+    app.setSock(slot.index, SOCK_KIND, KIND_LISTENER);
+    return 0;
+  }
+
+  private connect(
+    app: AttachedApp,
+    bound: Slot | null,
+    v: DataView,
+    cpl: DescRingProducer,
+    i: number,
+  ): boolean {
+    if (bound !== null && bound.kind !== KIND_BOUND) {
+      const errno = bound.kind === KIND_LISTENER ? E.EISCONN : E.EALREADY;
+      return this.complete(app, v, cpl, i, D.CPL_RESULT, -errno);
+    }
+    const ip = D.readSockaddrV4(v, D.CONNECT_ADDR);
+    const port = D.readSockaddrPort(v, D.CONNECT_ADDR);
+    const slot = bound ?? app.allocate(KIND_CONN);
+    if (slot === null) return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EMFILE);
+    let tcp: TcpSocket;
+    try {
+      tcp = this.engine.connect(ip, port, {
+        ...this.socketOptions(app, slot),
+        srcIp: this.localIp,
+        srcPort: slot.boundPort || undefined,
+      });
+    } catch (err) {
+      if (bound === null) app.release(slot);
+      throw err;
+    }
+    tcp.userData = slot;
+    slot.tcp = tcp;
+    slot.kind = KIND_CONN;
+    const s = slot.index;
+    app.setSock(s, SOCK_LOCAL_IP, tcp.localIp);
+    app.setSock(s, SOCK_PEER_IP, tcp.remoteIp);
+    app.setPorts(s, tcp.localPort, tcp.remotePort);
+    app.setSock(s, SOCK_TCP_STATE, tcp.state);
+    app.setSock(s, SOCK_KIND, KIND_CONN);
+    return this.complete(app, v, cpl, i, D.CPL_SOCKET, 0, slot);
+  }
+
+  private tcpInfo(slot: Slot, v: DataView, cpl: DescRingProducer, i: number): boolean {
+    const out = cpl.slotOffset(i);
+    D.writeHeader(cpl.view, out, D.CPL_TCP_INFO, slot.index, slot.gen, D.readReqId(v, 0), 0);
+    const tcp = slot.tcp;
+    if (tcp === null) return true;
+    const mss = Math.max(1, tcp.sndMss);
+    const fields = [
+      LINUX_STATE[tcp.state] ?? 7,
+      Math.round(tcp.rto * 1000),
+      Math.round(tcp.srtt * 1000),
+      Math.round(tcp.rttvar * 1000),
+      tcp.sndMss,
+      tcp.rcvMss,
+      Math.ceil(tcp.cwnd / mss),
+      Math.min(0xffffffff, Math.ceil(tcp.ssthresh / mss)),
+      tcp.retransSegs,
+      Math.ceil(((tcp.sndNxt - tcp.sndUna) >>> 0) / mss),
+    ];
+    for (let f = 0; f < fields.length; f++) {
+      cpl.view.setUint32(out + D.INFO_STATE + 4 * f, fields[f] >>> 0, true);
+    }
+    return true;
+  }
+
+  private shutdown(app: AttachedApp, slot: Slot, how: number): void {
+    const tcp = slot.tcp;
+    if (tcp === null || tcp.state === LISTEN) return;
+    // SHUT_RD is the host's (reads return 0); the NIC keeps acknowledging as Linux does.
+    if (how === 0) return;
+    this.engine.shutdown(tcp);
+    const shut = Atomics.load(app.words, app.sockWord(slot.index, SOCK_SHUTDOWN));
+    app.setSock(slot.index, SOCK_SHUTDOWN, shut | SHUT_SEND);
+    app.setSock(slot.index, SOCK_TCP_STATE, tcp.state);
+  }
+
+  /** The host wrote TX bytes, read RX bytes, or popped accept entries. */
+  private data(app: AttachedApp, slot: Slot, req: number): void {
+    app.setSock(slot.index, SOCK_DATA_ACK, req);
+    app.setSock(slot.index, SOCK_RX_WANT, 0);
+    const tcp = slot.tcp;
+    if (tcp === null) return;
+    if (tcp.state === LISTEN) {
+      this.fillAcceptQueue(app, slot);
       return;
     }
-    const childSlot = child.userData as Slot;
-    childSlot.thread = thread;
-    D.writeHeader(cv, out, D.CPL_ACCEPT, slot.index, reqId, 0);
-    cv.setUint32(out + D.ACCEPT_NEW_SOCK, childSlot.index, true);
-    D.writeSockaddrV4(cv, out + D.ACCEPT_PEER, child.remoteIp, child.remotePort);
-    D.writeSockaddrV4(cv, out + D.ACCEPT_LOCAL, child.localIp, child.localPort);
-    if (child.state === CLOSED) {
-      app.setState(childSlot, STATE_HUP | STATE_ERROR, STATE_WRITABLE, ECONNRESET);
-      app.queueEvents(childSlot, P_RESET);
-    } else if (childSlot.pending !== 0) {
-      app.queueEvents(childSlot, 0);
+    this.engine.notifyTx(tcp);
+    this.engine.notifyRx(tcp);
+    const cap = app.region.layout.params.txBytes;
+    if ((cap - tcp.tx.readable()) * 3 < cap) slot.outArmed = true;
+  }
+
+  private subscribe(slot: Slot, v: DataView): void {
+    const waiter = v.getUint32(D.SUB_WAITER, true);
+    const waiterGen = v.getUint32(D.SUB_WAITER_GEN, true);
+    const mask = v.getUint32(D.SUB_MASK, true);
+    const flags = v.getUint32(D.SUB_FLAGS, true);
+    const subs = slot.subs;
+    for (let i = 0; i < subs.length; i++) {
+      if (subs[i].waiter !== waiter) continue;
+      if (mask === 0) subs.splice(i, 1);
+      else subs[i] = { waiter, waiterGen, mask, flags };
+      return;
+    }
+    // One socket in at most 64 sets: bounds what one application makes us walk per event.
+    if (mask !== 0 && subs.length < 64) subs.push({ waiter, waiterGen, mask, flags });
+  }
+
+  private releaseWaiter(app: AttachedApp, waiter: number): void {
+    for (const slot of app.slots) {
+      if (!slot.inUse || slot.subs.length === 0) continue;
+      slot.subs = slot.subs.filter((s) => s.waiter !== waiter);
     }
   }
 
-  /** Options for a listener's children: their S-rings come from free slots of the region. */
+  /** Options for a listener's children: their rings are free slots of the region. */
   private childOptions(app: AttachedApp, listener: Slot): SocketOptions {
     return {
-      nodelay: listener.nodelay,
-      keepalive: listener.keepalive,
-      linger: listener.linger,
-      onEvent: this.onEvent,
+      ...this.socketOptions(app, listener),
       streams: (s: TcpSocket) => {
-        const slot = app.allocate(-1);
+        const slot = app.allocate(KIND_CONN);
         if (slot === null) return null;
         slot.tcp = s;
+        slot.nodelay = listener.nodelay;
+        slot.keepalive = listener.keepalive;
+        slot.linger = listener.linger;
         s.userData = slot;
-        app.setState(slot, STATE_WRITABLE, 0);
         return app.streams(slot);
       },
     };
@@ -557,28 +905,103 @@ export class RingService {
     return {
       nodelay: slot.nodelay,
       keepalive: slot.keepalive,
+      keepIdleMs: slot.keepIdleMs || undefined,
+      keepIntvlMs: slot.keepIntvlMs || undefined,
+      keepCnt: slot.keepCnt || undefined,
       linger: slot.linger,
       onEvent: this.onEvent,
       streams: () => app.streams(slot),
     };
   }
 
-  private closeSlot(app: AttachedApp, slot: Slot): void {
+  /** The last holder closed the socket (or died): finish it as Linux's close does. */
+  private closeSlot(app: AttachedApp, slot: Slot, linger: number): void {
     slot.hostOpen = false;
-    slot.pending = 0;
+    slot.edges = 0;
+    slot.subs = [];
     const tcp = slot.tcp;
     if (tcp === null || tcp.state === CLOSED) {
       app.release(slot);
       return;
     }
     if (tcp.state === LISTEN) {
+      this.abortUnaccepted(app, slot);
       this.engine.close(tcp);
       app.release(slot);
       return;
     }
+    if (linger >= 0) this.engine.setOption(tcp, OPT_LINGER, linger);
     this.engine.close(tcp);
     if (this.ringsIdle(tcp)) app.release(slot);
     else app.draining.add(slot);
+  }
+
+  /** Connections in a closing listener's accept queue that nobody popped are reset. */
+  private abortUnaccepted(app: AttachedApp, listener: Slot): void {
+    const ring = listener.acceptRing;
+    if (ring === null) return;
+    const unpopped = Math.min(
+      listener.pushed.length,
+      Math.floor((ring.capacity - Math.max(0, ring.writable())) / ACCEPT_ENTRY.size),
+    );
+    for (const s of listener.pushed.slice(listener.pushed.length - unpopped)) {
+      const child = app.slots[s];
+      if (!child.inUse || child.tcp === null) continue;
+      child.tcp.onEvent = null;
+      this.engine.abort(child.tcp);
+      app.release(child);
+    }
+    listener.pushed = [];
+  }
+
+  /** Moves established connections from the engine's queue into the region's accept queue. */
+  private fillAcceptQueue(app: AttachedApp, listener: Slot): number {
+    const ring = listener.acceptRing;
+    const l = listener.tcp;
+    if (ring === null || l === null) return 0;
+    let moved = 0;
+    const entry = ACCEPT_ENTRY.size;
+    for (;;) {
+      const room = ring.writable();
+      if (room < entry) {
+        // The application is behind: it posts CMD_DATA when it pops and sees this flag.
+        if (l.acceptLen > 0) app.setSock(listener.index, SOCK_RX_WANT, 1);
+        break;
+      }
+      const child = this.engine.accept(l);
+      if (child === null) break;
+      const slot = child.userData as Slot | null;
+      if (slot === null) {
+        this.engine.abort(child);
+        continue;
+      }
+      const s = slot.index;
+      app.setSock(s, SOCK_LOCAL_IP, child.localIp);
+      app.setSock(s, SOCK_PEER_IP, child.remoteIp);
+      app.setPorts(s, child.localPort, child.remotePort);
+      app.setSock(s, SOCK_TCP_STATE, child.state);
+      Atomics.store(app.words, app.sockWord(s, SOCK_HOLDERS), 0);
+      if (child.state === CLOSED) {
+        app.setSock(s, SOCK_SHUTDOWN, SHUT_RCV | SHUT_SEND);
+        if (child.error !== 0) app.setError(s, Math.abs(child.error));
+      }
+      const rec = ACCEPT_RECORD;
+      rec.setUint32(0, s, true);
+      rec.setUint32(4, slot.gen, true);
+      rec.setUint32(8, child.remoteIp, true);
+      rec.setUint32(12, child.localIp, true);
+      rec.setUint16(16, child.remotePort, true);
+      rec.setUint16(18, child.localPort, true);
+      ring.copyIn(0, ACCEPT_BYTES, 0, entry);
+      ring.publish(entry);
+      listener.pushed.push(s);
+      if (listener.pushed.length > 2 * (ring.capacity / entry)) {
+        listener.pushed.splice(0, listener.pushed.length - ring.capacity / entry);
+      }
+      moved++;
+    }
+    if (moved > 0) app.queueEdges(listener, D.EPOLLIN);
+    return moved;
   }
 
   /** True once a closed connection no longer reads its TX ring nor writes its RX ring. */
@@ -592,154 +1015,172 @@ export class RingService {
     }
   }
 
-  private portTaken(port: number): boolean {
+  private ephemeralPort(): number {
+    for (let tries = 0; tries <= EPHEMERAL_HIGH - EPHEMERAL_LOW; tries++) {
+      const port = this.nextEphemeral;
+      this.nextEphemeral = port >= EPHEMERAL_HIGH ? EPHEMERAL_LOW : port + 1;
+      if (!this.portTaken(port, 0)) return port;
+    }
+    return -1;
+  }
+
+  /** A port is taken by a bound socket or listener unless both ask to share it. */
+  private portTaken(port: number, opts: number): boolean {
     for (const app of this.apps.values()) {
       for (const s of app.slots) {
-        if (s.inUse && s.boundPort === port && s.tcp !== null && s.tcp.state === LISTEN) {
-          return true;
-        }
+        if (!s.inUse || s.boundPort !== port) continue;
+        if (s.kind === KIND_BOUND && (opts & s.bindOpts & D.BIND_REUSEADDR) !== 0) continue;
+        if (s.kind === KIND_BOUND || s.kind === KIND_LISTENER) return true;
       }
     }
     return false;
   }
 
-  private setOption(slot: Slot, v: DataView, at: number): number {
-    const level = v.getInt32(at + D.SOCKOPT_LEVEL, true);
-    const name = v.getInt32(at + D.SOCKOPT_NAME, true);
-    const value = v.getInt32(at + D.SOCKOPT_VALUE, true);
-    const value2 = v.getInt32(at + D.SOCKOPT_VALUE2, true);
+  private setOption(slot: Slot, v: DataView): void {
+    const level = v.getInt32(D.SOCKOPT_LEVEL, true);
+    const name = v.getInt32(D.SOCKOPT_NAME, true);
+    const value = v.getInt32(D.SOCKOPT_VALUE, true);
+    const value2 = v.getInt32(D.SOCKOPT_VALUE2, true);
     let opt = 0, arg = value;
-    if (level === D.IPPROTO_TCP && name === D.TCP_NODELAY) {
-      slot.nodelay = value !== 0;
-      opt = OPT_NODELAY;
-      arg = value !== 0 ? 1 : 0;
-    } else if (level === D.SOL_SOCKET && name === D.SO_KEEPALIVE) {
+    if (level === D.IPPROTO_TCP) {
+      switch (name) {
+        case D.TCP_NODELAY:
+          slot.nodelay = value !== 0;
+          opt = OPT_NODELAY;
+          arg = slot.nodelay ? 1 : 0;
+          break;
+        case D.TCP_CORK:
+          // Corked: hold small segments as Nagle would; uncorking pushes what is queued.
+          opt = OPT_NODELAY;
+          arg = value !== 0 ? 0 : (slot.nodelay ? 1 : 0);
+          if (value === 0 && slot.tcp !== null) this.engine.notifyTx(slot.tcp);
+          break;
+        case D.TCP_KEEPIDLE:
+          slot.keepIdleMs = value * 1000;
+          opt = OPT_KEEPIDLE;
+          arg = slot.keepIdleMs;
+          break;
+        case D.TCP_KEEPINTVL:
+          slot.keepIntvlMs = value * 1000;
+          opt = OPT_KEEPINTVL;
+          arg = slot.keepIntvlMs;
+          break;
+        case D.TCP_KEEPCNT:
+          slot.keepCnt = value;
+          opt = OPT_KEEPCNT;
+          break;
+      }
+    } else if (name === D.SO_KEEPALIVE) {
       slot.keepalive = value !== 0;
       opt = OPT_KEEPALIVE;
-      arg = value !== 0 ? 1 : 0;
-    } else if (level === D.SOL_SOCKET && name === D.SO_LINGER) {
+      arg = slot.keepalive ? 1 : 0;
+    } else if (name === D.SO_LINGER) {
       slot.linger = value !== 0 ? Math.max(0, value2) : -1;
       opt = OPT_LINGER;
       arg = slot.linger;
-    } else {
-      // SO_REUSEADDR, SO_SNDBUF, SO_RCVBUF: accepted; ring sizes are fixed per region.
-      return 0;
     }
-    if (slot.tcp !== null && slot.tcp.state !== LISTEN) {
-      const r = this.engine.setOption(slot.tcp, opt, arg);
-      return r < 0 ? r : 0;
+    if (opt === 0 || !(arg >= 0) && opt !== OPT_LINGER) return;
+    const tcp = slot.tcp;
+    if (tcp !== null && tcp.state !== LISTEN && tcp.state !== CLOSED) {
+      this.engine.setOption(tcp, opt, arg);
     }
-    return 0;
-  }
-
-  private getOption(
-    slot: Slot,
-    v: DataView,
-    at: number,
-    cpl: DescRingProducer,
-    cplIndex: number,
-  ): number {
-    const level = v.getInt32(at + D.SOCKOPT_LEVEL, true);
-    const name = v.getInt32(at + D.SOCKOPT_NAME, true);
-    let value = 0, value2 = 0;
-    if (level === D.SOL_SOCKET && name === D.SO_ERROR) {
-      const tcp = slot.tcp;
-      value = tcp !== null && tcp.error !== 0 ? -tcp.error : 0;
-    } else if (level === D.IPPROTO_TCP && name === D.TCP_NODELAY) value = slot.nodelay ? 1 : 0;
-    else if (level === D.SOL_SOCKET && name === D.SO_KEEPALIVE) value = slot.keepalive ? 1 : 0;
-    else if (level === D.SOL_SOCKET && name === D.SO_LINGER) {
-      value = slot.linger >= 0 ? 1 : 0;
-      value2 = Math.max(0, slot.linger);
-    } else if (level === D.SOL_SOCKET && (name === D.SO_SNDBUF || name === D.SO_RCVBUF)) {
-      const layout = slot.app.region.layout.params;
-      value = name === D.SO_SNDBUF ? layout.txBytes : layout.rxBytes;
-    }
-    const out = cpl.slotOffset(cplIndex);
-    D.writeHeader(cpl.view, out, D.CPL_RESULT, slot.index, D.readReqId(v, at), 0);
-    cpl.view.setUint16(out + D.RESULT_CMD_OPCODE, D.CMD_GETSOCKOPT, true);
-    cpl.view.setInt32(out + D.RESULT_VALUE, value, true);
-    cpl.view.setInt32(out + D.RESULT_VALUE2, value2, true);
-    return REPLIED;
   }
 
   private handleEvent(s: TcpSocket, ev: number): void {
     const slot = s.userData as Slot | null;
     if (slot === null || !slot.inUse || !slot.hostOpen) return;
     const app = slot.app;
-    let set = 0, clear = 0, bits = 0, err = 0;
-    if (ev & (EV_READABLE | EV_ACCEPT)) {
-      set |= STATE_READABLE;
-      bits |= P_READABLE;
+    const i = slot.index;
+    if (ev & EV_ACCEPT) {
+      this.fillAcceptQueue(app, slot);
+      return;
+    }
+    let edges = 0;
+    if (ev & EV_READABLE) edges |= D.EPOLLIN;
+    if (ev & EV_CONNECTED) {
+      app.setSock(i, SOCK_TCP_STATE, s.state);
+      edges |= D.EPOLLOUT;
     }
     if (ev & EV_WRITABLE) {
-      set |= STATE_WRITABLE;
-      bits |= P_WRITABLE;
+      const cap = app.region.layout.params.txBytes;
+      if (slot.outArmed && (cap - s.tx.readable()) * 3 >= cap) {
+        slot.outArmed = false;
+        edges |= D.EPOLLOUT;
+      }
     }
-    if (ev & EV_CONNECTED) {
-      set |= STATE_WRITABLE;
-      bits |= P_CONNECTED;
-    }
+    const shutWord = app.sockWord(i, SOCK_SHUTDOWN);
     if (ev & EV_PEER_CLOSED) {
-      set |= STATE_READABLE | STATE_HUP;
-      bits |= P_PEER_CLOSED;
+      Atomics.or(app.words, shutWord, SHUT_RCV);
+      edges |= D.EPOLLIN | D.EPOLLRDHUP;
     }
-    if (ev & (EV_RESET | EV_CLOSED) && s.error !== 0) {
-      set |= STATE_ERROR | STATE_HUP | STATE_READABLE;
-      clear |= STATE_WRITABLE;
-      err = -s.error;
-      bits |= P_RESET;
-    } else if (ev & EV_CLOSED) {
-      set |= STATE_HUP;
+    if (ev & (EV_RESET | EV_CLOSED)) {
+      if (s.error !== 0) {
+        app.setError(i, Math.abs(s.error));
+        edges |= D.EPOLLERR;
+      }
+      Atomics.store(app.words, shutWord, SHUT_RCV | SHUT_SEND);
+      edges |= D.EPOLLIN | D.EPOLLOUT | D.EPOLLHUP | D.EPOLLRDHUP;
     }
-    app.setState(slot, set, clear, err);
-    if (bits !== 0) app.queueEvents(slot, bits);
+    app.setSock(i, SOCK_TCP_STATE, s.state);
+    if (edges !== 0) app.queueEdges(slot, edges);
   }
 
-  private postEvents(app: AttachedApp): number {
+  private postEdges(app: AttachedApp): number {
     let posted = 0;
     const q = app.evQueue;
+    const layout = app.region.layout;
     while (app.evLen > 0) {
       const slot = app.slots[q[app.evHead]];
-      if (slot.inUse && slot.hostOpen && slot.thread >= 0 && slot.pending !== 0) {
-        const cpl = app.threads[slot.thread].completions;
-        let count = 0;
-        for (const [bit] of P_EVENTS) if (slot.pending & bit) count++;
-        const room = cpl.reserve(count);
-        if (room === RING_FAULT) {
-          app.counters.ringFaults++;
-          break;
-        }
-        if (room < count) break; // the application is behind: keep the rest for later
-        let i = 0;
-        for (const [bit, opcode] of P_EVENTS) {
-          if ((slot.pending & bit) === 0) continue;
-          const out = cpl.slotOffset(i++);
-          const result = opcode === D.EV_RESET ? (slot.tcp?.error || -ECONNRESET) : 0;
-          D.writeHeader(cpl.view, out, opcode, slot.index, 0, result);
-          if (opcode === D.EV_CONNECTED && slot.tcp !== null) {
-            D.writeSockaddrV4(
-              cpl.view,
-              out + D.CONNECTED_LOCAL,
-              slot.tcp.localIp,
-              slot.tcp.localPort,
-            );
-            D.writeSockaddrV4(
-              cpl.view,
-              out + D.CONNECTED_PEER,
-              slot.tcp.remoteIp,
-              slot.tcp.remotePort,
-            );
-          }
-        }
-        cpl.publish(count);
-        posted += count;
-        app.counters.events += count;
-      }
-      slot.pending = 0;
-      slot.queued = false;
       app.evHead = (app.evHead + 1) % q.length;
       app.evLen--;
+      slot.queued = false;
+      const edges = slot.edges;
+      slot.edges = 0;
+      if (!slot.inUse || !slot.hostOpen || edges === 0) continue;
+      let exclusiveDone = false;
+      const subs = slot.subs;
+      const n = subs.length;
+      for (let k = 0; k < n; k++) {
+        // EXCLUSIVE subscribers take turns: one of them gets each edge, as one epoll_wait of
+        // the processes sharing a listener wakes.
+        const sub = subs[(k + slot.exclusiveTurn) % n];
+        const hit = edges & (sub.mask | ALWAYS);
+        if (hit === 0) continue;
+        if (sub.flags & D.SUB_EXCLUSIVE) {
+          if (exclusiveDone) continue;
+          exclusiveDone = true;
+          slot.exclusiveTurn = (slot.exclusiveTurn + 1) % n;
+        }
+        const waiter = app.waiters[sub.waiter];
+        const ring = waiter.events;
+        const room = ring.reserve(1);
+        if (room === RING_FAULT) {
+          app.counters.ringFaults++;
+          continue;
+        }
+        waiter.dirty = true;
+        if (room < 1) {
+          // Full: tell the waiter it lost events, so it re-checks every socket it watches.
+          Atomics.store(app.words, (waiterOffset(layout, sub.waiter) + WAITER_OVERFLOW) >> 2, 1);
+          app.counters.overflows++;
+          continue;
+        }
+        const out = ring.slotOffset(0);
+        D.writeHeader(ring.view, out, D.EV_NOTIFY, slot.index, slot.gen, 0, 0);
+        ring.view.setUint32(out + D.NOTIFY_EVENTS, hit, true);
+        ring.publish(1);
+        posted++;
+      }
+      app.counters.events += posted;
     }
     return posted;
   }
+}
+
+const ACCEPT_BYTES = new Uint8Array(ACCEPT_ENTRY.size);
+const ACCEPT_RECORD = new DataView(ACCEPT_BYTES.buffer);
+
+function needsCompletion(op: number): boolean {
+  return op === D.CMD_BIND || op === D.CMD_CONNECT || op === D.CMD_LISTEN ||
+    op === D.CMD_TCP_INFO;
 }

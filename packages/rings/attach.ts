@@ -20,7 +20,7 @@
 
 import { HostRxConsumer, HostTxProducer, NicRxProducer, NicTxConsumer } from "./byte_ring.ts";
 import { DescRingConsumer, DescRingProducer } from "./desc_ring.ts";
-import { gPairOffset, type RegionLayout, sPairOffset } from "./layout.ts";
+import { type RegionLayout, streamOffset, threadOffset } from "./layout.ts";
 
 function checkIndex(kind: string, i: number, max: number): void {
   if (!(Number.isInteger(i) && i >= 0 && i < max)) throw new RangeError(`${kind} ${i} >= ${max}`);
@@ -32,7 +32,7 @@ export function nicGRings(buffer: ArrayBufferLike, layout: RegionLayout, t: numb
   completions: DescRingProducer;
 } {
   checkIndex("thread", t, layout.params.maxThreads);
-  const g = gPairOffset(layout, t);
+  const g = threadOffset(layout, t);
   const p = layout.params;
   return {
     commands: new DescRingConsumer(
@@ -56,7 +56,7 @@ export function hostGRings(buffer: ArrayBufferLike, layout: RegionLayout, t: num
   completions: DescRingConsumer;
 } {
   checkIndex("thread", t, layout.params.maxThreads);
-  const g = gPairOffset(layout, t);
+  const g = threadOffset(layout, t);
   const p = layout.params;
   return {
     commands: new DescRingProducer(
@@ -80,7 +80,7 @@ export function nicSRings(buffer: ArrayBufferLike, layout: RegionLayout, s: numb
   rx: NicRxProducer;
 } {
   checkIndex("socket", s, layout.params.maxSockets);
-  const o = sPairOffset(layout, s);
+  const o = streamOffset(layout, s);
   const p = layout.params;
   return {
     tx: new NicTxConsumer(buffer, o + layout.txCtrl, o + layout.txData, p.txBytes),
@@ -94,7 +94,7 @@ export function hostSRings(buffer: ArrayBufferLike, layout: RegionLayout, s: num
   rx: HostRxConsumer;
 } {
   checkIndex("socket", s, layout.params.maxSockets);
-  const o = sPairOffset(layout, s);
+  const o = streamOffset(layout, s);
   const p = layout.params;
   return {
     tx: new HostTxProducer(buffer, o + layout.txCtrl, o + layout.txData, p.txBytes),

@@ -5,11 +5,13 @@
  *
  * Frames are `[u32 length][u8 type][payload]`, length counting type and payload:
  *
- * - HELLO (client): u32 layout version, u32 zero.
- * - REGION (server): u32 version, u32 zero, u64 total size, u32 maxThreads, maxSockets,
- *   cmdSlots, cplSlots, txBytes, rxBytes; the region fd rides along as SCM_RIGHTS.
+ * - HELLO (client): u32 layout version, u32 flags (HELLO_JOIN), u32 region id (to join).
+ * - REGION (server): u32 version, u32 region id, u64 total size; the region fd rides along as
+ *   SCM_RIGHTS (not to a joining process, which has it mapped already).
  * - ERROR (server): UTF-8 text, e.g. on a version mismatch.
- * - WAKER (either): u32 doorbell line; the sender's eventfd rides along (see MSG_WAKER).
+ * - WAKER (server): the bridge's eventfd, which applications kick when it sleeps.
+ * - WAIT_FD (client): u32 waiter entry; one end of a datagram socket pair rides along, on
+ *   which the bridge wakes that waiter (see kickSocket).
  *
  * Control path only: these calls allocate freely.
  *
@@ -29,7 +31,7 @@ import {
   SOCK_STREAM,
   SOL_SOCKET,
 } from "../../ffi/libc.ts";
-import { LAYOUT_VERSION, type RegionParams } from "./layout.ts";
+import { LAYOUT_VERSION } from "./layout.ts";
 import type { Region } from "./region.ts";
 
 /** Client to server: the layout version the client speaks. */
@@ -38,13 +40,12 @@ export const MSG_HELLO = 1;
 export const MSG_REGION = 2;
 /** Server to client: why the request was refused. */
 export const MSG_ERROR = 3;
-/**
- * Either way: u32 doorbell line, with the sender's eventfd attached (or none: poll me). The
- * receiver writes that eventfd when it publishes for that line while its `sleeping` flag is
- * set (waker.ts). The server sends line 0 (itself) right after REGION; the client answers
- * with line 1 + t for its thread t.
- */
+/** Server to client, right after REGION: the bridge's own eventfd (kicked when it sleeps). */
 export const MSG_WAKER = 4;
+/** Client to server: u32 waiter entry, with the waiter's wake socket attached. */
+export const MSG_WAIT_FD = 5;
+/** HELLO flag: a forked child joins its parent's region (id in the HELLO). */
+export const HELLO_JOIN = 1;
 
 const MAX_FRAME = 4096;
 const CMSG_SPACE_ONE_FD = 24; // CMSG_SPACE(sizeof(int)) on x86-64
@@ -247,34 +248,53 @@ export async function serveRegion(
   conn: ControlConn,
   region: Region,
   admit: (peer: PeerCred) => string | null = () => null,
+  regionId = 0,
 ): Promise<string | null> {
   const hello = await conn.recv();
   if (hello.fd >= 0) libc().close(hello.fd);
-  let refusal: string | null = null;
-  if (hello.type !== MSG_HELLO || hello.payload.length < 8) {
-    refusal = `expected HELLO, got frame type ${hello.type}`;
-  } else {
-    const version = new DataView(hello.payload.buffer).getUint32(0, true);
-    if (version !== LAYOUT_VERSION) {
-      refusal = `layout version ${version} not supported: this side speaks ${LAYOUT_VERSION}`;
-    } else {
-      refusal = admit(conn.peer);
-    }
-  }
+  const parsed = parseHello(hello);
+  const refusal = typeof parsed === "string" ? parsed : admit(conn.peer);
   if (refusal !== null) {
     conn.send(MSG_ERROR, new TextEncoder().encode(refusal));
     return refusal;
   }
-  const p = region.layout.params;
-  const payload = new Uint8Array(40);
+  sendRegion(conn, region, regionId, true);
+  return null;
+}
+
+/** Sends REGION for `region` (with its fd unless the peer has it mapped already). */
+export function sendRegion(conn: ControlConn, region: Region, regionId: number, withFd: boolean) {
+  const payload = new Uint8Array(16);
   const v = new DataView(payload.buffer);
   v.setUint32(0, LAYOUT_VERSION, true);
+  v.setUint32(4, regionId, true);
   v.setBigUint64(8, BigInt(region.size), true);
-  [p.maxThreads, p.maxSockets, p.cmdSlots, p.cplSlots, p.txBytes, p.rxBytes].forEach((n, i) =>
-    v.setUint32(16 + 4 * i, n, true)
-  );
-  conn.send(MSG_REGION, payload, region.fd);
-  return null;
+  conn.send(MSG_REGION, payload, withFd ? region.fd : -1);
+}
+
+/** A parsed HELLO. */
+export interface Hello {
+  /** Layout version the client speaks. */
+  readonly version: number;
+  /** HELLO_* flags. */
+  readonly flags: number;
+  /** Region to join (with HELLO_JOIN). */
+  readonly regionId: number;
+}
+
+/** Parses a HELLO frame, or returns why it is not one. */
+export function parseHello(frame: Frame): Hello | string {
+  if (frame.type !== MSG_HELLO || frame.payload.length < 8) {
+    return `expected HELLO, got frame type ${frame.type}`;
+  }
+  const v = new DataView(frame.payload.buffer, frame.payload.byteOffset);
+  const version = v.getUint32(0, true);
+  if (version !== LAYOUT_VERSION) {
+    return `layout version ${version} not supported: this side speaks ${LAYOUT_VERSION}`;
+  }
+  const flags = v.getUint32(4, true);
+  const regionId = frame.payload.length >= 12 ? v.getUint32(8, true) : 0;
+  return { version, flags, regionId };
 }
 
 /** What `requestRegion` returns: the region fd (caller owns it; map it with mapRegionFd). */
@@ -283,8 +303,8 @@ export interface RegionGrant {
   readonly fd: number;
   /** Bytes in the region. */
   readonly totalSize: number;
-  /** The parameters the region was laid out with. */
-  readonly params: RegionParams;
+  /** The bridge's id of the region. */
+  readonly regionId: number;
   /** Credentials of the server that granted it. */
   readonly server: PeerCred;
 }
@@ -296,7 +316,7 @@ export interface RegionGrant {
 export async function requestRegion(path: string, version = LAYOUT_VERSION): Promise<RegionGrant> {
   const conn = connectControl(path);
   try {
-    const hello = new Uint8Array(8);
+    const hello = new Uint8Array(12);
     new DataView(hello.buffer).setUint32(0, version, true);
     conn.send(MSG_HELLO, hello);
     const reply = await conn.recv();
@@ -304,23 +324,15 @@ export async function requestRegion(path: string, version = LAYOUT_VERSION): Pro
       if (reply.fd >= 0) libc().close(reply.fd);
       throw new Error(`region refused: ${new TextDecoder().decode(reply.payload)}`);
     }
-    if (reply.type !== MSG_REGION || reply.fd < 0 || reply.payload.length < 40) {
+    if (reply.type !== MSG_REGION || reply.fd < 0 || reply.payload.length < 16) {
       if (reply.fd >= 0) libc().close(reply.fd);
       throw new Error(`bad reply from ${path}: type ${reply.type}`);
     }
     const v = new DataView(reply.payload.buffer);
-    const u = (i: number) => v.getUint32(16 + 4 * i, true);
     return {
       fd: reply.fd,
+      regionId: v.getUint32(4, true),
       totalSize: Number(v.getBigUint64(8, true)),
-      params: {
-        maxThreads: u(0),
-        maxSockets: u(1),
-        cmdSlots: u(2),
-        cplSlots: u(3),
-        txBytes: u(4),
-        rxBytes: u(5),
-      },
       server: conn.peer,
     };
   } finally {

@@ -1,24 +1,29 @@
 /**
- * Descriptors carried by the G-type rings: commands (host to NIC) and completions and events
- * (NIC to host), 64 bytes each, little-endian, read and written in place through a DataView.
+ * Descriptors of protocol v2, 64 bytes each, little-endian: commands (host to NIC, on a
+ * thread's command ring), completions (NIC to host, on the same thread's completion ring) and
+ * events (NIC to host, on a waiter's event queue).
  *
- * Every descriptor starts with the same 16-byte header: opcode (u16), flags (u16), socket id
- * (u32, `SOCK_NONE` when there is none), request id (u32, echoed in the completion so the shim
- * can match it) and result (i32: in completions a value >= 0 or a negated Linux errno; zero in
- * commands). The body layouts below are the one source of truth: the constants, the C header
- * (gen_header.ts) and its compile test all come from `DESCRIPTOR_STRUCTS`.
+ * Every descriptor starts with the same 24-byte header: opcode (u16), flags (u16), socket slot
+ * (u32, `SOCK_NONE` when there is none), the socket's generation (u32: a reused slot is never
+ * mistaken for its predecessor), request id (u32, echoed by the completion) and result (i32: in
+ * completions a value >= 0 or a negated Linux errno). The body layouts below are the one source
+ * of truth: the constants, the C header (gen_header.ts) and its compile test come from them.
  *
- * Descriptors come from untrusted memory: the consumer validates each one with
- * `CommandChecker` / `CompletionChecker`, which reject and count unknown opcodes, socket ids
- * out of range and fields out of their domain, without allocating or throwing.
+ * Only commands that return something have a completion (bind, listen, connect, TCP_INFO).
+ * Everything else (data doorbells, subscriptions, options, shutdown, close) is posted and
+ * forgotten: the shim checks what it can locally, and the NIC applies the rest in order.
+ *
+ * Descriptors come from untrusted memory: the bridge copies each one out of the ring once and
+ * validates the copy with `CommandChecker`, which rejects and counts unknown opcodes, ids out
+ * of range and fields out of their domain, without allocating or throwing.
  *
  * @example
  * ```ts
  * import { CMD_LISTEN, CommandChecker, DESC_OK, LISTEN_BACKLOG, writeHeader } from "./descriptors.ts";
  * const v = new DataView(new ArrayBuffer(64));
- * writeHeader(v, 0, CMD_LISTEN, 3, 42);
+ * writeHeader(v, 0, CMD_LISTEN, 3, 1, 42);
  * v.setInt32(LISTEN_BACKLOG, 128, true);
- * const checker = new CommandChecker(16);
+ * const checker = new CommandChecker(16, 4);
  * if (checker.check(v, 0) !== DESC_OK) throw new Error("rejected");
  * ```
  * @module
@@ -38,15 +43,16 @@ import { DESC_SIZE } from "./desc_ring.ts";
 /** The header every descriptor starts with. */
 export const DESC_HEADER: StructSpec = {
   name: "pno_desc_hdr",
-  size: 16,
+  size: 24,
   align: 4,
   doc: "Header shared by every descriptor.",
   fields: [
-    { name: "opcode", type: "u16", offset: 0, doc: "PNO_CMD_* or PNO_CPL_* / PNO_EV_*" },
-    { name: "flags", type: "u16", offset: 2, doc: "reserved, zero" },
-    { name: "sock", type: "u32", offset: 4, doc: "socket id, PNO_SOCK_NONE if none" },
-    { name: "req_id", type: "u32", offset: 8, doc: "request id, echoed by the completion" },
-    { name: "result", type: "i32", offset: 12, doc: "completion: value >= 0 or -errno" },
+    { name: "opcode", type: "u16", offset: 0, doc: "PNO_CMD_*, PNO_CPL_* or PNO_EV_*" },
+    { name: "flags", type: "u16", offset: 2, doc: "per opcode, else zero" },
+    { name: "sock", type: "u32", offset: 4, doc: "socket slot, PNO_SOCK_NONE if none" },
+    { name: "gen", type: "u32", offset: 8, doc: "the socket's generation" },
+    { name: "req_id", type: "u32", offset: 12, doc: "request id, echoed by the completion" },
+    { name: "result", type: "i32", offset: 16, doc: "completion: value >= 0 or -errno" },
   ],
 };
 
@@ -67,15 +73,17 @@ export const SOCKADDR: StructSpec = {
 export const DESC_OPCODE = 0;
 /** Offset of the flags (u16). */
 export const DESC_FLAGS = 2;
-/** Offset of the socket id (u32). */
+/** Offset of the socket slot (u32). */
 export const DESC_SOCK = 4;
+/** Offset of the socket generation (u32). */
+export const DESC_GEN = 8;
 /** Offset of the request id (u32). */
-export const DESC_REQ_ID = 8;
+export const DESC_REQ_ID = 12;
 /** Offset of the result (i32). */
-export const DESC_RESULT = 12;
+export const DESC_RESULT = 16;
 /** Offset of the first body byte. */
-export const DESC_BODY = 16;
-/** Socket id meaning "no socket". */
+export const DESC_BODY = 24;
+/** Socket slot meaning "no socket". */
 export const SOCK_NONE = 0xffffffff;
 
 /** Offsets inside a `pno_sockaddr`. */
@@ -94,45 +102,62 @@ export const AF_INET6 = 10;
 
 // ---- Opcodes ---------------------------------------------------------------------------------
 
-/** socket(domain, type, protocol): completion result is the new socket id. */
-export const CMD_SOCKET = 1;
-/** bind(sock, addr). */
-export const CMD_BIND = 2;
-/** listen(sock, backlog). */
-export const CMD_LISTEN = 3;
-/** connect(sock, addr): completion when started (nonblocking) and EV_CONNECTED when done. */
-export const CMD_CONNECT = 4;
-/** accept(sock): completed by CPL_ACCEPT with the new socket id and peer address. */
-export const CMD_ACCEPT = 5;
-/** close(sock): the NIC drains the TX ring, then frees the socket's rings. */
-export const CMD_CLOSE = 6;
-/** shutdown(sock, how). */
-export const CMD_SHUTDOWN = 7;
-/** setsockopt(sock, level, name, value, value2) for the supported subset. */
-export const CMD_SETSOCKOPT = 8;
-/** getsockopt(sock, level, name): values come back in CPL_RESULT. */
-export const CMD_GETSOCKOPT = 9;
-/** Doorbell: the socket's TX ring has new bytes (up to producer index `tx_prod`). */
-export const CMD_TX_AVAIL = 10;
-/** Doorbell: the application freed RX ring space (consumer index `rx_cons`): reopen window. */
-export const CMD_RX_FREED = 11;
+/** bind(addr) of a new socket: CPL_SOCKET with its slot, generation and local address. */
+export const CMD_BIND = 1;
+/** listen(backlog) of a bound socket: CPL_RESULT. */
+export const CMD_LISTEN = 2;
+/** connect(addr), of a bound socket or a new one (SOCK_NONE): CPL_SOCKET. */
+export const CMD_CONNECT = 3;
+/** The last holder closed the socket (linger in the body). No completion. */
+export const CMD_CLOSE = 4;
+/** shutdown(how). No completion. */
+export const CMD_SHUTDOWN = 5;
+/** setsockopt of an option the NIC acts on. No completion. */
+export const CMD_SETSOCKOPT = 6;
+/** getsockopt(TCP_INFO): CPL_TCP_INFO. */
+export const CMD_TCP_INFO = 7;
+/** Doorbell: the TX ring has new bytes, or the host read what the NIC wanted to hear of. */
+export const CMD_DATA = 8;
+/** Subscribe a waiter to a socket's events (mask 0 removes it). No completion. */
+export const CMD_SUBSCRIBE = 9;
+/** A waiter is released: drop all its subscriptions. No completion. */
+export const CMD_WAITER_RELEASE = 10;
 
-/** Completion of any command but accept: result, plus option values for getsockopt. */
+/** Completion: a result. */
 export const CPL_RESULT = 0x81;
-/** Completion of accept: new socket id, peer and local address. */
-export const CPL_ACCEPT = 0x82;
-/** Event: the socket's RX ring has bytes (or a listener has a pending connection). */
-export const EV_READABLE = 0xc1;
-/** Event: the socket's TX ring has room again. */
-export const EV_WRITABLE = 0xc2;
-/** Event: the peer sent FIN; reads return 0 after the RX ring drains. */
-export const EV_PEER_CLOSED = 0xc3;
-/** Event: the connection was reset (RST received or sent). */
-export const EV_RESET = 0xc4;
-/** Event: an outgoing connection is established; carries local and peer address. */
-export const EV_CONNECTED = 0xc5;
-/** Event: an asynchronous error (errno in `result` as -errno and in `errno`). */
-export const EV_ERROR = 0xc6;
+/** Completion of bind/connect: slot and generation in the header, the local address. */
+export const CPL_SOCKET = 0x82;
+/** Completion of CMD_TCP_INFO. */
+export const CPL_TCP_INFO = 0x83;
+/** Event: a subscribed socket changed (edges in the body, Linux EPOLL* bits). */
+export const EV_NOTIFY = 0xc1;
+
+/** CMD_BIND/CMD_CONNECT option: SO_REUSEADDR was set. */
+export const BIND_REUSEADDR = 1;
+/** CMD_BIND/CMD_CONNECT option: SO_REUSEPORT was set. */
+export const BIND_REUSEPORT = 2;
+
+/** Subscription flag: edge-triggered (EPOLLET). */
+export const SUB_ET = 1;
+/** Subscription flag: one shot (EPOLLONESHOT). */
+export const SUB_ONESHOT = 2;
+/** Subscription flag: exclusive wakeup (EPOLLEXCLUSIVE). */
+export const SUB_EXCLUSIVE = 4;
+
+// ---- Readiness (Linux's EPOLL* values: the shim ORs them straight into epoll_event) ----------
+
+/** Readable, or a connection to accept. */
+export const EPOLLIN = 0x001;
+/** Urgent data (never set: PnO has no urgent data). */
+export const EPOLLPRI = 0x002;
+/** Writable. */
+export const EPOLLOUT = 0x004;
+/** Error pending. */
+export const EPOLLERR = 0x008;
+/** Hung up: both directions shut, or the connection is gone. */
+export const EPOLLHUP = 0x010;
+/** The peer shut its sending side (FIN received). */
+export const EPOLLRDHUP = 0x2000;
 
 // ---- Socket options (Linux numbering) --------------------------------------------------------
 
@@ -144,33 +169,38 @@ export const IPPROTO_TCP = 6;
 export const SO_REUSEADDR = 2;
 /** SO_ERROR (get only: pending error, cleared on read). */
 export const SO_ERROR = 4;
-/** SO_SNDBUF (bytes; bounded by the TX ring size). */
+/** SO_SNDBUF (bytes). */
 export const SO_SNDBUF = 7;
-/** SO_RCVBUF (bytes; bounded by the RX ring size). */
+/** SO_RCVBUF (bytes). */
 export const SO_RCVBUF = 8;
 /** SO_KEEPALIVE (boolean). */
 export const SO_KEEPALIVE = 9;
 /** SO_LINGER (value = l_onoff, value2 = l_linger seconds). */
 export const SO_LINGER = 13;
+/** SO_REUSEPORT (boolean). */
+export const SO_REUSEPORT = 15;
 /** TCP_NODELAY (boolean). */
 export const TCP_NODELAY = 1;
+/** TCP_MAXSEG (bytes). */
+export const TCP_MAXSEG = 2;
+/** TCP_CORK (boolean). */
+export const TCP_CORK = 3;
+/** TCP_KEEPIDLE (seconds). */
+export const TCP_KEEPIDLE = 4;
+/** TCP_KEEPINTVL (seconds). */
+export const TCP_KEEPINTVL = 5;
+/** TCP_KEEPCNT (probes). */
+export const TCP_KEEPCNT = 6;
+/** TCP_INFO (get only). */
+export const TCP_INFO = 11;
 
-/** Whether (level, name) is in the supported subset; `forSet` excludes get-only SO_ERROR. */
-export function isSupportedSockopt(level: number, name: number, forSet: boolean): boolean {
-  if (level === IPPROTO_TCP) return name === TCP_NODELAY;
-  if (level !== SOL_SOCKET) return false;
-  switch (name) {
-    case SO_REUSEADDR:
-    case SO_KEEPALIVE:
-    case SO_LINGER:
-    case SO_RCVBUF:
-    case SO_SNDBUF:
-      return true;
-    case SO_ERROR:
-      return !forSet;
-    default:
-      return false;
+/** Whether the NIC acts on (level, name) when the shim forwards a setsockopt. */
+export function isForwardedSockopt(level: number, name: number): boolean {
+  if (level === IPPROTO_TCP) {
+    return name === TCP_NODELAY || name === TCP_CORK || name === TCP_KEEPIDLE ||
+      name === TCP_KEEPINTVL || name === TCP_KEEPCNT;
   }
+  return level === SOL_SOCKET && (name === SO_KEEPALIVE || name === SO_LINGER);
 }
 
 // ---- Body layouts ----------------------------------------------------------------------------
@@ -200,59 +230,65 @@ export interface DescriptorSpec extends StructSpec {
 
 /** Every command layout. */
 export const COMMAND_STRUCTS: readonly DescriptorSpec[] = [
-  descriptor("pno_cmd_socket", CMD_SOCKET, "socket()", [
-    ["domain", "i32", 16, "AF_INET or AF_INET6"],
-    ["type", "i32", 20, "SOCK_STREAM, flags masked off"],
-    ["protocol", "i32", 24, "0 or IPPROTO_TCP"],
+  descriptor("pno_cmd_bind", CMD_BIND, "bind() of a new socket", [
+    ["addr", SOCKADDR, 24, "local address (port 0: an ephemeral port)"],
+    ["opts", "u32", 44, "PNO_BIND_* bits"],
   ]),
-  descriptor("pno_cmd_bind", CMD_BIND, "bind()", [["addr", SOCKADDR, 16, "local address"]]),
-  descriptor("pno_cmd_listen", CMD_LISTEN, "listen()", [["backlog", "i32", 16, "backlog"]]),
-  descriptor("pno_cmd_connect", CMD_CONNECT, "connect()", [["addr", SOCKADDR, 16, "peer"]]),
-  descriptor("pno_cmd_accept", CMD_ACCEPT, "accept4()", [["flags", "i32", 16, "accept4 flags"]]),
-  descriptor("pno_cmd_close", CMD_CLOSE, "close()", []),
+  descriptor("pno_cmd_listen", CMD_LISTEN, "listen()", [["backlog", "i32", 24, "backlog"]]),
+  descriptor("pno_cmd_connect", CMD_CONNECT, "connect()", [
+    ["addr", SOCKADDR, 24, "peer"],
+    ["opts", "u32", 44, "PNO_BIND_* bits"],
+  ]),
+  descriptor("pno_cmd_close", CMD_CLOSE, "last close()", [
+    ["linger", "i32", 24, "SO_LINGER: -1 off, 0 abort (RST), > 0 seconds"],
+  ]),
   descriptor("pno_cmd_shutdown", CMD_SHUTDOWN, "shutdown()", [
-    ["how", "i32", 16, "SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2"],
+    ["how", "i32", 24, "SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2"],
   ]),
-  descriptor("pno_cmd_setsockopt", CMD_SETSOCKOPT, "setsockopt(), supported subset", [
-    ["level", "i32", 16, "SOL_SOCKET or IPPROTO_TCP"],
-    ["optname", "i32", 20, "option"],
-    ["value", "i32", 24, "int value, or l_onoff for SO_LINGER"],
-    ["value2", "i32", 28, "l_linger for SO_LINGER"],
+  descriptor("pno_cmd_setsockopt", CMD_SETSOCKOPT, "setsockopt() the NIC acts on", [
+    ["level", "i32", 24, "SOL_SOCKET or IPPROTO_TCP"],
+    ["optname", "i32", 28, "option"],
+    ["value", "i32", 32, "int value, or l_onoff for SO_LINGER"],
+    ["value2", "i32", 36, "l_linger for SO_LINGER"],
   ]),
-  descriptor("pno_cmd_getsockopt", CMD_GETSOCKOPT, "getsockopt(), supported subset", [
-    ["level", "i32", 16, "SOL_SOCKET or IPPROTO_TCP"],
-    ["optname", "i32", 20, "option"],
+  descriptor("pno_cmd_tcp_info", CMD_TCP_INFO, "getsockopt(TCP_INFO)", []),
+  descriptor("pno_cmd_data", CMD_DATA, "S-ring doorbell", [
+    ["data_req", "u32", 24, "the host line's data_req when posted"],
   ]),
-  descriptor("pno_cmd_tx_avail", CMD_TX_AVAIL, "S-ring doorbell: new TX bytes", [
-    ["tx_prod", "u32", 16, "TX producer index after the write (a hint; the ring is the truth)"],
+  descriptor("pno_cmd_subscribe", CMD_SUBSCRIBE, "epoll_ctl() as a subscription", [
+    ["waiter", "u32", 24, "waiter entry"],
+    ["waiter_gen", "u32", 28, "its generation"],
+    ["mask", "u32", 32, "EPOLL* bits of interest, 0 to unsubscribe"],
+    ["sub_flags", "u32", 36, "PNO_SUB_* bits"],
   ]),
-  descriptor("pno_cmd_rx_freed", CMD_RX_FREED, "S-ring doorbell: RX space freed", [
-    ["rx_cons", "u32", 16, "RX consumer index after the read (a hint)"],
+  descriptor("pno_cmd_waiter_release", CMD_WAITER_RELEASE, "a waiter is gone", [
+    ["waiter", "u32", 24, "waiter entry"],
+    ["waiter_gen", "u32", 28, "its generation"],
   ]),
 ];
 
 /** Every completion and event layout. */
 export const COMPLETION_STRUCTS: readonly DescriptorSpec[] = [
   descriptor("pno_cpl_result", CPL_RESULT, "Result of a command", [
-    ["cmd_opcode", "u16", 16, "opcode of the command completed"],
-    ["value", "i32", 20, "getsockopt value (l_onoff for SO_LINGER)"],
-    ["value2", "i32", 24, "getsockopt second value (l_linger)"],
+    ["cmd_opcode", "u16", 24, "opcode of the command completed"],
   ]),
-  descriptor("pno_cpl_accept", CPL_ACCEPT, "Result of accept", [
-    ["new_sock", "u32", 16, "socket id of the accepted connection"],
-    ["peer", SOCKADDR, 20, "peer address"],
-    ["local", SOCKADDR, 40, "local address"],
+  descriptor("pno_cpl_socket", CPL_SOCKET, "Result of bind or connect", [
+    ["local", SOCKADDR, 24, "local address"],
   ]),
-  descriptor("pno_ev_readable", EV_READABLE, "Readable", []),
-  descriptor("pno_ev_writable", EV_WRITABLE, "Writable", []),
-  descriptor("pno_ev_peer_closed", EV_PEER_CLOSED, "Peer closed (FIN)", []),
-  descriptor("pno_ev_reset", EV_RESET, "Connection reset", []),
-  descriptor("pno_ev_connected", EV_CONNECTED, "Connected", [
-    ["local", SOCKADDR, 20, "local address"],
-    ["peer", SOCKADDR, 40, "peer address"],
+  descriptor("pno_cpl_tcp_info", CPL_TCP_INFO, "TCP_INFO of a connection", [
+    ["state", "u32", 24, "Linux TCP state number"],
+    ["rto_us", "u32", 28, "retransmission timeout"],
+    ["rtt_us", "u32", 32, "smoothed RTT"],
+    ["rttvar_us", "u32", 36, "RTT variance"],
+    ["snd_mss", "u32", 40, "send MSS"],
+    ["rcv_mss", "u32", 44, "receive MSS estimate"],
+    ["snd_cwnd", "u32", 48, "congestion window, segments"],
+    ["snd_ssthresh", "u32", 52, "slow start threshold, segments"],
+    ["total_retrans", "u32", 56, "segments retransmitted"],
+    ["unacked", "u32", 60, "segments in flight"],
   ]),
-  descriptor("pno_ev_error", EV_ERROR, "Asynchronous error", [
-    ["err", "i32", 16, "positive errno"],
+  descriptor("pno_ev_notify", EV_NOTIFY, "A subscribed socket changed", [
+    ["events", "u32", 24, "EPOLL* edges"],
   ]),
 ];
 
@@ -270,52 +306,50 @@ function at(list: readonly DescriptorSpec[], opcode: number, field: string): num
   return offsetOf(list.find((s) => s.opcode === opcode)!, field);
 }
 
-/** socket(): domain (i32). */
-export const SOCKET_DOMAIN: number = at(COMMAND_STRUCTS, CMD_SOCKET, "domain");
-/** socket(): type (i32). */
-export const SOCKET_TYPE: number = at(COMMAND_STRUCTS, CMD_SOCKET, "type");
-/** socket(): protocol (i32). */
-export const SOCKET_PROTOCOL: number = at(COMMAND_STRUCTS, CMD_SOCKET, "protocol");
 /** bind(): the sockaddr. */
 export const BIND_ADDR: number = at(COMMAND_STRUCTS, CMD_BIND, "addr");
+/** bind()/connect(): PNO_BIND_* options. */
+export const BIND_OPTS: number = at(COMMAND_STRUCTS, CMD_BIND, "opts");
 /** listen(): backlog (i32). */
 export const LISTEN_BACKLOG: number = at(COMMAND_STRUCTS, CMD_LISTEN, "backlog");
 /** connect(): the sockaddr. */
 export const CONNECT_ADDR: number = at(COMMAND_STRUCTS, CMD_CONNECT, "addr");
-/** accept(): accept4 flags (i32). */
-export const ACCEPT_FLAGS: number = at(COMMAND_STRUCTS, CMD_ACCEPT, "flags");
+/** connect(): options. */
+export const CONNECT_OPTS: number = at(COMMAND_STRUCTS, CMD_CONNECT, "opts");
+/** close(): linger (i32). */
+export const CLOSE_LINGER: number = at(COMMAND_STRUCTS, CMD_CLOSE, "linger");
 /** shutdown(): how (i32). */
 export const SHUTDOWN_HOW: number = at(COMMAND_STRUCTS, CMD_SHUTDOWN, "how");
-/** set/getsockopt(): level (i32). */
+/** setsockopt(): level (i32). */
 export const SOCKOPT_LEVEL: number = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "level");
-/** set/getsockopt(): option name (i32). */
+/** setsockopt(): option name (i32). */
 export const SOCKOPT_NAME: number = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "optname");
 /** setsockopt(): value (i32). */
 export const SOCKOPT_VALUE: number = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "value");
 /** setsockopt(): second value (i32, l_linger). */
 export const SOCKOPT_VALUE2: number = at(COMMAND_STRUCTS, CMD_SETSOCKOPT, "value2");
-/** TX doorbell: producer index hint (u32). */
-export const TX_AVAIL_PROD: number = at(COMMAND_STRUCTS, CMD_TX_AVAIL, "tx_prod");
-/** RX doorbell: consumer index hint (u32). */
-export const RX_FREED_CONS: number = at(COMMAND_STRUCTS, CMD_RX_FREED, "rx_cons");
+/** CMD_DATA: the data_req it answers to (u32). */
+export const DATA_REQ: number = at(COMMAND_STRUCTS, CMD_DATA, "data_req");
+/** CMD_SUBSCRIBE: waiter entry (u32). */
+export const SUB_WAITER: number = at(COMMAND_STRUCTS, CMD_SUBSCRIBE, "waiter");
+/** CMD_SUBSCRIBE: waiter generation (u32). */
+export const SUB_WAITER_GEN: number = at(COMMAND_STRUCTS, CMD_SUBSCRIBE, "waiter_gen");
+/** CMD_SUBSCRIBE: event mask (u32). */
+export const SUB_MASK: number = at(COMMAND_STRUCTS, CMD_SUBSCRIBE, "mask");
+/** CMD_SUBSCRIBE: PNO_SUB_* flags (u32). */
+export const SUB_FLAGS: number = at(COMMAND_STRUCTS, CMD_SUBSCRIBE, "sub_flags");
+/** CMD_WAITER_RELEASE: waiter entry (u32). */
+export const RELEASE_WAITER: number = at(COMMAND_STRUCTS, CMD_WAITER_RELEASE, "waiter");
+/** CMD_WAITER_RELEASE: waiter generation (u32). */
+export const RELEASE_WAITER_GEN: number = at(COMMAND_STRUCTS, CMD_WAITER_RELEASE, "waiter_gen");
 /** CPL_RESULT: opcode of the completed command (u16). */
 export const RESULT_CMD_OPCODE: number = at(COMPLETION_STRUCTS, CPL_RESULT, "cmd_opcode");
-/** CPL_RESULT: getsockopt value (i32). */
-export const RESULT_VALUE: number = at(COMPLETION_STRUCTS, CPL_RESULT, "value");
-/** CPL_RESULT: getsockopt second value (i32). */
-export const RESULT_VALUE2: number = at(COMPLETION_STRUCTS, CPL_RESULT, "value2");
-/** CPL_ACCEPT: new socket id (u32). */
-export const ACCEPT_NEW_SOCK: number = at(COMPLETION_STRUCTS, CPL_ACCEPT, "new_sock");
-/** CPL_ACCEPT: peer sockaddr. */
-export const ACCEPT_PEER: number = at(COMPLETION_STRUCTS, CPL_ACCEPT, "peer");
-/** CPL_ACCEPT: local sockaddr. */
-export const ACCEPT_LOCAL: number = at(COMPLETION_STRUCTS, CPL_ACCEPT, "local");
-/** EV_CONNECTED: local sockaddr. */
-export const CONNECTED_LOCAL: number = at(COMPLETION_STRUCTS, EV_CONNECTED, "local");
-/** EV_CONNECTED: peer sockaddr. */
-export const CONNECTED_PEER: number = at(COMPLETION_STRUCTS, EV_CONNECTED, "peer");
-/** EV_ERROR: positive errno (i32). */
-export const ERROR_ERRNO: number = at(COMPLETION_STRUCTS, EV_ERROR, "err");
+/** CPL_SOCKET: local sockaddr. */
+export const SOCKET_LOCAL: number = at(COMPLETION_STRUCTS, CPL_SOCKET, "local");
+/** CPL_TCP_INFO: first field (state); the rest follow as u32 in struct order. */
+export const INFO_STATE: number = at(COMPLETION_STRUCTS, CPL_TCP_INFO, "state");
+/** EV_NOTIFY: EPOLL* edges (u32). */
+export const NOTIFY_EVENTS: number = at(COMPLETION_STRUCTS, EV_NOTIFY, "events");
 
 // ---- Accessors (no allocation) ---------------------------------------------------------------
 
@@ -325,12 +359,14 @@ export function writeHeader(
   at: number,
   opcode: number,
   sock: number,
+  gen: number,
   reqId: number,
   result = 0,
 ): void {
   for (let i = 0; i < DESC_SIZE; i += 8) v.setBigUint64(at + i, 0n);
   v.setUint16(at + DESC_OPCODE, opcode, true);
   v.setUint32(at + DESC_SOCK, sock, true);
+  v.setUint32(at + DESC_GEN, gen, true);
   v.setUint32(at + DESC_REQ_ID, reqId, true);
   v.setInt32(at + DESC_RESULT, result, true);
 }
@@ -340,9 +376,14 @@ export function readOpcode(v: DataView, at: number): number {
   return v.getUint16(at + DESC_OPCODE, true);
 }
 
-/** Socket id of the descriptor at `at`. */
+/** Socket slot of the descriptor at `at`. */
 export function readSock(v: DataView, at: number): number {
   return v.getUint32(at + DESC_SOCK, true);
+}
+
+/** Socket generation of the descriptor at `at`. */
+export function readGen(v: DataView, at: number): number {
+  return v.getUint32(at + DESC_GEN, true);
 }
 
 /** Request id of the descriptor at `at`. */
@@ -355,7 +396,7 @@ export function readResult(v: DataView, at: number): number {
   return v.getInt32(at + DESC_RESULT, true);
 }
 
-/** Writes an IPv4 sockaddr; `ip` is the address as a u32 in network order (a.b.c.d = a<<24...). */
+/** Writes an IPv4 sockaddr; `ip` is the address as a u32 (a.b.c.d = a<<24...). */
 export function writeSockaddrV4(v: DataView, at: number, ip: number, port: number): void {
   v.setUint16(at + SA_FAMILY, AF_INET, true);
   v.setUint16(at + SA_PORT, port, true);
@@ -384,24 +425,27 @@ export function readSockaddrV4(v: DataView, at: number): number {
 export const DESC_OK = 0;
 /** The opcode is not one this consumer accepts. */
 export const DESC_ERR_OPCODE = 1;
-/** The socket id is out of range (or missing where one is required). */
+/** A socket or waiter id is out of range (or missing where one is required). */
 export const DESC_ERR_SOCK = 2;
 /** A field is outside its domain (address family, shutdown how, option, flags). */
 export const DESC_ERR_FIELD = 3;
 
-/** Validates commands read by the NIC and counts what it rejects. */
+/**
+ * Validates commands read by the NIC and counts what it rejects. It must be given a private
+ * copy of the descriptor: the application may rewrite the ring slot while it is being read.
+ */
 export class CommandChecker {
   /** Commands accepted. */
   accepted = 0;
   /** Commands rejected for an unknown opcode. */
   badOpcode = 0;
-  /** Commands rejected for a socket id out of range. */
+  /** Commands rejected for a socket or waiter id out of range. */
   badSock = 0;
   /** Commands rejected for a field out of its domain. */
   badField = 0;
 
-  /** `maxSockets` bounds socket ids: the S-ring table has that many entries. */
-  constructor(readonly maxSockets: number) {}
+  /** Ids are bounded by the region's tables. */
+  constructor(readonly maxSockets: number, readonly maxWaiters: number) {}
 
   /** Returns `DESC_OK` or a `DESC_ERR_*` code for the command at `at`, and counts it. */
   check(v: DataView, at: number): number {
@@ -415,68 +459,36 @@ export class CommandChecker {
 
   private classify(v: DataView, at: number): number {
     const op = readOpcode(v, at);
-    if (op < CMD_SOCKET || op > CMD_RX_FREED) return DESC_ERR_OPCODE;
-    if (op === CMD_SOCKET) {
-      const d = v.getInt32(at + SOCKET_DOMAIN, true);
-      return d === AF_INET || d === AF_INET6 ? DESC_OK : DESC_ERR_FIELD;
-    }
-    if (readSock(v, at) >= this.maxSockets) return DESC_ERR_SOCK;
+    if (op < CMD_BIND || op > CMD_WAITER_RELEASE) return DESC_ERR_OPCODE;
+    const sock = readSock(v, at);
+    const noSockOk = op === CMD_BIND || op === CMD_CONNECT || op === CMD_WAITER_RELEASE;
+    if (sock === SOCK_NONE ? !noSockOk : sock >= this.maxSockets) return DESC_ERR_SOCK;
     switch (op) {
       case CMD_BIND:
       case CMD_CONNECT: {
         const f = readSockaddrFamily(v, at + (op === CMD_BIND ? BIND_ADDR : CONNECT_ADDR));
-        return f === AF_INET || f === AF_INET6 ? DESC_OK : DESC_ERR_FIELD;
+        const opts = v.getUint32(at + BIND_OPTS, true);
+        if ((opts & ~(BIND_REUSEADDR | BIND_REUSEPORT)) !== 0) return DESC_ERR_FIELD;
+        return f === AF_INET ? DESC_OK : DESC_ERR_FIELD;
       }
       case CMD_SHUTDOWN: {
         const how = v.getInt32(at + SHUTDOWN_HOW, true);
         return how >= 0 && how <= 2 ? DESC_OK : DESC_ERR_FIELD;
       }
-      case CMD_SETSOCKOPT:
-      case CMD_GETSOCKOPT: {
+      case CMD_SETSOCKOPT: {
         const level = v.getInt32(at + SOCKOPT_LEVEL, true);
         const name = v.getInt32(at + SOCKOPT_NAME, true);
-        return isSupportedSockopt(level, name, op === CMD_SETSOCKOPT) ? DESC_OK : DESC_ERR_FIELD;
+        return isForwardedSockopt(level, name) ? DESC_OK : DESC_ERR_FIELD;
       }
+      case CMD_SUBSCRIBE: {
+        if (v.getUint32(at + SUB_WAITER, true) >= this.maxWaiters) return DESC_ERR_SOCK;
+        const flags = v.getUint32(at + SUB_FLAGS, true);
+        return (flags & ~(SUB_ET | SUB_ONESHOT | SUB_EXCLUSIVE)) === 0 ? DESC_OK : DESC_ERR_FIELD;
+      }
+      case CMD_WAITER_RELEASE:
+        return v.getUint32(at + RELEASE_WAITER, true) < this.maxWaiters ? DESC_OK : DESC_ERR_SOCK;
       default:
         return DESC_OK;
     }
-  }
-}
-
-/** Validates completions and events read by the host side and counts what it rejects. */
-export class CompletionChecker {
-  /** Descriptors accepted. */
-  accepted = 0;
-  /** Rejected for an unknown opcode. */
-  badOpcode = 0;
-  /** Rejected for a socket id out of range. */
-  badSock = 0;
-
-  /** `maxSockets` bounds socket ids. */
-  constructor(readonly maxSockets: number) {}
-
-  /** Returns `DESC_OK` or a `DESC_ERR_*` code for the completion or event at `at`. */
-  check(v: DataView, at: number): number {
-    const op = readOpcode(v, at);
-    const known = op === CPL_RESULT || op === CPL_ACCEPT || (op >= EV_READABLE && op <= EV_ERROR);
-    if (!known) {
-      this.badOpcode++;
-      return DESC_ERR_OPCODE;
-    }
-    const sock = readSock(v, at);
-    const newSock = op === CPL_ACCEPT ? v.getUint32(at + ACCEPT_NEW_SOCK, true) : 0;
-    const createdSock = op === CPL_RESULT &&
-        v.getUint16(at + RESULT_CMD_OPCODE, true) === CMD_SOCKET
-      ? readResult(v, at)
-      : -1;
-    if (
-      (op !== CPL_RESULT && sock >= this.maxSockets) ||
-      (op === CPL_ACCEPT && newSock >= this.maxSockets) || createdSock >= this.maxSockets
-    ) {
-      this.badSock++;
-      return DESC_ERR_SOCK;
-    }
-    this.accepted++;
-    return DESC_OK;
   }
 }

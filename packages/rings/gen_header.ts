@@ -260,82 +260,117 @@ static inline int pno_region_check(const void *base, uint64_t mapped)
 		return PNO_REGION_ERR_MAGIC;
 	if (h->version != PNO_LAYOUT_VERSION)
 		return PNO_REGION_ERR_VERSION;
-	if (h->total_size != mapped || h->desc_size != PNO_DESC_SIZE ||
-	    h->state_table_offset + (uint64_t)h->max_sockets * h->state_stride > mapped)
+	if (h->total_size != mapped || h->sock_stride != sizeof(struct pno_sock) ||
+	    h->stream_table + (uint64_t)h->max_sockets * h->stream_stride > mapped)
 		return PNO_REGION_ERR_SIZE;
 	return 0;
 }
 
-static inline uint8_t *pno_region_gpair(void *base, uint32_t t)
+#define PNO_HDR(base) ((const struct pno_region_header *)(base))
+
+/** The host-to-NIC doorbell. */
+static inline struct pno_doorbell *pno_region_doorbell(void *base)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	return (uint8_t *)base + h->g_table_offset + (uint64_t)t * h->g_pair_stride;
+	return (struct pno_doorbell *)((uint8_t *)base + PNO_HDR(base)->doorbell_offset);
 }
 
-static inline uint8_t *pno_region_spair(void *base, uint32_t s)
+/** Thread entry t's owner line. */
+static inline struct pno_thread_line *pno_region_thread(void *base, uint32_t t)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	return (uint8_t *)base + h->s_table_offset + (uint64_t)s * h->s_pair_stride;
+	return (struct pno_thread_line *)((uint8_t *)base + PNO_HDR(base)->thread_table +
+					  (uint64_t)t * PNO_HDR(base)->thread_stride);
 }
 
-/** Thread t's command ring, producer side. */
+/** Thread entry t's command ring, producer side. */
 static inline void pno_region_cmd_producer(struct pno_dring *r, void *base, uint32_t t)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	uint8_t *g = pno_region_gpair(base, t);
-	pno_dring_init_producer(r, g, g + PNO_RING_CTRL_SIZE, h->cmd_slots);
+	uint8_t *e = (uint8_t *)pno_region_thread(base, t) + PNO_THREAD_CMD_CTRL;
+	pno_dring_init_producer(r, e, e + PNO_RING_CTRL_SIZE, PNO_HDR(base)->cmd_slots);
 }
 
-/** Thread t's completion/event ring, consumer side. */
+/** Thread entry t's completion ring, consumer side. */
 static inline void pno_region_cpl_consumer(struct pno_dring *r, void *base, uint32_t t)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	uint8_t *c = pno_region_gpair(base, t) + PNO_RING_CTRL_SIZE +
-		     (size_t)h->cmd_slots * PNO_DESC_SIZE;
-	pno_dring_init_consumer(r, c, c + PNO_RING_CTRL_SIZE, h->cpl_slots);
+	uint8_t *e = (uint8_t *)pno_region_thread(base, t) + PNO_THREAD_CMD_CTRL +
+		     PNO_RING_CTRL_SIZE + (size_t)PNO_HDR(base)->cmd_slots * PNO_DESC_SIZE;
+	pno_dring_init_consumer(r, e, e + PNO_RING_CTRL_SIZE, PNO_HDR(base)->cpl_slots);
 }
 
-/** Socket s's TX ring, producer side. */
+/** Waiter entry w's owner line. */
+static inline struct pno_waiter_line *pno_region_waiter(void *base, uint32_t w)
+{
+	return (struct pno_waiter_line *)((uint8_t *)base + PNO_HDR(base)->waiter_table +
+					  (uint64_t)w * PNO_HDR(base)->waiter_stride);
+}
+
+/** Waiter entry w's event queue, consumer side. */
+static inline void pno_region_ev_consumer(struct pno_dring *r, void *base, uint32_t w)
+{
+	uint8_t *e = (uint8_t *)pno_region_waiter(base, w) + PNO_WAITER_EV_CTRL;
+	pno_dring_init_consumer(r, e, e + PNO_RING_CTRL_SIZE, PNO_HDR(base)->ev_slots);
+}
+
+/** Process entry p's line. */
+static inline struct pno_proc_line *pno_region_proc(void *base, uint32_t p)
+{
+	return (struct pno_proc_line *)((uint8_t *)base + PNO_HDR(base)->proc_table +
+					(uint64_t)p * PNO_HDR(base)->proc_stride);
+}
+
+/** Process entry p's fd count for socket s. */
+static inline uint16_t *pno_region_proc_refs(void *base, uint32_t p)
+{
+	return (uint16_t *)((uint8_t *)pno_region_proc(base, p) + PNO_PROC_REFS);
+}
+
+/** Socket entry s. */
+static inline struct pno_sock *pno_region_sock(void *base, uint32_t s)
+{
+	return (struct pno_sock *)((uint8_t *)base + PNO_HDR(base)->sock_table +
+				   (uint64_t)s * PNO_HDR(base)->sock_stride);
+}
+
+static inline uint8_t *pno_region_stream(void *base, uint32_t s)
+{
+	return (uint8_t *)base + PNO_HDR(base)->stream_table +
+	       (uint64_t)s * PNO_HDR(base)->stream_stride;
+}
+
+/** Socket s's TX ring, producer side (re-read from shared memory: threads share it). */
 static inline void pno_region_tx_producer(struct pno_bring *r, void *base, uint32_t s)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	uint8_t *p = pno_region_spair(base, s);
-	pno_bring_init_producer(r, p, p + PNO_RING_CTRL_SIZE, h->tx_bytes);
+	uint8_t *p = pno_region_stream(base, s);
+	pno_bring_init_producer(r, p, p + PNO_PAGE_SIZE, PNO_HDR(base)->tx_bytes);
 }
 
-/** Socket s's RX ring, consumer side. */
+/** Socket s's RX ring (a listener's accept queue), consumer side. */
 static inline void pno_region_rx_consumer(struct pno_bring *r, void *base, uint32_t s)
 {
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	uint8_t *p = pno_region_spair(base, s) + PNO_RING_CTRL_SIZE + h->tx_bytes;
-	pno_bring_init_consumer(r, p, p + PNO_RING_CTRL_SIZE, h->rx_bytes);
+	uint8_t *p = pno_region_stream(base, s) + PNO_PAGE_SIZE + PNO_HDR(base)->tx_bytes;
+	pno_bring_init_consumer(r, p, p + PNO_PAGE_SIZE, PNO_HDR(base)->rx_bytes);
 }
 
-/** Socket s's state entry. */
-static inline struct pno_sock_state *pno_region_state(void *base, uint32_t s)
-{
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	return (struct pno_sock_state *)((uint8_t *)base + h->state_table_offset +
-					 (uint64_t)s * h->state_stride);
-}
-
-/** Doorbell i: 0 is host to NIC, 1 + t is NIC to thread t. */
-static inline struct pno_doorbell *pno_region_doorbell(void *base, uint32_t i)
-{
-	const struct pno_region_header *h = (const struct pno_region_header *)base;
-	return (struct pno_doorbell *)((uint8_t *)base + h->doorbell_offset +
-				       (uint64_t)i * h->doorbell_stride);
-}
-
-/** Host producer side: rings the region doorbell after publishing a batch of commands. */
+/** Host producer side: rings the doorbell after publishing a batch of commands. */
 static inline void pno_region_ring_doorbell(void *base)
 {
-	__atomic_fetch_add(&pno_region_doorbell(base, 0)->seq, 1, __ATOMIC_RELEASE);
+	__atomic_fetch_add(&pno_region_doorbell(base)->seq, 1, __ATOMIC_RELEASE);
 }
 `;
 
 /** The whole header text. */
 export function generateHeader(): string {
+  // Offsets inside entries do not depend on the table sizes: any valid layout gives them.
+  const probe = L.computeLayout({
+    maxThreads: 1,
+    maxWaiters: 1,
+    maxProcs: 1,
+    maxSockets: 1,
+    cmdSlots: 8,
+    cplSlots: 8,
+    evSlots: 8,
+    txBytes: L.PAGE_SIZE,
+    rxBytes: L.PAGE_SIZE,
+  });
   const opcodes = [...D.COMMAND_STRUCTS, ...D.COMPLETION_STRUCTS]
     .map((s) => `\t${s.name.toUpperCase()} = 0x${s.opcode.toString(16)}, /* ${s.doc} */`)
     .join("\n");
@@ -356,11 +391,20 @@ export function generateHeader(): string {
     define("PNO_RING_CTRL_SIZE", BYTE_RING_CTRL_SIZE),
     define("PNO_RING_FAULT", `(${RING_FAULT})`, "a peer index is inconsistent"),
     define("PNO_SOCK_NONE", D.SOCK_NONE),
-    define("PNO_STATE_READABLE", L.STATE_READABLE),
-    define("PNO_STATE_WRITABLE", L.STATE_WRITABLE),
-    define("PNO_STATE_HUP", L.STATE_HUP),
-    define("PNO_STATE_ERROR", L.STATE_ERROR),
-    define("PNO_STATE_SLEEPING", L.STATE_SLEEPING),
+    define("PNO_THREAD_CMD_CTRL", probe.cmdCtrl, "command ring control within a thread entry"),
+    define("PNO_WAITER_EV_CTRL", probe.evCtrl, "event ring control within a waiter entry"),
+    define("PNO_PROC_REFS", L.PROC_REFS, "per-socket u16 fd counts within a process entry"),
+    define("PNO_KIND_FREE", L.KIND_FREE),
+    define("PNO_KIND_BOUND", L.KIND_BOUND),
+    define("PNO_KIND_LISTENER", L.KIND_LISTENER),
+    define("PNO_KIND_CONN", L.KIND_CONN),
+    define("PNO_SHUT_RCV", L.SHUT_RCV),
+    define("PNO_SHUT_SEND", L.SHUT_SEND),
+    define("PNO_BIND_REUSEADDR", D.BIND_REUSEADDR),
+    define("PNO_BIND_REUSEPORT", D.BIND_REUSEPORT),
+    define("PNO_SUB_ET", D.SUB_ET),
+    define("PNO_SUB_ONESHOT", D.SUB_ONESHOT),
+    define("PNO_SUB_EXCLUSIVE", D.SUB_EXCLUSIVE),
     define("PNO_DESC_OK", D.DESC_OK),
     define("PNO_DESC_ERR_OPCODE", D.DESC_ERR_OPCODE),
     define("PNO_DESC_ERR_SOCK", D.DESC_ERR_SOCK),

@@ -19,31 +19,8 @@ export {
 } from "./byte_ring.ts";
 export { DESC_SIZE, DescRingConsumer, DescRingProducer } from "./desc_ring.ts";
 export * from "./descriptors.ts";
-export {
-  computeLayout,
-  DOORBELL_SEQ,
-  DOORBELL_SLEEPING,
-  gPairOffset,
-  LAYOUT_VERSION,
-  readRegionHeader,
-  REGION_MAGIC,
-  regionDoorbellOffset,
-  type RegionLayout,
-  type RegionParams,
-  sPairOffset,
-  STATE_BITS,
-  STATE_ERR,
-  STATE_ERROR,
-  STATE_HUP,
-  STATE_READABLE,
-  STATE_SEQ,
-  STATE_SLEEPING,
-  STATE_WRITABLE,
-  stateOffset,
-  threadDoorbellOffset,
-  validateHeader,
-  writeRegionHeader,
-} from "./layout.ts";
+export * from "./layout.ts";
+export * as errno from "./errno.ts";
 export { hostGRings, hostSRings, nicGRings, nicSRings } from "./attach.ts";
 export {
   closeRegion,

@@ -37,6 +37,7 @@ import {
   computeLayout,
   readRegionHeader,
   type RegionLayout,
+  type RegionIdentity,
   type RegionParams,
   writeRegionHeader,
 } from "./layout.ts";
@@ -89,7 +90,11 @@ export function unmap(m: Mapping): void {
 }
 
 /** Creates, sizes, seals, maps and initializes a region for `params`. */
-export function createRegion(params: RegionParams, name = "pno-region"): Region {
+export function createRegion(
+  params: RegionParams,
+  name = "pno-region",
+  identity?: RegionIdentity,
+): Region {
   const layout = computeLayout(params);
   const c = libc();
   const fd = c.memfd_create(cString(name), MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -100,7 +105,7 @@ export function createRegion(params: RegionParams, name = "pno-region"): Region 
       throw libcError("fcntl(F_ADD_SEALS)");
     }
     const m = mapFd(fd);
-    writeRegionHeader(m.buffer, layout);
+    writeRegionHeader(m.buffer, layout, identity);
     return { ...m, layout };
   } catch (e) {
     c.close(fd);

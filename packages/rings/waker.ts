@@ -31,6 +31,8 @@ import {
   F_SETFL,
   libc,
   libcError,
+  MSG_DONTWAIT,
+  MSG_NOSIGNAL,
   O_NONBLOCK,
   POLLIN,
 } from "../../ffi/libc.ts";
@@ -43,6 +45,29 @@ new DataView(ONE.buffer).setBigUint64(0, 1n, true);
 /** Writes 1 to the eventfd `fd` (non-blocking; a saturated counter is already a kick). */
 export function kickFd(fd: number): void {
   libc().write(fd, ONE, 8n);
+}
+
+const WAKE_BYTE = new Uint8Array(128);
+
+/**
+ * Wakes a waiter through its wake socket: one datagram, sent with MSG_DONTWAIT so that nothing
+ * the socket's owner does (a full queue, O_NONBLOCK cleared on the shared file) can make the
+ * sender wait. A full queue already holds a wakeup; a closed peer is the owner's problem.
+ * Returns true if the datagram went out.
+ */
+export function kickSocket(fd: number): boolean {
+  return Number(libc().send(fd, WAKE_BYTE, 1n, MSG_DONTWAIT | MSG_NOSIGNAL)) === 1;
+}
+
+/** Accepts `fd` (received from an application) only if it is a socket: see kickSocket. */
+export function checkWakeSocket(fd: number): string | null {
+  let target: string;
+  try {
+    target = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+  } catch (err) {
+    return `fd ${fd}: ${(err as Error).message}`;
+  }
+  return target.startsWith("socket:") ? null : `fd ${fd} is ${target}, not a socket`;
 }
 
 /**
