@@ -21,6 +21,7 @@ const libcSymbols = {
   close: { parameters: ["i32"], result: "i32" },
   fstat_size: { name: "lseek", parameters: ["i32", "i64", "i32"], result: "i64" },
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   listen: { parameters: ["i32", "i32"], result: "i32" },
   accept: { parameters: ["i32", "pointer", "pointer"], result: "i32" },
@@ -119,6 +120,10 @@ export const SEEK_END = 2;
 export const AF_UNIX = 1;
 /** Socket type: stream. */
 export const SOCK_STREAM = 1;
+/** Datagram sockets (a waiter's wake socket pair). */
+export const SOCK_DGRAM = 2;
+/** socket()/socketpair() type flag: non-blocking. */
+export const SOCK_NONBLOCK = 0o4000;
 /** socket() type flag: close on exec. */
 export const SOCK_CLOEXEC = 0o2000000;
 /** Socket level. */
