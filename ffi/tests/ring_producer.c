@@ -3,8 +3,11 @@
  * shim will use it. Driven by packages/rings/c_producer_test.ts.
  *
  *   ring_producer <region path> good <sock> <bytes> <thread>
- *       writes <bytes> pattern bytes into socket <sock>'s TX ring in varying chunks, and after
- *       each chunk one PNO_CMD_TX_AVAIL command (req_id = chunk number) on thread <thread>.
+ *       claims thread entry <thread>, writes <bytes> pattern bytes into socket <sock>'s TX ring
+ *       in varying chunks, and after each chunk rings the socket's data doorbell as the shim
+ *       does: unless a PNO_CMD_DATA the NIC has not served is in flight (the host line's
+ *       data_req differs from the NIC line's data_ack), bump data_req and post PNO_CMD_DATA
+ *       (req_id = chunk number) on the thread's command ring.
  *   ring_producer <region path> hostile <sock> 0 <thread>
  *       writes 100 good bytes, then a TX producer index past the ring, five commands of which
  *       four are bad, and a completion-ring consumer index past its producer.
@@ -32,7 +35,7 @@ static uint8_t pattern_byte(uint32_t i)
 }
 
 static void put_cmd(struct pno_dring *cmds, void *base, uint16_t opcode, uint32_t sock,
-		    uint32_t req_id, int32_t arg0)
+		    uint32_t gen, uint32_t req_id, int32_t arg0)
 {
 	while (pno_dring_reserve(cmds, 1) < 1)
 		sched_yield();
@@ -40,10 +43,24 @@ static void put_cmd(struct pno_dring *cmds, void *base, uint16_t opcode, uint32_
 	memset(c, 0, sizeof(*c));
 	c->hdr.opcode = opcode;
 	c->hdr.sock = sock;
+	c->hdr.gen = gen;
 	c->hdr.req_id = req_id;
-	c->how = arg0; /* the first body word: how, backlog, tx_prod... */
+	c->how = arg0; /* the first body word: how, backlog, data_req... */
 	pno_dring_publish(cmds, 1);
 	pno_region_ring_doorbell(base);
+}
+
+/* The data doorbell, coalesced: at most one PNO_CMD_DATA in flight per socket. */
+static int data_doorbell(struct pno_dring *cmds, void *base, struct pno_sock *s, uint32_t sock,
+			 uint32_t req_id)
+{
+	uint32_t req = __atomic_load_n(&s->data_req, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&s->data_ack, __ATOMIC_SEQ_CST) != req)
+		return 0;
+	__atomic_store_n(&s->data_req, req + 1, __ATOMIC_SEQ_CST);
+	put_cmd(cmds, base, PNO_CMD_DATA, sock, __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE), req_id,
+		(int32_t)(req + 1));
+	return 1;
 }
 
 int main(int argc, char **argv)
@@ -87,6 +104,8 @@ int main(int argc, char **argv)
 
 	struct pno_bring tx;
 	struct pno_dring cmds;
+	struct pno_sock *s = pno_region_sock(base, sock);
+	uint32_t gen = __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE);
 	pno_region_tx_producer(&tx, base, sock);
 	pno_region_cmd_producer(&cmds, base, thread);
 
@@ -99,11 +118,11 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		__atomic_store_n(&tx.ctrl->prod, tx.own + h->tx_bytes + 1000, __ATOMIC_RELEASE);
-		put_cmd(&cmds, base, 0x7777, 1, 1, 0);                /* unknown opcode */
-		put_cmd(&cmds, base, 0, 1, 2, 0);                     /* opcode 0 */
-		put_cmd(&cmds, base, PNO_CMD_CLOSE, 1000000, 3, 0);   /* socket out of range */
-		put_cmd(&cmds, base, PNO_CMD_SHUTDOWN, 1, 4, 9);      /* how out of range */
-		put_cmd(&cmds, base, PNO_CMD_CLOSE, 1, 5, 0);         /* a good one */
+		put_cmd(&cmds, base, 0x7777, 1, gen, 1, 0);              /* unknown opcode */
+		put_cmd(&cmds, base, 0, 1, gen, 2, 0);                   /* opcode 0 */
+		put_cmd(&cmds, base, PNO_CMD_CLOSE, 1000000, gen, 3, 0); /* socket out of range */
+		put_cmd(&cmds, base, PNO_CMD_SHUTDOWN, 1, gen, 4, 9);    /* how out of range */
+		put_cmd(&cmds, base, PNO_CMD_CLOSE, 1, gen, 5, -1);      /* a good one */
 		struct pno_dring cpl;
 		pno_region_cpl_consumer(&cpl, base, thread);
 		__atomic_store_n(&cpl.ctrl->cons, 12345, __ATOMIC_RELEASE); /* past the producer */
@@ -111,9 +130,20 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
+	/* A thread claims its command ring before its first command. */
+	struct pno_thread_line *t = pno_region_thread(base, thread);
+	uint32_t free_tid = 0;
+	if (!__atomic_compare_exchange_n(&t->owner_tid, &free_tid, (uint32_t)getpid(), 0,
+					 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+		printf("error thread %u owned by %u\n", thread, free_tid);
+		return 1;
+	}
+	__atomic_store_n(&t->owner_pid, (uint32_t)getpid(), __ATOMIC_RELEASE);
+
 	static uint8_t chunk[70000];
 	uint64_t written = 0;
 	uint32_t chunks = 0;
+	uint32_t doorbells = 0;
 	uint32_t rng = 2463534242u;
 	while (written < total) {
 		rng ^= rng << 13;
@@ -136,8 +166,11 @@ int main(int argc, char **argv)
 			done += (uint32_t)n;
 		}
 		written += len;
-		put_cmd(&cmds, base, PNO_CMD_TX_AVAIL, sock, chunks++, (int32_t)tx.own);
+		doorbells += (uint32_t)data_doorbell(&cmds, base, s, sock, chunks++);
 	}
-	printf("ok %u\n", chunks);
+	/* The thread exits: its ring is free for the next thread (indices stay). */
+	__atomic_store_n(&t->owner_pid, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&t->owner_tid, 0, __ATOMIC_RELEASE);
+	printf("ok %u\n", doorbells);
 	return 0;
 }

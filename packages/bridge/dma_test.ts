@@ -1,13 +1,16 @@
 import { assert, assertEquals, assertThrows } from "@std/assert";
-import { closeRegion, createRegion, hostSRings, nicSRings, sPairOffset } from "@pno/rings";
+import { closeRegion, createRegion, hostSRings, nicSRings, streamOffset } from "@pno/rings";
 import { libc } from "../../ffi/libc.ts";
 import { DMA_REJECTED, HostDma } from "./dma.ts";
 
 const PARAMS = {
   maxThreads: 1,
+  maxWaiters: 1,
+  maxProcs: 1,
   maxSockets: 2,
   cmdSlots: 8,
   cplSlots: 8,
+  evSlots: 8,
   txBytes: 4096,
   rxBytes: 4096,
 };
@@ -27,10 +30,10 @@ Deno.test("dma: reads and writes host memory of a separately mapped region", () 
     const l = dma.layout;
     hostSRings(app.buffer, app.layout, 1).tx.write(new Uint8Array([1, 2, 3, 4]), 0, 4);
     const mbuf = new Uint8Array(2048);
-    assertEquals(dma.read(sPairOffset(l, 1) + l.txData, mbuf, 10, 4), 4);
+    assertEquals(dma.read(streamOffset(l, 1) + l.txData, mbuf, 10, 4), 4);
     assertEquals([...mbuf.subarray(10, 14)], [1, 2, 3, 4]);
-    assertEquals(dma.write(sPairOffset(l, 0) + l.rxData, mbuf, 10, 4), 4);
-    assertEquals([...new Uint8Array(app.buffer, sPairOffset(l, 0) + l.rxData, 4)], [1, 2, 3, 4]);
+    assertEquals(dma.write(streamOffset(l, 0) + l.rxData, mbuf, 10, 4), 4);
+    assertEquals([...new Uint8Array(app.buffer, streamOffset(l, 0) + l.rxData, 4)], [1, 2, 3, 4]);
     // Ring views built over the DMA mapping see the application's writes.
     assertEquals(nicSRings(dma.buffer, l, 1).tx.readable(), 4);
     assertEquals(dma.counters, { transfers: 2, bytesRead: 4, bytesWritten: 4, rejected: 0 });

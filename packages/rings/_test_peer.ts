@@ -13,9 +13,9 @@
 import { createHash } from "node:crypto";
 import { hostGRings, hostSRings } from "./attach.ts";
 import { requestRegion } from "./control.ts";
-import { CMD_TX_AVAIL, readReqId, TX_AVAIL_PROD, writeHeader } from "./descriptors.ts";
+import { CMD_DATA, DATA_REQ, DESC_BODY, readReqId, writeHeader } from "./descriptors.ts";
 import { DESC_SIZE } from "./desc_ring.ts";
-import { stateOffset } from "./layout.ts";
+import { sockOffset } from "./layout.ts";
 import { closeRegion, mapRegionFd, openRegionPath } from "./region.ts";
 import { checkPattern, fillPattern, jitter, patternByte, Rng } from "./_test_pattern.ts";
 
@@ -30,10 +30,16 @@ if (mode === "control") {
   try {
     const grant = await requestRegion(args[0], Number(args[1]));
     const region = mapRegionFd(grant.fd);
-    const marker = new DataView(region.buffer).getUint32(stateOffset(region.layout, 0), true);
+    const marker = new DataView(region.buffer).getUint32(sockOffset(region.layout, 0), true);
     // Answer through the shared memory: the parent reads our pid there.
-    new DataView(region.buffer).setUint32(stateOffset(region.layout, 1), Deno.pid, true);
-    out({ ok: true, marker, params: grant.params, serverPid: grant.server.pid });
+    new DataView(region.buffer).setUint32(sockOffset(region.layout, 1), Deno.pid, true);
+    out({
+      ok: true,
+      marker,
+      params: region.layout.params,
+      totalSize: grant.totalSize,
+      serverPid: grant.server.pid,
+    });
     closeRegion(region);
   } catch (e) {
     out({ ok: false, error: (e as Error).message });
@@ -93,9 +99,11 @@ if (mode === "control") {
     for (let i = 0; i < k; i++) {
       const at = commands.slotOffset(i);
       const seq = sent + i;
-      writeHeader(commands.view, at, CMD_TX_AVAIL, seq % 7, seq);
-      commands.view.setUint32(at + TX_AVAIL_PROD, Math.imul(seq, 0x9e3779b1) >>> 0, true);
-      for (let b = 20; b < DESC_SIZE; b++) commands.view.setUint8(at + b, patternByte(seq + b));
+      writeHeader(commands.view, at, CMD_DATA, seq % 7, seq >>> 3, seq);
+      commands.view.setUint32(at + DATA_REQ, Math.imul(seq, 0x9e3779b1) >>> 0, true);
+      for (let b = DATA_REQ + 4; b < DESC_SIZE; b++) {
+        commands.view.setUint8(at + b, patternByte(seq + b));
+      }
     }
     if (k > 0) commands.publish(k);
     sent += Math.max(k, 0);
@@ -105,7 +113,7 @@ if (mode === "control") {
       const at = completions.slotOffset(i);
       const seq = got + i;
       if (readReqId(completions.view, at) !== seq && bad < 0) bad = seq;
-      for (let b = 20; b < DESC_SIZE; b++) {
+      for (let b = DESC_BODY; b < DESC_SIZE; b++) {
         if (completions.view.getUint8(at + b) !== patternByte(seq * 3 + b) && bad < 0) bad = seq;
       }
     }

@@ -6,8 +6,8 @@
  * ```ts
  * import { computeLayout, writeRegionHeader } from "./layout.ts";
  * import { hostSRings, nicSRings } from "./attach.ts";
- * const layout = computeLayout({ maxThreads: 1, maxSockets: 2, cmdSlots: 8, cplSlots: 8,
- *   txBytes: 1024, rxBytes: 1024 });
+ * const layout = computeLayout({ maxThreads: 1, maxWaiters: 1, maxProcs: 1, maxSockets: 2,
+ *   cmdSlots: 8, cplSlots: 8, evSlots: 8, txBytes: 4096, rxBytes: 4096 });
  * const mem = new SharedArrayBuffer(layout.totalSize);
  * writeRegionHeader(mem, layout);
  * const host = hostSRings(mem, layout, 1);

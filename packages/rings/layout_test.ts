@@ -1,17 +1,22 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import {
+  ACCEPT_ENTRY,
   computeLayout,
-  gPairOffset,
   HDR_VERSION,
   LAYOUT_VERSION,
   PAGE_SIZE,
+  PROC_REFS,
+  procOffset,
   readRegionHeader,
+  readRegionLocalIp,
   REGION_HEADER,
   type RegionLayout,
-  sPairOffset,
-  stateOffset,
-  threadDoorbellOffset,
+  SOCK_ENTRY,
+  sockOffset,
+  streamOffset,
+  threadOffset,
   validateHeader,
+  waiterOffset,
   writeRegionHeader,
 } from "./layout.ts";
 import { fieldSize, offsetOf } from "./_schema.ts";
@@ -21,9 +26,12 @@ import { LAYOUT_STRUCTS } from "./layout.ts";
 
 export const TEST_PARAMS = {
   maxThreads: 3,
+  maxWaiters: 4,
+  maxProcs: 2,
   maxSockets: 5,
   cmdSlots: 64,
   cplSlots: 128,
+  evSlots: 32,
   txBytes: 8192,
   rxBytes: 16384,
 };
@@ -35,30 +43,56 @@ function region(): { mem: ArrayBuffer; layout: RegionLayout } {
   return { mem, layout };
 }
 
-Deno.test("layout: tables are page aligned, disjoint, and inside the region", () => {
+Deno.test("layout: tables are page aligned, in order, disjoint, and inside the region", () => {
   const l = computeLayout(TEST_PARAMS);
-  for (const o of [l.doorbellOffset, l.gTableOffset, l.sTableOffset, l.stateTableOffset]) {
-    assertEquals(o % PAGE_SIZE, 0);
-  }
-  assert(threadDoorbellOffset(l, 2) + 64 <= l.gTableOffset);
-  assert(gPairOffset(l, 3) <= l.sTableOffset);
-  assert(sPairOffset(l, 5) <= l.stateTableOffset);
-  assert(stateOffset(l, 5) <= l.totalSize);
+  const p = TEST_PARAMS;
+  const tables = [
+    l.doorbellOffset,
+    l.threadTable,
+    l.waiterTable,
+    l.procTable,
+    l.sockTable,
+    l.streamTable,
+  ];
+  for (const o of tables) assertEquals(o % PAGE_SIZE, 0);
+  assertEquals(tables, [...tables].sort((a, b) => a - b));
+  assert(l.doorbellOffset + 64 <= l.threadTable);
+  assert(threadOffset(l, p.maxThreads) <= l.waiterTable);
+  assert(waiterOffset(l, p.maxWaiters) <= l.procTable);
+  assert(procOffset(l, p.maxProcs) <= l.sockTable);
+  assert(sockOffset(l, p.maxSockets) <= l.streamTable);
+  assertEquals(streamOffset(l, p.maxSockets), l.totalSize);
   assertEquals(l.totalSize % PAGE_SIZE, 0);
-  assertEquals(l.rxData + TEST_PARAMS.rxBytes, l.sPairStride);
-  assertEquals(l.cplSlotsOffset + 128 * 64, l.gPairStride);
+  // Inside an entry: the owner line, then the rings, each control block on its own lines.
+  assertEquals(l.cmdCtrl, 64);
+  assertEquals(l.cplSlotsOffset + p.cplSlots * 64, l.threadStride);
+  assertEquals(l.evSlotsOffset + p.evSlots * 64, l.waiterStride);
+  assert(PROC_REFS + 2 * p.maxSockets <= l.procStride, "a u16 reference per socket");
+  assertEquals(SOCK_ENTRY.size, 128);
+  // Stream data areas on page boundaries (drained pages can be punched out).
+  for (const o of [l.txData, l.rxData, l.streamStride]) assertEquals(o % PAGE_SIZE, 0);
+  assertEquals(l.rxData + p.rxBytes, l.streamStride);
+  assertEquals(p.rxBytes % ACCEPT_ENTRY.size, 0, "accept entries never straddle the wrap");
 });
 
 Deno.test("layout: bad parameters throw", () => {
   assertThrows(() => computeLayout({ ...TEST_PARAMS, txBytes: 1000 }), RangeError);
   assertThrows(() => computeLayout({ ...TEST_PARAMS, cmdSlots: 3 }), RangeError);
   assertThrows(() => computeLayout({ ...TEST_PARAMS, maxSockets: 0 }), RangeError);
+  assertThrows(() => computeLayout({ ...TEST_PARAMS, maxWaiters: 0 }), RangeError);
+  assertThrows(() => computeLayout({ ...TEST_PARAMS, maxProcs: 1025 }), RangeError);
+  assertThrows(() => computeLayout({ ...TEST_PARAMS, evSlots: 1000 }), RangeError);
+  assertThrows(() => computeLayout({ ...TEST_PARAMS, rxBytes: 1024 }), RangeError, "a page");
 });
 
-Deno.test("layout: header round trip", () => {
+Deno.test("layout: header round trip, with the bridge's address and region id", () => {
   const { mem, layout } = region();
   assertEquals(validateHeader(mem, mem.byteLength), null);
   assertEquals(readRegionHeader(mem, mem.byteLength), layout);
+  const named = new ArrayBuffer(layout.totalSize);
+  writeRegionHeader(named, layout, { localIp: 0x0a580002, regionId: 7 });
+  assertEquals(readRegionLocalIp(named), 0x0a580002);
+  assertEquals(new DataView(named).getUint32(offsetOf(REGION_HEADER, "region_id"), true), 7);
 });
 
 Deno.test("layout: bad magic, version mismatch and torn headers give clear errors", () => {
@@ -68,14 +102,25 @@ Deno.test("layout: bad magic, version mismatch and torn headers give clear error
 
   ({ mem } = region());
   new DataView(mem).setUint32(HDR_VERSION, LAYOUT_VERSION + 1, true);
-  assertMatch(validateHeader(mem, mem.byteLength)!, /version 2 does not match/);
+  assertMatch(
+    validateHeader(mem, mem.byteLength)!,
+    new RegExp(`version ${LAYOUT_VERSION + 1} does not match this build's ${LAYOUT_VERSION}`),
+  );
 
   ({ mem } = region());
   assertMatch(validateHeader(mem, mem.byteLength - PAGE_SIZE)!, /torn header: total_size/);
 
   ({ mem } = region());
-  new DataView(mem).setUint32(offsetOf(REGION_HEADER, "s_pair_stride"), 64, true);
-  assertMatch(validateHeader(mem, mem.byteLength)!, /torn header: s_pair_stride is 64/);
+  new DataView(mem).setUint32(offsetOf(REGION_HEADER, "stream_stride"), 64, true);
+  assertMatch(validateHeader(mem, mem.byteLength)!, /torn header: stream_stride is 64/);
+
+  ({ mem } = region());
+  new DataView(mem).setBigUint64(offsetOf(REGION_HEADER, "waiter_table"), 0n, true);
+  assertMatch(validateHeader(mem, mem.byteLength)!, /torn header: waiter_table is 0/);
+
+  ({ mem } = region());
+  new DataView(mem).setUint32(offsetOf(REGION_HEADER, "features"), 1, true);
+  assertMatch(validateHeader(mem, mem.byteLength)!, /unknown feature bits 0x1/);
 
   ({ mem } = region());
   new DataView(mem).setUint32(offsetOf(REGION_HEADER, "tx_bytes"), 12345, true);

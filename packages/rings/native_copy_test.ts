@@ -6,9 +6,12 @@ import { Waker } from "./waker.ts";
 
 const PARAMS = {
   maxThreads: 1,
+  maxWaiters: 1,
+  maxProcs: 1,
   maxSockets: 2,
   cmdSlots: 64,
   cplSlots: 64,
+  evSlots: 64,
   txBytes: 4096,
   rxBytes: 4096,
 };

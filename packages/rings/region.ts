@@ -9,8 +9,8 @@
  * @example
  * ```ts ignore
  * import { closeRegion, createRegion } from "./region.ts";
- * const region = createRegion({ maxThreads: 1, maxSockets: 4, cmdSlots: 64, cplSlots: 64,
- *   txBytes: 4096, rxBytes: 4096 });
+ * const region = createRegion({ maxThreads: 1, maxWaiters: 1, maxProcs: 1, maxSockets: 4,
+ *   cmdSlots: 64, cplSlots: 64, evSlots: 64, txBytes: 4096, rxBytes: 4096 });
  * // hand region.fd to a peer (control.ts), build rings with attach.ts, then:
  * closeRegion(region);
  * ```
@@ -36,8 +36,8 @@ import {
 import {
   computeLayout,
   readRegionHeader,
-  type RegionLayout,
   type RegionIdentity,
+  type RegionLayout,
   type RegionParams,
   writeRegionHeader,
 } from "./layout.ts";

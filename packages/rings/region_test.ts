@@ -6,9 +6,12 @@ import { closeRegion, createRegion, mapRegionFd, openRegionPath } from "./region
 
 const PARAMS = {
   maxThreads: 2,
+  maxWaiters: 2,
+  maxProcs: 2,
   maxSockets: 4,
   cmdSlots: 64,
   cplSlots: 64,
+  evSlots: 64,
   txBytes: 4096,
   rxBytes: 4096,
 };
@@ -44,6 +47,19 @@ Deno.test("region: mapping a region with a bad header is refused with the reason
     const fd = libc().open(new TextEncoder().encode(`/proc/self/fd/${a.fd}\0`), 2, 0);
     assert(fd >= 0);
     assertThrows(() => mapRegionFd(fd), Error, "layout version 77 does not match");
+  } finally {
+    closeRegion(a);
+  }
+});
+
+Deno.test("region: sparse: a region sized for thousands of sockets costs only what is touched", () => {
+  const a = createRegion({ ...PARAMS, maxSockets: 16384, txBytes: 262144, rxBytes: 262144 });
+  try {
+    assert(a.size > 8 * 2 ** 30, `${a.size} bytes mapped`);
+    const host = hostSRings(a.buffer, a.layout, 9000);
+    assertEquals(host.tx.write(new Uint8Array(100).fill(1), 0, 100), 100);
+    const blocks = Deno.statSync(`/proc/self/fd/${a.fd}`).blocks ?? 0;
+    assert(blocks * 512 < 4 << 20, `${blocks * 512} bytes backed`);
   } finally {
     closeRegion(a);
   }

@@ -10,17 +10,20 @@ import { createHash } from "node:crypto";
 import { nicGRings, nicSRings } from "./attach.ts";
 import { ControlListener, serveRegion } from "./control.ts";
 import {
-  CMD_TX_AVAIL,
+  CMD_DATA,
   CommandChecker,
   CPL_RESULT,
+  DATA_REQ,
+  DESC_BODY,
   DESC_OK,
+  readGen,
+  readOpcode,
   readReqId,
   readSock,
-  TX_AVAIL_PROD,
   writeHeader,
 } from "./descriptors.ts";
 import { DESC_SIZE } from "./desc_ring.ts";
-import { LAYOUT_VERSION, stateOffset } from "./layout.ts";
+import { LAYOUT_VERSION, sockOffset } from "./layout.ts";
 import { closeRegion, createRegion, type Region } from "./region.ts";
 import { checkPattern, fillPattern, patternByte, Rng } from "./_test_pattern.ts";
 
@@ -59,9 +62,12 @@ async function pump(step: () => boolean, ms = 60_000): Promise<void> {
 Deno.test("two processes: S-rings both ways, random interleavings, wrap, full and empty", async () => {
   const region = createRegion({
     maxThreads: 1,
+    maxWaiters: 1,
+    maxProcs: 1,
     maxSockets: 4,
     cmdSlots: 16,
     cplSlots: 16,
+    evSlots: 16,
     txBytes: 4096,
     rxBytes: 8192,
   });
@@ -126,17 +132,20 @@ Deno.test("two processes: S-rings both ways, random interleavings, wrap, full an
 Deno.test("two processes: G-rings both ways, random batch sizes, every descriptor checked", async () => {
   const region = createRegion({
     maxThreads: 3,
+    maxWaiters: 1,
+    maxProcs: 1,
     maxSockets: 8,
     cmdSlots: 32,
     cplSlots: 16,
-    txBytes: 64,
-    rxBytes: 64,
+    evSlots: 16,
+    txBytes: 4096,
+    rxBytes: 4096,
   });
   try {
     const count = 200_000;
     const child = spawnPeer("desc", regionPath(region), "2", String(count), "99");
     const { commands, completions } = nicGRings(region.buffer, region.layout, 2);
-    const checker = new CommandChecker(8);
+    const checker = new CommandChecker(8, 1);
     const rng = new Rng(4242);
     let got = 0;
     let sent = 0;
@@ -147,10 +156,11 @@ Deno.test("two processes: G-rings both ways, random batch sizes, every descripto
         const at = commands.slotOffset(i);
         const seq = got + i;
         const ok = checker.check(commands.view, at) === DESC_OK &&
-          readReqId(commands.view, at) === seq && readSock(commands.view, at) === seq % 7 &&
-          commands.view.getUint32(at + TX_AVAIL_PROD, true) === Math.imul(seq, 0x9e3779b1) >>> 0;
+          readOpcode(commands.view, at) === CMD_DATA && readReqId(commands.view, at) === seq &&
+          readSock(commands.view, at) === seq % 7 && readGen(commands.view, at) === seq >>> 3 &&
+          commands.view.getUint32(at + DATA_REQ, true) === Math.imul(seq, 0x9e3779b1) >>> 0;
         let body = true;
-        for (let b = 20; b < DESC_SIZE; b++) {
+        for (let b = DATA_REQ + 4; b < DESC_SIZE; b++) {
           if (commands.view.getUint8(at + b) !== patternByte(seq + b)) body = false;
         }
         if ((!ok || !body) && bad < 0) bad = seq;
@@ -161,8 +171,8 @@ Deno.test("two processes: G-rings both ways, random batch sizes, every descripto
       for (let i = 0; i < k; i++) {
         const at = completions.slotOffset(i);
         const seq = sent + i;
-        writeHeader(completions.view, at, CPL_RESULT, 0, seq);
-        for (let b = 20; b < DESC_SIZE; b++) {
+        writeHeader(completions.view, at, CPL_RESULT, 0, 0, seq);
+        for (let b = DESC_BODY; b < DESC_SIZE; b++) {
           completions.view.setUint8(at + b, patternByte(seq * 3 + b));
         }
       }
@@ -174,7 +184,6 @@ Deno.test("two processes: G-rings both ways, random batch sizes, every descripto
     assertEquals(bad, -1);
     assertEquals(peer, { sent: count, got: count, bad: -1, faults: 0 });
     assertEquals([checker.accepted, commands.faults, completions.faults], [count, 0, 0]);
-    assertEquals(CMD_TX_AVAIL, 10);
   } finally {
     closeRegion(region);
   }
@@ -183,16 +192,19 @@ Deno.test("two processes: G-rings both ways, random batch sizes, every descripto
 Deno.test("two processes: control socket hands the region over with SCM_RIGHTS", async () => {
   const region = createRegion({
     maxThreads: 1,
+    maxWaiters: 1,
+    maxProcs: 1,
     maxSockets: 2,
     cmdSlots: 8,
     cplSlots: 8,
-    txBytes: 64,
-    rxBytes: 64,
+    evSlots: 8,
+    txBytes: 4096,
+    rxBytes: 4096,
   });
   const dir = await Deno.makeTempDir();
   const listener = ControlListener.listen(`${dir}/ctl.sock`);
   try {
-    new DataView(region.buffer).setUint32(stateOffset(region.layout, 0), 0xc0ffee, true);
+    new DataView(region.buffer).setUint32(sockOffset(region.layout, 0), 0xc0ffee, true);
     const child = spawnPeer("control", listener.path, String(LAYOUT_VERSION));
     const conn = await listener.accept();
     assertEquals(conn.peer.pid, child.pid, "SO_PEERCRED names the child");
@@ -204,17 +216,21 @@ Deno.test("two processes: control socket hands the region over with SCM_RIGHTS",
     assertEquals(peer.marker, 0xc0ffee);
     assertEquals(peer.serverPid, Deno.pid);
     assertEquals(peer.params, region.layout.params);
-    const answer = new DataView(region.buffer).getUint32(stateOffset(region.layout, 1), true);
+    assertEquals(peer.totalSize, region.size);
+    const answer = new DataView(region.buffer).getUint32(sockOffset(region.layout, 1), true);
     assertEquals(answer, child.pid, "the child wrote into the same memory");
 
-    const stale = spawnPeer("control", listener.path, String(LAYOUT_VERSION + 1));
+    const staleChild = spawnPeer("control", listener.path, String(LAYOUT_VERSION + 1));
     const conn2 = await listener.accept();
     const refusal = await serveRegion(conn2, region);
     conn2.close();
-    assertMatch(refusal!, /layout version 2 not supported/);
-    const peer2 = await peerResult(stale);
+    const stale = `layout version ${
+      LAYOUT_VERSION + 1
+    } not supported: this side speaks ${LAYOUT_VERSION}`;
+    assertMatch(refusal!, new RegExp(stale));
+    const peer2 = await peerResult(staleChild);
     assertEquals(peer2.ok, false);
-    assertMatch(String(peer2.error), /region refused: layout version 2 not supported/);
+    assertMatch(String(peer2.error), new RegExp(`region refused: ${stale}`));
   } finally {
     listener.close();
     closeRegion(region);
