@@ -18,7 +18,7 @@
  * @module
  */
 import { HostTxProducer, NicRxProducer, NicTxConsumer } from "../packages/rings/mod.ts";
-import { sPairOffset } from "../packages/rings/layout.ts";
+import { streamOffset } from "../packages/rings/layout.ts";
 import { nativeCopy, registerNativeMemory } from "../packages/rings/_native.ts";
 import { closeRegion, createRegion } from "../packages/rings/region.ts";
 
@@ -62,21 +62,22 @@ function measure(step: (i: number) => void, len: number, segs: number): Result {
  * path runs in a process of its own: sharing one would make the ring code polymorphic.
  */
 export function ringCopyBench(path: "ts" | "native", segs = 2_000_000): string[] {
+  const small = { maxThreads: 1, maxWaiters: 1, maxProcs: 1, maxSockets: 1 };
   const region = createRegion({
-    maxThreads: 1,
-    maxSockets: 1,
+    ...small,
     cmdSlots: 64,
     cplSlots: 64,
+    evSlots: 64,
     txBytes: CAP,
     rxBytes: CAP,
   });
   const pool = createRegion({
-    maxThreads: 1,
-    maxSockets: 1,
+    ...small,
     cmdSlots: 64,
     cplSlots: 64,
+    evSlots: 64,
     txBytes: FRAME * FRAMES,
-    rxBytes: 64,
+    rxBytes: 4096,
   });
   const lines: string[] = [];
   try {
@@ -97,7 +98,7 @@ export function ringCopyBench(path: "ts" | "native", segs = 2_000_000): string[]
         const v = views[path];
         // Ring offsets: the region's only socket, TX then RX (layout.ts).
         const l = region.layout;
-        const base = sPairOffset(l, 0);
+        const base = streamOffset(l, 0);
         const host = new HostTxProducer(v.ring, base + l.txCtrl, base + l.txData, CAP);
         const tx = new NicTxConsumer(v.ring, base + l.txCtrl, base + l.txData, CAP);
         const rx = new NicRxProducer(v.ring, base + l.rxCtrl, base + l.rxData, CAP);
