@@ -54,6 +54,8 @@ export interface QueueStats {
   neighbours: number;
   /** The fault injector's counters, when it runs. */
   faults?: Record<string, number>;
+  /** The control socket: attaches and wake fds refused, and why (the last few). */
+  control?: { refused: number; lastErrors: string[] };
 }
 
 export class QueueStack {
@@ -95,7 +97,9 @@ export class QueueStack {
       this.engine.input(buf, off, len, src, dst, now);
     this.services = config.services ? startServices(this.engine) : null;
     this.rings = new RingService(this.engine, config.ip, config.dma);
-    this.regionServer = config.control ? new RegionServer(config.control, this.rings, undefined, config.ip) : null;
+    this.regionServer = config.control
+      ? new RegionServer(config.control, this.rings, undefined, config.ip)
+      : null;
     const rs = this.regionServer, rings = this.rings;
     // With applications attached, the loop parks on the region server's eventfd: an
     // application posting commands to a parked bridge kicks it instead of waiting out the nap.
@@ -155,6 +159,14 @@ export class QueueStack {
       loop: { ...this.loop.counters },
       neighbours: this.iface.arp.size(performance.now()),
       ...(this.faults ? { faults: this.faults.counters.snapshot() } : {}),
+      ...(this.regionServer
+        ? {
+          control: {
+            refused: this.regionServer.refused,
+            lastErrors: [...this.regionServer.lastErrors],
+          },
+        }
+        : {}),
     };
   }
 }

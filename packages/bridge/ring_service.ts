@@ -56,7 +56,6 @@ import {
   SOCK_LOCAL_IP,
   SOCK_LOCAL_PORT,
   SOCK_PEER_IP,
-  SOCK_PEER_PORT,
   SOCK_RX_WANT,
   SOCK_SHUTDOWN,
   SOCK_TCP_STATE,
@@ -190,6 +189,8 @@ export class AttachedApp {
   /** Free slot indices, a stack. */
   private readonly free: Int32Array;
   private freeTop: number;
+  /** Bound and listening slots by port (see holdPort). */
+  readonly ports: Map<number, Set<Slot>> = new Map<number, Set<Slot>>();
   /** Slots with edges to post, a FIFO over preallocated memory. */
   readonly evQueue: Int32Array;
   evHead = 0;
@@ -328,8 +329,11 @@ export class AttachedApp {
     }
     const s = slot.index;
     slot.gen = (slot.gen + 1) >>> 0 || 1;
-    for (const off of [SOCK_TCP_STATE, SOCK_SHUTDOWN, SOCK_ERR, SOCK_RX_WANT, SOCK_DATA_ACK]) {
-      this.setSock(s, off, 0);
+    // The whole entry but the generation starts over: the NIC line, and the host line (lock,
+    // holders, acknowledgements), which no holder of the new socket can have written yet.
+    const entry = sockOffset(layout, s) >> 2;
+    for (let w = 0; w < 32; w++) {
+      if (w !== SOCK_GEN >> 2) Atomics.store(this.words, entry + w, 0);
     }
     this.setPorts(s, 0, 0);
     this.setSock(s, SOCK_LOCAL_IP, 0);
@@ -358,6 +362,7 @@ export class AttachedApp {
   /** Returns a slot to the free stack; its connection no longer touches the rings. */
   release(slot: Slot): void {
     if (!slot.inUse) return;
+    this.dropPort(slot);
     if (slot.tcp !== null) {
       slot.tcp.tx = NO_STREAM;
       slot.tcp.rx = NO_STREAM;
@@ -376,6 +381,21 @@ export class AttachedApp {
     this.releasePages(slot.index);
     this.free[this.freeTop++] = slot.index;
     this.counters.socketsOpen--;
+  }
+
+  /** Records a bound (or listening) slot's port: a bind looks ports up, walking no sockets. */
+  holdPort(slot: Slot, port: number): void {
+    slot.boundPort = port;
+    let held = this.ports.get(port);
+    if (held === undefined) this.ports.set(port, held = new Set<Slot>());
+    held.add(slot);
+  }
+
+  /** The slot no longer holds its port (released, or connected from its bound port). */
+  dropPort(slot: Slot): void {
+    const held = this.ports.get(slot.boundPort);
+    if (held === undefined || !held.delete(slot)) return;
+    if (held.size === 0) this.ports.delete(slot.boundPort);
   }
 
   /** Gives the pages of a freed slot's rings back to the host (the memfd is sparse). */
@@ -507,7 +527,7 @@ export class RingService {
   }
 
   /** Starts serving a region; `pid` is the application's, for stats and logs. */
-  attach(region: RegionMemory, pid: number, id = this.reserveId()): AttachedApp {
+  attach(region: RegionMemory, pid: number, id: number = this.reserveId()): AttachedApp {
     const app = new AttachedApp(id, region, pid, this.dmaKnobs);
     this.apps.set(app.id, app);
     this.counters.attached++;
@@ -749,7 +769,7 @@ export class RingService {
     if (port < 0) return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EADDRINUSE);
     const slot = app.allocate(KIND_BOUND);
     if (slot === null) return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EMFILE);
-    slot.boundPort = port;
+    app.holdPort(slot, port);
     slot.bindOpts = opts;
     app.setSock(slot.index, SOCK_LOCAL_IP, ip);
     app.setPorts(slot.index, port, 0);
@@ -801,6 +821,7 @@ export class RingService {
     tcp.userData = slot;
     slot.tcp = tcp;
     slot.kind = KIND_CONN;
+    app.dropPort(slot);
     const s = slot.index;
     app.setSock(s, SOCK_LOCAL_IP, tcp.localIp);
     app.setSock(s, SOCK_PEER_IP, tcp.remoteIp);
@@ -857,6 +878,8 @@ export class RingService {
     }
     this.engine.notifyTx(tcp);
     this.engine.notifyRx(tcp);
+    // A read too small to reopen the window: keep asking, or the next reads go unheard.
+    this.wantReads(app, slot, tcp);
     const cap = app.region.layout.params.txBytes;
     if ((cap - tcp.tx.readable()) * 3 < cap) slot.outArmed = true;
   }
@@ -867,14 +890,19 @@ export class RingService {
     const mask = v.getUint32(D.SUB_MASK, true);
     const flags = v.getUint32(D.SUB_FLAGS, true);
     const subs = slot.subs;
-    for (let i = 0; i < subs.length; i++) {
+    let found = false;
+    for (let i = 0; i < subs.length && !found; i++) {
       if (subs[i].waiter !== waiter) continue;
+      found = true;
       if (mask === 0) subs.splice(i, 1);
       else subs[i] = { waiter, waiterGen, mask, flags };
-      return;
     }
     // One socket in at most 64 sets: bounds what one application makes us walk per event.
-    if (mask !== 0 && subs.length < 64) subs.push({ waiter, waiterGen, mask, flags });
+    if (!found && mask !== 0 && subs.length < 64) subs.push({ waiter, waiterGen, mask, flags });
+    // An edge may have gone by before the subscription existed (the host checked readiness
+    // when it subscribed, then the data came): one notification now closes that gap. The
+    // host re-checks readiness, and de-duplicates edge-triggered reports, so it costs nothing.
+    if (mask !== 0) slot.app.queueEdges(slot, mask & (D.EPOLLIN | D.EPOLLOUT | D.EPOLLRDHUP));
   }
 
   private releaseWaiter(app: AttachedApp, waiter: number): void {
@@ -1027,8 +1055,9 @@ export class RingService {
   /** A port is taken by a bound socket or listener unless both ask to share it. */
   private portTaken(port: number, opts: number): boolean {
     for (const app of this.apps.values()) {
-      for (const s of app.slots) {
-        if (!s.inUse || s.boundPort !== port) continue;
+      const held = app.ports.get(port);
+      if (held === undefined) continue;
+      for (const s of held) {
         if (s.kind === KIND_BOUND && (opts & s.bindOpts & D.BIND_REUSEADDR) !== 0) continue;
         if (s.kind === KIND_BOUND || s.kind === KIND_LISTENER) return true;
       }
@@ -1096,7 +1125,10 @@ export class RingService {
       return;
     }
     let edges = 0;
-    if (ev & EV_READABLE) edges |= D.EPOLLIN;
+    if (ev & EV_READABLE) {
+      edges |= D.EPOLLIN;
+      this.wantReads(app, slot, s);
+    }
     if (ev & EV_CONNECTED) {
       app.setSock(i, SOCK_TCP_STATE, s.state);
       edges |= D.EPOLLOUT;
@@ -1123,6 +1155,20 @@ export class RingService {
     }
     app.setSock(i, SOCK_TCP_STATE, s.state);
     if (edges !== 0) app.queueEdges(slot, edges);
+  }
+
+  /**
+   * When the receive ring runs short, asks the host to say when it reads (CMD_DATA), so the
+   * window reopens at once. Flag first, then look again: a read between the two is not lost.
+   */
+  private wantReads(app: AttachedApp, slot: Slot, s: TcpSocket): void {
+    const cap = s.rcvCap;
+    if (s.rx.writable() * 4 >= cap) return;
+    app.setSock(slot.index, SOCK_RX_WANT, 1);
+    if (s.rx.writable() * 4 >= cap) {
+      app.setSock(slot.index, SOCK_RX_WANT, 0);
+      this.engine.notifyRx(s);
+    }
   }
 
   private postEdges(app: AttachedApp): number {
@@ -1171,8 +1217,8 @@ export class RingService {
         ring.publish(1);
         posted++;
       }
-      app.counters.events += posted;
     }
+    app.counters.events += posted;
     return posted;
   }
 }
