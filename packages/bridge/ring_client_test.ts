@@ -191,6 +191,47 @@ Deno.test({
 });
 
 Deno.test({
+  name: "ring client: reads smaller than a segment still reopen a closed window",
+  ...OPTS,
+  fn: () =>
+    withBridge(async ({ path, wire, peer }, tick) => {
+      const client = await RingClient.attach(path);
+      try {
+        const listener = await client.listen({ port: 7002 });
+        const total = 512 * 1024; // 8 times the receive ring
+        const data = pattern(total, 11);
+        let sent = 0;
+        const c = peer.connect(wire.ipA, 7002);
+        tick(() => {
+          if (sent < total) {
+            const n = peer.send(c, data, sent, total - sent);
+            if (n > 0) sent += n;
+            if (sent === total) peer.shutdown(c);
+          }
+        });
+        const conn = await listener.accept();
+        const buf = new Uint8Array(100);
+        let n = 0, bad = -1, stalls = 0;
+        let last = performance.now();
+        for (let k; (k = await conn.read(buf)) !== null;) {
+          for (let i = 0; i < k && bad < 0; i++) if (buf[i] !== data[n + i]) bad = n + i;
+          n += k;
+          // A read that waited for a timer of the peer's or the NIC's, not for the wire.
+          const now = performance.now();
+          if (now - last > 40) stalls++;
+          last = now;
+        }
+        assertEquals([n, bad], [total, -1]);
+        assert(stalls <= 1, `${stalls} reads waited more than 40 ms for the window to reopen`);
+        conn.close();
+        listener.close();
+      } finally {
+        await client.close();
+      }
+    }),
+});
+
+Deno.test({
   name: "ring client: connect out, exchange, half-close; a refused connect is ECONNREFUSED",
   ...OPTS,
   fn: () =>

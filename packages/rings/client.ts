@@ -66,7 +66,6 @@ import {
   CMD_SETSOCKOPT,
   CMD_SHUTDOWN,
   CMD_SUBSCRIBE,
-  CMD_TCP_INFO,
   CONNECT_ADDR,
   CPL_RESULT,
   CPL_SOCKET,
@@ -606,10 +605,9 @@ export class RingClient {
       v.setUint32(at + SUB_MASK, SUB_EVENTS, true);
       v.setUint32(at + SUB_FLAGS, 0, true);
     });
-    // A subscription has no completion, and edges raised before the NIC reads it reach nobody.
-    // The answer to a command posted after it proves it is in place: then every waiting
-    // operation looks at shared memory again, and anything later comes as an edge.
-    this.call(CMD_TCP_INFO, sock, gen).then(() => st.wake(IN_EVENTS | OUT_EVENTS), () => {});
+    // Edges raised before the NIC reads the subscription reach nobody; it answers the
+    // subscription itself with one notification, after which waiting operations look at
+    // shared memory again and anything later comes as an edge.
     return st;
   }
 
