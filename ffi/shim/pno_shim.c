@@ -126,6 +126,7 @@ struct psock {
 	int linger; /* -1 off, else seconds */
 	int rcvtimeo_ms, sndtimeo_ms;
 	int listening;
+	int inherited; /* accepted: options came from the listener */
 	/* the last thread waiter subscribed to it, for blocking calls */
 	int tw_waiter;
 	uint32_t tw_gen;
@@ -745,6 +746,16 @@ static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dr
 		uint32_t idx = i;
 		pthread_mutex_lock(&g.ctl_mu);
 		int r = send_frame(g.ctl_fd, 5 /* WAIT_FD */, &idx, 4, sv[1]);
+		if (r == 0) {
+			/* Wait for the acknowledgement: until then a wakeup could go nowhere. */
+			uint8_t type, ack[8];
+			int afd = -1;
+			int n = recv_frame(g.ctl_fd, &type, ack, sizeof(ack), &afd);
+			if (afd >= 0)
+				real.close(afd);
+			if (n < 0 || type != 5)
+				r = -1;
+		}
 		pthread_mutex_unlock(&g.ctl_mu);
 		real.close(sv[1]);
 		if (r != 0) {
@@ -899,7 +910,7 @@ static void register_fd(int fd, struct psock *p)
 }
 
 /* The socket became ours in the region: holder and reference accounting, options, epoll. */
-static void became_offloaded(struct psock *p, uint32_t slot, uint32_t gen)
+static void became_offloaded_quiet(struct psock *p, uint32_t slot, uint32_t gen)
 {
 	p->slot = slot;
 	p->gen = gen;
@@ -907,6 +918,11 @@ static void became_offloaded(struct psock *p, uint32_t slot, uint32_t gen)
 	__atomic_add_fetch(&line(slot)->holders, 1, __ATOMIC_SEQ_CST);
 	__atomic_add_fetch(&proc_refs()[slot], (uint16_t)p->fdrefs, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&p->kind, P_OFFLOADED, __ATOMIC_RELEASE);
+}
+
+static void became_offloaded(struct psock *p, uint32_t slot, uint32_t gen)
+{
+	became_offloaded_quiet(p, slot, gen);
 	if (p->nodelay)
 		forward_opt(p, IPPROTO_TCP, TCP_NODELAY, 1, 0);
 	if (p->cork)
@@ -1196,8 +1212,14 @@ EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 	}
 	c->nodelay = p->nodelay;
 	c->keepalive = p->keepalive;
-	became_offloaded(c, e.sock, e.gen);
-	/* Options were inherited by the NIC from the listener; nothing to forward again. */
+	c->keepidle = p->keepidle;
+	c->keepintvl = p->keepintvl;
+	c->keepcnt = p->keepcnt;
+	c->reuseaddr = p->reuseaddr;
+	c->linger = p->linger;
+	c->inherited = 1;
+	/* The NIC gave the connection the listener's options already: nothing to forward. */
+	became_offloaded_quiet(c, e.sock, e.gen);
 	register_fd(nfd, c);
 	if (addr && alen) {
 		struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(e.peer_port),
@@ -1581,6 +1603,14 @@ EXPORT int shutdown(int fd, int how)
 	struct pno_sock *s = line(p->slot);
 	if (__atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) != PNO_KIND_CONN)
 		return fail(ENOTCONN);
+	/* Linux's inet_shutdown: a connection that is over (the user socket is TCP_CLOSE once
+	 * the engine is in TIME-WAIT or closed) says ENOTCONN, after taking the flags. */
+	uint32_t st = __atomic_load_n(&s->tcp_state, __ATOMIC_ACQUIRE);
+	if (st == 0 /* CLOSED */ || st == 10 /* TIME-WAIT */) {
+		if (how != SHUT_WR)
+			__atomic_or_fetch(&s->host_shut, PNO_SHUT_RCV, __ATOMIC_SEQ_CST);
+		return fail(ENOTCONN);
+	}
 	if (how != SHUT_WR)
 		__atomic_or_fetch(&s->host_shut, PNO_SHUT_RCV, __ATOMIC_SEQ_CST);
 	if (how != SHUT_RD)
@@ -1677,6 +1707,22 @@ EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		return tcp_info(p, val, len);
 	if (level == SOL_SOCKET && name == SO_ACCEPTCONN && p->kind == P_OFFLOADED)
 		return put_int(val, len, p->listening);
+	if (p->kind == P_OFFLOADED && p->inherited) {
+		/* An accepted socket's placeholder is a fresh socket: the options it inherited
+		 * from its listener (as Linux's accepted sockets do) are answered from the record. */
+		if (level == IPPROTO_TCP && name == TCP_NODELAY)
+			return put_int(val, len, p->nodelay);
+		if (level == SOL_SOCKET && name == SO_KEEPALIVE)
+			return put_int(val, len, p->keepalive);
+		if (level == SOL_SOCKET && name == SO_REUSEADDR)
+			return put_int(val, len, p->reuseaddr);
+		if (level == IPPROTO_TCP && name == TCP_KEEPIDLE)
+			return put_int(val, len, p->keepidle ? p->keepidle : 7200);
+		if (level == IPPROTO_TCP && name == TCP_KEEPINTVL)
+			return put_int(val, len, p->keepintvl ? p->keepintvl : 75);
+		if (level == IPPROTO_TCP && name == TCP_KEEPCNT)
+			return put_int(val, len, p->keepcnt ? p->keepcnt : 9);
+	}
 	/* Everything else was also set on the placeholder: the kernel answers as it would. */
 	return real.getsockopt(fd, level, name, val, len);
 }

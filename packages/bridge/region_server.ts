@@ -176,13 +176,13 @@ export class RegionServer {
   private leave(entry: AppEntry): void {
     if (--entry.connections > 0) return;
     const app = entry.app;
-    this.service.detach(app);
+    this.entries.delete(app.id);
     for (const w of app.waiters) {
       if (w.wakeFd >= 0) libc().close(w.wakeFd);
       w.wakeFd = -1;
     }
-    closeRegion(entry.region);
-    this.entries.delete(app.id);
+    // Connections finish sending from the region first (as at a Linux process's exit).
+    this.service.detach(app, () => closeRegion(entry.region));
   }
 
   /** Registers a waiter's wake socket after checking the entry and that the fd is a socket. */
@@ -203,6 +203,8 @@ export class RegionServer {
     const waiter = app.waiters[w];
     if (waiter.wakeFd >= 0) libc().close(waiter.wakeFd);
     waiter.wakeFd = fd;
+    // The acknowledgement tells the waiter it may sleep: from now on it is woken.
+    conn.send(MSG_WAIT_FD, payload.slice(0, 4));
   }
 
   private note(message: string): void {

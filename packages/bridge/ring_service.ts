@@ -108,6 +108,8 @@ const COMMAND_BATCH = 64;
 const ALWAYS = D.EPOLLERR | D.EPOLLHUP;
 /** Ephemeral ports for bind(port 0), as Linux's ip_local_port_range. */
 const EPHEMERAL_LOW = 32768, EPHEMERAL_HIGH = 60999;
+/** How long a gone application's connections may keep sending from its region. */
+const DETACH_DRAIN_MS = 60_000;
 /** Linux's TCP state numbers (include/net/tcp_states.h) by RFC 9293 state, for TCP_INFO. */
 const LINUX_STATE = [7, 10, 2, 3, 1, 4, 5, 8, 11, 9, 6];
 
@@ -205,6 +207,10 @@ export class AttachedApp {
   /** Private copy of the command being served: the slot may be rewritten while we read. */
   readonly scratch: DataView = new DataView(new ArrayBuffer(64));
   private readonly scratchBytes = new Uint8Array(this.scratch.buffer);
+  /** Every process is gone: connections drain, then the region is let go (`onGone`). */
+  detaching = false;
+  detachDeadline = 0;
+  onGone: (() => void) | null = null;
   /** Pids of the application's processes as last seen in the process table. */
   readonly knownPids: Int32Array;
 
@@ -283,8 +289,9 @@ export class AttachedApp {
     for (let w = 0; w < this.waiters.length; w++) {
       const waiter = this.waiters[w];
       if (!waiter.dirty) continue;
-      waiter.dirty = false;
+      // A wake socket still on its way over the control socket: try again next round.
       if (waiter.wakeFd < 0) continue;
+      waiter.dirty = false;
       const flag = (waiterOffset(layout, w) + WAITER_SLEEPING) >> 2;
       if (Atomics.exchange(this.words, flag, 0) === 0) continue;
       kickSocket(waiter.wakeFd);
@@ -537,16 +544,31 @@ export class RingService {
   /**
    * Stops serving an application whose every process is gone: its connections finish as
    * Linux's do at exit (queued data then FIN; RST where unread data remains) and its listeners
-   * close; no engine object keeps a view of its memory. The caller unmaps.
+   * close. The region stays mapped while connections still send from its rings (at most
+   * DETACH_DRAIN_MS, then they are reset); `gone` runs once no engine object keeps a view of
+   * its memory, and the caller unmaps there.
    */
-  detach(app: AttachedApp): void {
+  detach(app: AttachedApp, gone: () => void = () => {}): void {
+    if (app.detaching) return;
+    app.detaching = true;
+    app.onGone = gone;
+    app.detachDeadline = performance.now() + DETACH_DRAIN_MS;
+    for (const slot of app.slots) {
+      if (!slot.inUse || app.draining.has(slot)) continue;
+      this.closeSlot(app, slot, slot.linger);
+    }
+    this.finishDetach(app, false);
+  }
+
+  /** Completes a detach once nothing drains (or, with `force`, resets what still does). */
+  private finishDetach(app: AttachedApp, force: boolean): void {
+    if (!app.detaching) return;
+    if (app.draining.size > 0 && !force) return;
     for (const slot of app.slots) {
       if (!slot.inUse) continue;
       const tcp = slot.tcp;
       if (tcp !== null && tcp.state !== CLOSED) {
         tcp.onEvent = null;
-        // The region is about to be unmapped: the engine may not read its rings any more,
-        // so queued data cannot be sent; the connection is reset.
         if (tcp.state === LISTEN) this.engine.close(tcp);
         else this.engine.abort(tcp);
       }
@@ -554,6 +576,9 @@ export class RingService {
     }
     this.apps.delete(app.id);
     this.counters.detached++;
+    const gone = app.onGone;
+    app.onGone = null;
+    gone?.();
   }
 
   /**
@@ -1041,6 +1066,7 @@ export class RingService {
     for (const slot of app.draining) {
       if (slot.tcp === null || this.ringsIdle(slot.tcp)) app.release(slot);
     }
+    if (app.detaching) this.finishDetach(app, performance.now() > app.detachDeadline);
   }
 
   private ephemeralPort(): number {
