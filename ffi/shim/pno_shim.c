@@ -163,6 +163,7 @@ struct pep {
 	struct epi **byslot;
 	struct epi ready; /* list head */
 	int nested; /* it is itself in another epoll set or poll: keep the waiter awake-able */
+	int kernel_first; /* alternates: the kernel's ready fds and ours take turns at the head */
 	pthread_mutex_t mu;
 };
 
@@ -722,10 +723,11 @@ static uint32_t sock_poll(struct psock *p)
 }
 
 /* Claims a waiter entry and registers a wake socket for it. 0, or -1. */
-static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dring *ev)
+static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dring *ev,
+			int blocking)
 {
 	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+	if (socketpair(AF_UNIX, SOCK_DGRAM | (blocking ? 0 : SOCK_NONBLOCK) | SOCK_CLOEXEC, 0, sv) != 0)
 		return -1;
 	for (uint32_t i = 0; i < g.hdr->max_waiters; i++) {
 		struct pno_waiter_line *wl = pno_region_waiter(g.base, i);
@@ -801,7 +803,7 @@ static struct thr *thread_waiter(void)
 	struct thr *t = thread_state();
 	if (!t)
 		return NULL;
-	if (t->waiter < 0 && claim_waiter(&t->waiter, &t->wgen, &t->wake_rd, &t->ev) != 0)
+	if (t->waiter < 0 && claim_waiter(&t->waiter, &t->wgen, &t->wake_rd, &t->ev, 1) != 0)
 		return NULL;
 	return t;
 }
@@ -848,7 +850,16 @@ static int block_on(struct psock **ps, int nps, int (*ready)(void *), void *arg,
 		fds[i] = kfds[i];
 	fds[nk] = (struct pollfd){ .fd = t->wake_rd, .events = POLLIN };
 	int r;
-	if (mask) {
+	if (nk == 0 && !mask && timeout_ms < 0) {
+		/*
+		 * A blocking socket call with no timeout sleeps in a blocking recv on the wake
+		 * socket: like the socket call it stands for, the kernel restarts it after a signal
+		 * whose handler has SA_RESTART, and returns EINTR otherwise (poll never restarts).
+		 */
+		char byte;
+		r = real.recvfrom(t->wake_rd, &byte, 1, 0, NULL, NULL) >= 0 ? 1 : -1;
+		fds[nk].revents = r > 0 ? POLLIN : 0;
+	} else if (mask) {
 		struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000 };
 		r = real.ppoll(fds, (nfds_t)nk + 1, timeout_ms < 0 ? NULL : &ts, mask);
 	} else {
@@ -2000,7 +2011,7 @@ static int ep_waiter(struct pep *ep)
 	}
 	if (ep->waiter >= 0)
 		real.epoll_ctl(ep->kfd, EPOLL_CTL_DEL, ep->wake_rd, NULL);
-	if (claim_waiter(&ep->waiter, &ep->wgen, &ep->wake_rd, &ep->ev) != 0)
+	if (claim_waiter(&ep->waiter, &ep->wgen, &ep->wake_rd, &ep->ev, 0) != 0)
 		return -1;
 	ep->owner = getpid();
 	struct epoll_event wev = { .events = EPOLLIN, .data.u64 = WAKE_MAGIC };
@@ -2235,9 +2246,18 @@ static int pno_epoll_wait(struct pep *ep, struct epoll_event *evs, int max, int 
 	struct pno_waiter_line *wl = pno_region_waiter(g.base, (uint32_t)ep->waiter);
 	for (;;) {
 		ep_drain(ep);
-		int n = ep_collect(ep, evs, max);
-		if (n < max) {
-			/* Kernel fds are never delayed behind ours: take what they have now. */
+		/* Kernel fds are never delayed behind ours: both are looked at on every call, and
+		 * they take turns at the head, as one ready list would rotate. */
+		int n = 0;
+		ep->kernel_first = !ep->kernel_first;
+		if (ep->kernel_first) {
+			int k = real.epoll_pwait(ep->kfd, evs, max, 0, NULL);
+			if (k > 0)
+				n = strip_wake(ep, evs, k);
+		}
+		if (n < max)
+			n += ep_collect(ep, evs + n, max - n);
+		if (!ep->kernel_first && n < max) {
 			int k = real.epoll_pwait(ep->kfd, evs + n, max - n, 0, NULL);
 			if (k > 0)
 				n += strip_wake(ep, evs + n, k);

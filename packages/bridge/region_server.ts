@@ -23,6 +23,7 @@ import {
   type ControlConn,
   ControlListener,
   HELLO_JOIN,
+  HELLO_PROXY,
   MSG_ERROR,
   MSG_WAIT_FD,
   MSG_WAKER,
@@ -34,6 +35,7 @@ import { closeRegion, createRegion, type Region } from "../rings/region.ts";
 import { libc } from "../../ffi/libc.ts";
 import { checkWakeSocket, Waker } from "../rings/waker.ts";
 import type { AttachedApp, RingService } from "./ring_service.ts";
+import { ProxyPeers } from "./proxy_peer.ts";
 
 /**
  * Region size for each application unless configured. The memfd is sparse: these bound what an
@@ -73,6 +75,8 @@ export class RegionServer {
   refused = 0;
   /** Messages of the last refusals, newest last (at most 8). */
   readonly lastErrors: string[] = [];
+  /** Regions the host proxy created and had mapped here (HELLO_PROXY connections). */
+  readonly proxies: ProxyPeers;
 
   constructor(
     readonly path: string,
@@ -82,8 +86,10 @@ export class RegionServer {
   ) {
     Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true });
     this.listener = ControlListener.listen(path);
+    this.proxies = new ProxyPeers(service, this.waker, params, localIp, (m) => this.note(m));
     this.reaper = setInterval(() => {
       for (const { app } of this.entries.values()) this.service.reapDeadProcesses(app);
+      this.proxies.reap();
     }, REAP_INTERVAL_MS);
     void this.acceptLoop();
   }
@@ -95,6 +101,7 @@ export class RegionServer {
     clearInterval(this.reaper);
     this.listener.close();
     for (const conn of this.conns) conn.close();
+    this.proxies.close();
     this.waker.close();
   }
 
@@ -119,6 +126,12 @@ export class RegionServer {
       if (hello.fd >= 0) libc().close(hello.fd);
       const parsed = parseHello(hello);
       if (typeof parsed === "string") throw new Error(parsed);
+      if (parsed.flags & HELLO_PROXY) {
+        await this.proxies.serve(conn); // until the proxy hangs up
+        this.conns.delete(conn);
+        if (!this.closed) conn.close();
+        return;
+      }
       if (parsed.flags & HELLO_JOIN) {
         entry = this.entries.get(parsed.regionId) ?? null;
         if (entry === null) throw new Error(`no region ${parsed.regionId} to join`);

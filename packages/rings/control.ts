@@ -13,6 +13,20 @@
  * - WAIT_FD (client): u32 waiter entry; one end of a datagram socket pair rides along, on
  *   which the bridge wakes that waiter (see kickSocket).
  *
+ * The host proxy (packages/proxy) speaks the same frames to applications and has the bridge
+ * serve the regions it creates. It says HELLO with HELLO_PROXY (the bridge admits only root or
+ * its own uid) and gets BRIDGE_INFO and WAKER; then it sends requests, each answered by a
+ * REPLY with the request's sequence number:
+ *
+ * - BRIDGE_INFO (bridge): u32 version, u32 the bridge's IPv4 address (host order), then the
+ *   bridge's region parameters (REGION_PARAM_NAMES order, u32 each).
+ * - MAP_REGION (proxy): u32 seq, u32 region id, u32 pid, the region fd attached: map and serve
+ *   it. Without a fd and with region id 0: reserve an id (the REPLY's status).
+ * - UNMAP_REGION (proxy): u32 seq, u32 region id: the application is gone; its connections
+ *   finish as at exit, then the region is freed (the REPLY comes then).
+ * - WAIT_FD (proxy): u32 seq, u32 region id, u32 waiter entry, the wake socket attached.
+ * - REPLY (bridge): u32 seq, i32 status (>= 0 done; < 0 refused), UTF-8 reason.
+ *
  * Control path only: these calls allocate freely.
  *
  * @module
@@ -31,7 +45,7 @@ import {
   SOCK_STREAM,
   SOL_SOCKET,
 } from "../../ffi/libc.ts";
-import { LAYOUT_VERSION } from "./layout.ts";
+import { LAYOUT_VERSION, type RegionParams } from "./layout.ts";
 import type { Region } from "./region.ts";
 
 /** Client to server: the layout version the client speaks. */
@@ -46,6 +60,43 @@ export const MSG_WAKER = 4;
 export const MSG_WAIT_FD = 5;
 /** HELLO flag: a forked child joins its parent's region (id in the HELLO). */
 export const HELLO_JOIN = 1;
+/** HELLO flag: the host proxy, which creates regions and has the bridge map them. */
+export const HELLO_PROXY = 2;
+/** Bridge to proxy: version, the bridge's address and region parameters. */
+export const MSG_BRIDGE_INFO = 6;
+/** Proxy to bridge: map and serve a region (fd attached), or reserve a region id. */
+export const MSG_MAP_REGION = 7;
+/** Proxy to bridge: an application is gone; finish its connections, free its region. */
+export const MSG_UNMAP_REGION = 8;
+/** Bridge to proxy: the outcome of one request, by sequence number. */
+export const MSG_REPLY = 9;
+
+/** The order of region parameters in a BRIDGE_INFO frame. */
+export const REGION_PARAM_NAMES: readonly (keyof RegionParams)[] = [
+  "maxThreads",
+  "maxWaiters",
+  "maxProcs",
+  "maxSockets",
+  "cmdSlots",
+  "cplSlots",
+  "evSlots",
+  "txBytes",
+  "rxBytes",
+];
+
+/** A payload of little-endian u32 values (negative values as their two's complement). */
+export function u32Payload(...values: number[]): Uint8Array {
+  const out = new Uint8Array(4 * values.length);
+  const v = new DataView(out.buffer);
+  values.forEach((n, i) => v.setUint32(4 * i, n >>> 0, true));
+  return out;
+}
+
+/** The `i`th little-endian u32 of a payload, or -1 when the payload is too short. */
+export function payloadU32(payload: Uint8Array, i: number): number {
+  if (payload.length < 4 * (i + 1)) return -1;
+  return new DataView(payload.buffer, payload.byteOffset).getUint32(4 * i, true);
+}
 
 const MAX_FRAME = 4096;
 const CMSG_SPACE_ONE_FD = 24; // CMSG_SPACE(sizeof(int)) on x86-64
