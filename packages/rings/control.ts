@@ -135,18 +135,15 @@ function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
   return sa;
 }
 
-/** One connected control socket, either end. */
-export class ControlConn {
-  // Buffers larger than 64 bytes live off the V8 heap, so pointers to them stay valid.
-  private readonly msghdr = new Uint8Array(128);
-  private readonly iov = new Uint8Array(128);
-  private readonly cmsg = new Uint8Array(128);
-  private readonly frame = new Uint8Array(MAX_FRAME + 5);
+/** The buffers of one sendmsg or recvmsg (off the V8 heap, so pointers to them stay valid). */
+class MsgBuffers {
+  readonly msghdr = new Uint8Array(128);
+  readonly iov = new Uint8Array(128);
+  readonly cmsg = new Uint8Array(128);
+  readonly frame = new Uint8Array(MAX_FRAME + 5);
 
-  /** `fd` is owned: `close()` closes it. */
-  constructor(readonly fd: number, readonly peer: PeerCred) {}
-
-  private prepare(dataOffset: number, len: number, controlLen: number): void {
+  /** Points the msghdr at `frame[dataOffset..+len]` and, if `controlLen`, at `cmsg`. */
+  prepare(dataOffset: number, len: number, controlLen: number): void {
     const h = new DataView(this.msghdr.buffer);
     const iov = new DataView(this.iov.buffer);
     this.msghdr.fill(0);
@@ -159,45 +156,59 @@ export class ControlConn {
       h.setBigUint64(40, BigInt(controlLen), true);
     }
   }
+}
+
+/**
+ * One connected control socket, either end. Sending and receiving use buffers of their own, so
+ * a frame may be sent while a receive is pending (a receive runs on another thread).
+ */
+export class ControlConn {
+  private readonly out = new MsgBuffers();
+  private readonly in = new MsgBuffers();
+
+  /** `fd` is owned: `close()` closes it. */
+  constructor(readonly fd: number, readonly peer: PeerCred) {}
 
   /** Sends one frame, with `passFd` attached as SCM_RIGHTS when >= 0. */
   send(type: number, payload: Uint8Array, passFd = -1): void {
     if (payload.length > MAX_FRAME) throw new Error(`frame of ${payload.length} bytes too long`);
+    const b = this.out;
     const total = 5 + payload.length;
-    const v = new DataView(this.frame.buffer);
+    const v = new DataView(b.frame.buffer);
     v.setUint32(0, 1 + payload.length, true);
-    this.frame[4] = type;
-    this.frame.set(payload, 5);
+    b.frame[4] = type;
+    b.frame.set(payload, 5);
     let sent = 0;
     while (sent < total) {
       const withFd = sent === 0 && passFd >= 0;
-      this.prepare(sent, total - sent, withFd ? CMSG_SPACE_ONE_FD : 0);
+      b.prepare(sent, total - sent, withFd ? CMSG_SPACE_ONE_FD : 0);
       if (withFd) {
-        const c = new DataView(this.cmsg.buffer);
-        this.cmsg.fill(0);
+        const c = new DataView(b.cmsg.buffer);
+        b.cmsg.fill(0);
         c.setBigUint64(0, BigInt(CMSG_LEN_ONE_FD), true);
         c.setInt32(8, SOL_SOCKET, true);
         c.setInt32(12, SCM_RIGHTS, true);
         c.setInt32(16, passFd, true);
       }
-      const n = Number(libc().sendmsg(this.fd, this.msghdr, MSG_NOSIGNAL));
+      const n = Number(libc().sendmsg(this.fd, b.msghdr, MSG_NOSIGNAL));
       if (n <= 0) throw libcError("sendmsg");
       sent += n;
     }
   }
 
-  /** Receives exactly `len` bytes at `this.frame[offset..]`; returns a passed fd or -1. */
+  /** Receives exactly `len` bytes at `in.frame[offset..]`; returns a passed fd or -1. */
   private async recvExact(offset: number, len: number): Promise<number> {
+    const b = this.in;
     let fd = -1;
     let got = 0;
     while (got < len) {
-      this.prepare(offset + got, len - got, CMSG_SPACE_ONE_FD);
-      this.cmsg.fill(0);
-      const n = Number(await libc().recvmsgAsync(this.fd, this.msghdr, MSG_CMSG_CLOEXEC));
+      b.prepare(offset + got, len - got, CMSG_SPACE_ONE_FD);
+      b.cmsg.fill(0);
+      const n = Number(await libc().recvmsgAsync(this.fd, b.msghdr, MSG_CMSG_CLOEXEC));
       if (n < 0) throw new Error("recvmsg failed on the control socket");
       if (n === 0) throw new Error("control socket closed by the peer");
-      const h = new DataView(this.msghdr.buffer);
-      const c = new DataView(this.cmsg.buffer);
+      const h = new DataView(b.msghdr.buffer);
+      const c = new DataView(b.cmsg.buffer);
       if (
         h.getBigUint64(40, true) >= BigInt(CMSG_LEN_ONE_FD) &&
         c.getInt32(8, true) === SOL_SOCKET && c.getInt32(12, true) === SCM_RIGHTS
@@ -212,8 +223,9 @@ export class ControlConn {
 
   /** Receives one frame; rejects frames longer than the protocol allows. */
   async recv(): Promise<Frame> {
+    const frame = this.in.frame;
     let fd = await this.recvExact(0, 5);
-    const len = new DataView(this.frame.buffer).getUint32(0, true);
+    const len = new DataView(frame.buffer).getUint32(0, true);
     if (len < 1 || len > MAX_FRAME + 1) {
       if (fd >= 0) libc().close(fd);
       throw new Error(`bad control frame length ${len}`);
@@ -225,7 +237,7 @@ export class ControlConn {
         fd = more;
       }
     }
-    return { type: this.frame[4], payload: this.frame.slice(5, 4 + len), fd };
+    return { type: frame[4], payload: frame.slice(5, 4 + len), fd };
   }
 
   /** Closes the socket. */
