@@ -6,19 +6,14 @@
  * up to `maxSleepMs` (and never past the next timer deadline), and goes back to spinning on
  * the first frame. While spinning it still yields to Deno's event loop every `yieldEveryMs`
  * so signals, the stats server and workers' messages are served: a MessageChannel round
- * costs microseconds where a zero-delay timer costs milliseconds; and every `ioEveryMs` without
- * a nap it waits once for a call on a blocking thread, so that the runtime polls its sockets
- * too (MessageChannel rounds alone leave them unpolled for seconds). Given a `Parking` (the
+ * costs microseconds where a zero-delay timer costs milliseconds; but every `ioEveryMs` without
+ * a nap it takes one zero-delay timer, so that the runtime polls its sockets too (MessageChannel
+ * rounds alone leave them unpolled for seconds). Given a `Parking` (the
  * region server's eventfd), the nap is a wait on that eventfd instead of a timer: an
  * application that posts commands to a parked bridge kicks it awake at once.
  *
  * @module
  */
-
-import { libc } from "../../ffi/libc.ts";
-
-/** An empty pollfd array (off the V8 heap: the call runs on another thread). */
-const NO_FDS = new Uint8Array(128);
 
 /** Tuning of the adaptive back-off. */
 export interface BackoffOptions {
@@ -29,9 +24,10 @@ export interface BackoffOptions {
   /**
    * The longest the loop goes without letting the runtime poll for I/O. A MessageChannel yield
    * runs the event loop but not the I/O driver under it, which a loop that never naps reaches
-   * only once every 61 turns (tokio's event interval): measured, a stats request then waits 4
-   * to 8 s. After this long without a nap the yield is a call off the event loop (a zero
-   * timeout poll on a blocking thread, 0.1 ms), during which the runtime polls its sockets.
+   * too seldom: measured, a stats request then waits 4 to 8 s (1 to 2 s under a hostile
+   * application's command flood). After this long without a nap the yield is a zero-delay
+   * timer: the runtime parks, polling its sockets, for about 2 ms (a call on a blocking thread
+   * is cheaper at the median but was seen to take up to 140 ms).
    */
   ioEveryMs: number;
 }
@@ -41,7 +37,7 @@ export const DEFAULT_BACKOFF: BackoffOptions = {
   minSleepMs: 1,
   maxSleepMs: 8,
   yieldEveryMs: 1,
-  ioEveryMs: 10,
+  ioEveryMs: 50,
 };
 
 /**
@@ -159,9 +155,15 @@ export class PollLoop {
     });
   }
 
-  /** Waits for a call on a blocking thread: the runtime parks meanwhile, so its I/O runs. */
-  private async ioYield(): Promise<void> {
-    await libc().pollAsync(NO_FDS, 0n, 0);
+  /** A zero-delay timer: the runtime parks until it fires, and polls its sockets meanwhile. */
+  private ioYield(): Promise<void> {
+    return new Promise((resolve) => {
+      this.wake = resolve;
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.resume();
+      }, 0);
+    });
   }
 
   private sleep(ms: number): Promise<void> {
