@@ -157,13 +157,15 @@ struct pep {
 	int waiter; /* -1 until an offloaded item is added */
 	uint32_t wgen;
 	pid_t owner;
-	int wake_rd;
+	int wake_rd, wake_wr;
 	struct pno_dring ev;
 	struct epi **byfd;
 	struct epi **byslot;
 	struct epi ready; /* list head */
 	int nested; /* it is itself in another epoll set or poll: keep the waiter awake-able */
 	int kernel_first; /* alternates: the kernel's ready fds and ours take turns at the head */
+	int inner[8];     /* epoll sets of ours inside this one, refreshed before each wait */
+	int n_inner;
 	pthread_mutex_t mu;
 };
 
@@ -452,6 +454,8 @@ static pid_t gettid_(void)
 }
 
 static void release_thread(void *arg);
+struct pep;
+static void nested_rearm(struct pep *ep);
 
 /* This thread's command ring, claimed on first use (a dead owner's ring is taken over). */
 static struct thr *thread_state(void)
@@ -724,7 +728,7 @@ static uint32_t sock_poll(struct psock *p)
 
 /* Claims a waiter entry and registers a wake socket for it. 0, or -1. */
 static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dring *ev,
-			int blocking)
+			int blocking, int *wake_wr)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_DGRAM | (blocking ? 0 : SOCK_NONBLOCK) | SOCK_CLOEXEC, 0, sv) != 0)
@@ -759,12 +763,16 @@ static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dr
 				r = -1;
 		}
 		pthread_mutex_unlock(&g.ctl_mu);
-		real.close(sv[1]);
 		if (r != 0) {
 			__atomic_store_n(&wl->owner_pid, 0, __ATOMIC_RELEASE);
 			real.close(sv[0]);
+			real.close(sv[1]);
 			return -1;
 		}
+		if (wake_wr)
+			*wake_wr = hide_fd(sv[1]); /* to wake itself (a nested set with ready items) */
+		else
+			real.close(sv[1]);
 		*waiter = (int)i;
 		*wake_rd = hide_fd(sv[0]);
 		return 0;
@@ -803,7 +811,7 @@ static struct thr *thread_waiter(void)
 	struct thr *t = thread_state();
 	if (!t)
 		return NULL;
-	if (t->waiter < 0 && claim_waiter(&t->waiter, &t->wgen, &t->wake_rd, &t->ev, 1) != 0)
+	if (t->waiter < 0 && claim_waiter(&t->waiter, &t->wgen, &t->wake_rd, &t->ev, 1, NULL) != 0)
 		return NULL;
 	return t;
 }
@@ -1912,6 +1920,7 @@ static void new_epoll(int fd)
 	ep->kfd = fd;
 	ep->waiter = -1;
 	ep->wake_rd = -1;
+	ep->wake_wr = -1;
 	ep->ready.ready_next = ep->ready.ready_prev = &ep->ready;
 	pthread_mutex_init(&ep->mu, NULL);
 	__atomic_store_n(&g.eps[fd], ep, __ATOMIC_RELEASE);
@@ -1943,6 +1952,8 @@ static void close_epoll_locked(int fd)
 		release_waiter(ep->waiter, ep->wgen);
 		g.internal[ep->wake_rd] = 0;
 		real.close(ep->wake_rd);
+		g.internal[ep->wake_wr] = 0;
+		real.close(ep->wake_wr);
 	}
 	pthread_mutex_unlock(&ep->mu);
 	free(ep->byfd);
@@ -2009,9 +2020,13 @@ static int ep_waiter(struct pep *ep)
 		if (!ep->byfd || !ep->byslot)
 			return -1;
 	}
-	if (ep->waiter >= 0)
+	if (ep->waiter >= 0) {
+		/* A forked child's copy of its parent's set: the wake fds are the parent's. */
 		real.epoll_ctl(ep->kfd, EPOLL_CTL_DEL, ep->wake_rd, NULL);
-	if (claim_waiter(&ep->waiter, &ep->wgen, &ep->wake_rd, &ep->ev, 0) != 0)
+		real.close(ep->wake_rd);
+		real.close(ep->wake_wr);
+	}
+	if (claim_waiter(&ep->waiter, &ep->wgen, &ep->wake_rd, &ep->ev, 0, &ep->wake_wr) != 0)
 		return -1;
 	ep->owner = getpid();
 	struct epoll_event wev = { .events = EPOLLIN, .data.u64 = WAKE_MAGIC };
@@ -2021,9 +2036,7 @@ static int ep_waiter(struct pep *ep)
 		if (e && e->p->kind == P_OFFLOADED)
 			subscribe(e->p, ep->waiter, ep->wgen, e->events & 0xffff, sub_flags(e->events));
 	}
-	if (ep->nested)
-		__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)ep->waiter)->sleeping, 1,
-				 __ATOMIC_SEQ_CST);
+	nested_rearm(ep);
 	return 0;
 }
 
@@ -2033,13 +2046,22 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	struct pep *ep = epoll_of(epfd);
 	struct psock *p = ours(fd);
 	struct pep *inner = epoll_of(fd);
-	if (inner && ep && op != EPOLL_CTL_DEL && inner->waiter >= 0) {
-		/* An epoll set inside another: its waiter must always be woken. */
+	if (inner && ep && inner != ep) {
+		/* An epoll set inside another: readable exactly while it has ready items. */
+		pthread_mutex_lock(&inner->mu);
 		inner->nested = 1;
-		__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)inner->waiter)->sleeping, 1,
-				 __ATOMIC_SEQ_CST);
-	} else if (inner && op != EPOLL_CTL_DEL) {
-		inner->nested = 1;
+		nested_rearm(inner);
+		pthread_mutex_unlock(&inner->mu);
+		pthread_mutex_lock(&ep->mu);
+		int at = -1;
+		for (int i = 0; i < ep->n_inner; i++)
+			if (ep->inner[i] == fd)
+				at = i;
+		if (op == EPOLL_CTL_DEL && at >= 0)
+			ep->inner[at] = ep->inner[--ep->n_inner];
+		else if (op == EPOLL_CTL_ADD && at < 0 && ep->n_inner < 8)
+			ep->inner[ep->n_inner++] = fd;
+		pthread_mutex_unlock(&ep->mu);
 	}
 	if (!ep || !p)
 		return real.epoll_ctl(epfd, op, fd, ev);
@@ -2137,6 +2159,30 @@ out:
 	return rc;
 }
 
+static void ep_drain(struct pep *ep);
+
+/*
+ * A set that is itself in another set (or polled) must make its fd readable exactly while it
+ * has ready items, as Linux's ep_eventpoll_poll does: its wake socket holds a byte then, and
+ * its waiter is always woken. Caller holds ep->mu.
+ */
+static void nested_rearm(struct pep *ep)
+{
+	if (!ep->nested || ep->waiter < 0 || ep->owner != getpid())
+		return;
+	drain_wake(ep->wake_rd);
+	__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)ep->waiter)->sleeping, 1,
+			 __ATOMIC_SEQ_CST);
+	ep_drain(ep);
+	int ready = 0;
+	for (struct epi *e = ep->ready.ready_next; e != &ep->ready && !ready; e = e->ready_next)
+		ready = (sock_poll(e->p) & (e->events | EPOLLERR | EPOLLHUP)) != 0 && !e->disabled;
+	if (ready) {
+		char byte = 1;
+		real.sendto(ep->wake_wr, &byte, 1, MSG_DONTWAIT, NULL, 0);
+	}
+}
+
 /* Moves notified items to the ready list. Caller holds ep->mu. */
 static void ep_drain(struct pep *ep)
 {
@@ -2217,7 +2263,7 @@ static int strip_wake(struct pep *ep, struct epoll_event *evs, int n)
 	int k = 0;
 	for (int i = 0; i < n; i++) {
 		if (evs[i].data.u64 == WAKE_MAGIC) {
-			drain_wake(ep->wake_rd);
+			drain_wake(ep->wake_rd); /* a nested set re-arms itself on the way out */
 			continue;
 		}
 		evs[k++] = evs[i];
@@ -2225,22 +2271,48 @@ static int strip_wake(struct pep *ep, struct epoll_event *evs, int n)
 	return k;
 }
 
+static int pno_epoll_wait_locked(struct pep *ep, struct epoll_event *evs, int max, int timeout,
+				 const sigset_t *mask);
+
 static int pno_epoll_wait(struct pep *ep, struct epoll_event *evs, int max, int timeout,
 			  const sigset_t *mask)
 {
 	if (max <= 0)
 		return fail(EINVAL);
+	/* Nested sets say now whether they have ready items (Linux asks them at wait time). */
+	for (int i = 0; i < ep->n_inner; i++) {
+		struct pep *in = epoll_of(ep->inner[i]);
+		if (!in || in == ep)
+			continue;
+		pthread_mutex_lock(&in->mu);
+		nested_rearm(in);
+		pthread_mutex_unlock(&in->mu);
+	}
 	pthread_mutex_lock(&ep->mu);
+	int r = pno_epoll_wait_locked(ep, evs, max, timeout, mask);
+	int saved = errno;
+	nested_rearm(ep);
+	pthread_mutex_unlock(&ep->mu);
+	errno = saved;
+	return r;
+}
+
+/* epoll_wait with ep->mu held on entry and on return (dropped while sleeping). */
+static int pno_epoll_wait_locked(struct pep *ep, struct epoll_event *evs, int max, int timeout,
+				 const sigset_t *mask)
+{
 	if (ep->waiter < 0 || ep->owner != getpid()) {
-		int has = ep->byfd != NULL;
-		if (has && ep_waiter(ep) != 0) {
+		if (!ep->byfd) {
+			/* No socket of ours was ever in the set: it is the kernel's alone. */
 			pthread_mutex_unlock(&ep->mu);
+			int r = real.epoll_pwait(ep->kfd, evs, max, timeout, mask);
+			int saved = errno;
+			pthread_mutex_lock(&ep->mu);
+			errno = saved;
+			return r;
+		}
+		if (ep_waiter(ep) != 0)
 			return fail(ENOMEM);
-		}
-		if (!has) {
-			pthread_mutex_unlock(&ep->mu);
-			return real.epoll_pwait(ep->kfd, evs, max, timeout, mask);
-		}
 	}
 	uint64_t deadline = timeout > 0 ? now_ns() + (uint64_t)timeout * 1000000 : 0;
 	struct pno_waiter_line *wl = pno_region_waiter(g.base, (uint32_t)ep->waiter);
@@ -2262,17 +2334,13 @@ static int pno_epoll_wait(struct pep *ep, struct epoll_event *evs, int max, int 
 			if (k > 0)
 				n += strip_wake(ep, evs + n, k);
 		}
-		if (n > 0 || timeout == 0) {
-			pthread_mutex_unlock(&ep->mu);
+		if (n > 0 || timeout == 0)
 			return n;
-		}
 		int left = -1;
 		if (deadline) {
 			uint64_t now = now_ns();
-			if (now >= deadline) {
-				pthread_mutex_unlock(&ep->mu);
+			if (now >= deadline)
 				return 0;
-			}
 			left = (int)((deadline - now + 999999) / 1000000);
 		}
 		__atomic_store_n(&wl->sleeping, 1, __ATOMIC_SEQ_CST);
@@ -2290,7 +2358,6 @@ static int pno_epoll_wait(struct pep *ep, struct epoll_event *evs, int max, int 
 		if (!ep->nested)
 			__atomic_store_n(&wl->sleeping, 0, __ATOMIC_RELEASE);
 		if (k < 0) {
-			pthread_mutex_unlock(&ep->mu);
 			errno = saved;
 			return -1;
 		}
@@ -2300,7 +2367,6 @@ static int pno_epoll_wait(struct pep *ep, struct epoll_event *evs, int max, int 
 				ep_drain(ep);
 				k += ep_collect(ep, evs + k, max - k);
 			}
-			pthread_mutex_unlock(&ep->mu);
 			return k;
 		}
 	}

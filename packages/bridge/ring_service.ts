@@ -79,6 +79,7 @@ import {
   EV_READABLE,
   EV_RESET,
   EV_WRITABLE,
+  ESTABLISHED,
   FIN_WAIT_2,
   LISTEN,
   NO_STREAM,
@@ -927,7 +928,31 @@ export class RingService {
     // An edge may have gone by before the subscription existed (the host checked readiness
     // when it subscribed, then the data came): one notification now closes that gap. The
     // host re-checks readiness, and de-duplicates edge-triggered reports, so it costs nothing.
-    if (mask !== 0) slot.app.queueEdges(slot, mask & (D.EPOLLIN | D.EPOLLOUT | D.EPOLLRDHUP));
+    if (mask === 0) return;
+    const ready = this.readiness(slot) & (mask | ALWAYS);
+    if (ready !== 0) slot.app.queueEdges(slot, ready);
+  }
+
+  /** The socket's readiness as the host computes it (Linux's tcp_poll), from the NIC side. */
+  private readiness(slot: Slot): number {
+    const tcp = slot.tcp;
+    if (slot.kind === KIND_LISTENER) {
+      const ring = slot.acceptRing;
+      return ring !== null && ring.capacity - ring.writable() >= ACCEPT_ENTRY.size ? D.EPOLLIN : 0;
+    }
+    if (tcp === null) return D.EPOLLOUT | D.EPOLLHUP;
+    const app = slot.app;
+    const shut = Atomics.load(app.words, app.sockWord(slot.index, SOCK_SHUTDOWN));
+    let m = 0;
+    if (shut === (SHUT_RCV | SHUT_SEND) || tcp.state === CLOSED) m |= D.EPOLLHUP;
+    if (shut & SHUT_RCV) m |= D.EPOLLIN | D.EPOLLRDHUP;
+    if (tcp.state >= ESTABLISHED) {
+      if (tcp.rx.writable() < tcp.rcvCap) m |= D.EPOLLIN;
+      const cap = app.region.layout.params.txBytes;
+      if ((shut & SHUT_SEND) || (cap - tcp.tx.readable()) * 3 >= cap) m |= D.EPOLLOUT;
+    }
+    if (tcp.error !== 0) m |= D.EPOLLERR;
+    return m;
   }
 
   private releaseWaiter(app: AttachedApp, waiter: number): void {
