@@ -192,6 +192,7 @@ static struct {
 	int ctl_fd, bridge_efd;
 	int proc;              /* our process entry */
 	int required, debug;
+	uint64_t spin_ns;      /* PNO_SPIN_US: how long a waiter looks before it sleeps */
 	uint32_t offload_net, offload_mask; /* connect() destinations offloaded */
 	struct psock *files[MAX_FDS];
 	struct pep *eps[MAX_FDS];
@@ -200,6 +201,19 @@ static struct {
 } g = { .mu = PTHREAD_MUTEX_INITIALIZER, .ctl_mu = PTHREAD_MUTEX_INITIALIZER, .ctl_fd = -1, .bridge_efd = -1, .proc = -1 };
 
 static __thread struct thr *self;
+
+/* mypid() is a system call in glibc: the pid is kept here, and set anew in a forked child. */
+static pid_t my_pid;
+
+static pid_t mypid(void)
+{
+	pid_t p = __atomic_load_n(&my_pid, __ATOMIC_RELAXED);
+	if (p == 0) {
+		p = getpid();
+		__atomic_store_n(&my_pid, p, __ATOMIC_RELAXED);
+	}
+	return p;
+}
 
 static void warnx_once(const char *fmt, ...)
 {
@@ -327,7 +341,7 @@ static int claim_proc(pid_t parent)
 	for (uint32_t i = 0; i < n; i++) {
 		struct pno_proc_line *pl = pno_region_proc(g.base, i);
 		uint32_t zero = 0;
-		if (__atomic_compare_exchange_n(&pl->pid, &zero, (uint32_t)getpid(), 0,
+		if (__atomic_compare_exchange_n(&pl->pid, &zero, (uint32_t)mypid(), 0,
 						__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
 			pl->parent = (uint32_t)parent;
 			memset(pno_region_proc_refs(g.base, i), 0, 2 * (size_t)g.hdr->max_sockets);
@@ -412,6 +426,8 @@ static void parse_policy(void)
 {
 	g.required = getenv("PNO_REQUIRED") && *getenv("PNO_REQUIRED") == '1';
 	g.debug = getenv("PNO_DEBUG") != NULL;
+	const char *spin = getenv("PNO_SPIN_US");
+	g.spin_ns = (uint64_t)(spin ? atoi(spin) : 0) * 1000;
 	/* connect() goes to PnO for the bridge's subnet; PNO_OFFLOAD_PREFIX sets its length. */
 	const char *prefix = getenv("PNO_OFFLOAD_PREFIX");
 	int len = prefix ? atoi(prefix) : 24;
@@ -461,14 +477,14 @@ static void nested_rearm(struct pep *ep);
 static struct thr *thread_state(void)
 {
 	struct thr *t = self;
-	if (t && t->pid == getpid())
+	if (t && t->pid == mypid())
 		return t;
 	if (!t) {
 		t = calloc(1, sizeof(*t));
 		if (!t)
 			return NULL;
 	}
-	t->pid = getpid();
+	t->pid = mypid();
 	t->waiter = -1;
 	t->wake_rd = -1;
 	uint32_t tid = (uint32_t)gettid_();
@@ -484,7 +500,7 @@ static struct thr *thread_state(void)
 		if (!__atomic_compare_exchange_n(&tl->owner_tid, &owner, tid, 0, __ATOMIC_SEQ_CST,
 						 __ATOMIC_SEQ_CST))
 			continue;
-		tl->owner_pid = (uint32_t)getpid();
+		tl->owner_pid = (uint32_t)mypid();
 		t->entry = (int)i;
 		pno_region_cmd_producer(&t->cmd, g.base, i);
 		pno_region_cpl_consumer(&t->cpl, g.base, i);
@@ -738,7 +754,7 @@ static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dr
 		uint32_t owner = __atomic_load_n(&wl->owner_pid, __ATOMIC_ACQUIRE);
 		if (owner != 0 && !(kill((pid_t)owner, 0) != 0 && errno == ESRCH))
 			continue;
-		if (!__atomic_compare_exchange_n(&wl->owner_pid, &owner, (uint32_t)getpid(), 0,
+		if (!__atomic_compare_exchange_n(&wl->owner_pid, &owner, (uint32_t)mypid(), 0,
 						 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 			continue;
 		*wgen = __atomic_add_fetch(&wl->gen, 1, __ATOMIC_SEQ_CST);
@@ -1943,12 +1959,12 @@ static void close_epoll_locked(int fd)
 				pp = &(*pp)->sock_next;
 			if (*pp)
 				*pp = e->sock_next;
-			if (e->p->kind == P_OFFLOADED && ep->waiter >= 0 && ep->owner == getpid())
+			if (e->p->kind == P_OFFLOADED && ep->waiter >= 0 && ep->owner == mypid())
 				subscribe(e->p, ep->waiter, ep->wgen, 0, 0);
 			free(e);
 		}
 	}
-	if (ep->waiter >= 0 && ep->owner == getpid()) {
+	if (ep->waiter >= 0 && ep->owner == mypid()) {
 		release_waiter(ep->waiter, ep->wgen);
 		g.internal[ep->wake_rd] = 0;
 		real.close(ep->wake_rd);
@@ -2012,7 +2028,7 @@ static uint32_t sub_flags(uint32_t events)
  */
 static int ep_waiter(struct pep *ep)
 {
-	if (ep->waiter >= 0 && ep->owner == getpid())
+	if (ep->waiter >= 0 && ep->owner == mypid())
 		return 0;
 	if (!ep->byfd) {
 		ep->byfd = calloc(MAX_FDS, sizeof(*ep->byfd));
@@ -2028,7 +2044,7 @@ static int ep_waiter(struct pep *ep)
 	}
 	if (claim_waiter(&ep->waiter, &ep->wgen, &ep->wake_rd, &ep->ev, 0, &ep->wake_wr) != 0)
 		return -1;
-	ep->owner = getpid();
+	ep->owner = mypid();
 	struct epoll_event wev = { .events = EPOLLIN, .data.u64 = WAKE_MAGIC };
 	real.epoll_ctl(ep->kfd, EPOLL_CTL_ADD, ep->wake_rd, &wev);
 	for (int i = 0; i < MAX_FDS; i++) {
@@ -2168,7 +2184,7 @@ static void ep_drain(struct pep *ep);
  */
 static void nested_rearm(struct pep *ep)
 {
-	if (!ep->nested || ep->waiter < 0 || ep->owner != getpid())
+	if (!ep->nested || ep->waiter < 0 || ep->owner != mypid())
 		return;
 	drain_wake(ep->wake_rd);
 	__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)ep->waiter)->sleeping, 1,
@@ -2301,7 +2317,7 @@ static int pno_epoll_wait(struct pep *ep, struct epoll_event *evs, int max, int 
 static int pno_epoll_wait_locked(struct pep *ep, struct epoll_event *evs, int max, int timeout,
 				 const sigset_t *mask)
 {
-	if (ep->waiter < 0 || ep->owner != getpid()) {
+	if (ep->waiter < 0 || ep->owner != mypid()) {
 		if (!ep->byfd) {
 			/* No socket of ours was ever in the set: it is the kernel's alone. */
 			pthread_mutex_unlock(&ep->mu);
@@ -2342,6 +2358,18 @@ static int pno_epoll_wait_locked(struct pep *ep, struct epoll_event *evs, int ma
 			if (now >= deadline)
 				return 0;
 			left = (int)((deadline - now + 999999) / 1000000);
+		}
+		/* A busy server's next request is usually microseconds away: look for it a little
+		 * while before paying for a sleep and a wakeup (Onload's spin, Linux's busy_poll). */
+		if (g.spin_ns) {
+			uint64_t until = now_ns() + g.spin_ns;
+			while (ep->ready.ready_next == &ep->ready && now_ns() < until) {
+				for (int i = 0; i < 64; i++)
+					__builtin_ia32_pause();
+				ep_drain(ep);
+			}
+			if (ep->ready.ready_next != &ep->ready)
+				continue;
 		}
 		__atomic_store_n(&wl->sleeping, 1, __ATOMIC_SEQ_CST);
 		ep_drain(ep);
@@ -2647,7 +2675,7 @@ EXPORT pid_t fork(void)
 		struct pno_proc_line *pl = pno_region_proc(g.base, i);
 		uint32_t zero = 0;
 		/* Reserved with our own pid until the child writes its own. */
-		if (__atomic_compare_exchange_n(&pl->pid, &zero, (uint32_t)getpid(), 0,
+		if (__atomic_compare_exchange_n(&pl->pid, &zero, (uint32_t)mypid(), 0,
 						__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 			child_proc = (int)i;
 	}
@@ -2663,6 +2691,7 @@ EXPORT pid_t fork(void)
 	pid_t pid = real.fork();
 	if (pid == 0) {
 		/* Child: its own entry, no thread rings or waiters of its own yet. */
+		__atomic_store_n(&my_pid, getpid(), __ATOMIC_RELAXED);
 		pthread_mutex_init(&g.mu, NULL);
 		pthread_mutex_init(&g.ctl_mu, NULL);
 		self = NULL;
@@ -2670,7 +2699,7 @@ EXPORT pid_t fork(void)
 			g.proc = child_proc;
 			pno_region_proc(g.base, (uint32_t)child_proc)->parent = 0;
 			__atomic_store_n(&pno_region_proc(g.base, (uint32_t)child_proc)->pid,
-					 (uint32_t)getpid(), __ATOMIC_SEQ_CST);
+					 (uint32_t)mypid(), __ATOMIC_SEQ_CST);
 		}
 		return 0;
 	}
@@ -2695,7 +2724,7 @@ EXPORT pid_t fork(void)
 static void release_thread(void *arg)
 {
 	struct thr *t = arg;
-	if (!t || g.attached <= 0 || t->pid != getpid())
+	if (!t || g.attached <= 0 || t->pid != mypid())
 		return;
 	if (t->waiter >= 0) {
 		self = t; /* release_waiter posts on this thread's ring */
@@ -2709,10 +2738,18 @@ static void release_thread(void *arg)
 	free(t);
 }
 
+/* Any fork, also one libc makes internally (daemon(), say): the child is a new process. */
+static void atfork_child(void)
+{
+	__atomic_store_n(&my_pid, getpid(), __ATOMIC_RELAXED);
+	self = NULL;
+}
+
 __attribute__((constructor)) static void pno_init(void)
 {
 	REAL();
 	pthread_key_create(&g.thr_key, release_thread);
+	pthread_atfork(NULL, NULL, atfork_child);
 }
 
 /* ---- _FORTIFY_SOURCE variants ----------------------------------------------------------- */

@@ -37,6 +37,7 @@ import * as D from "../rings/descriptors.ts";
 import * as E from "../rings/errno.ts";
 import {
   ACCEPT_ENTRY,
+  DOORBELL_SEQ,
   DOORBELL_SLEEPING,
   KIND_BOUND,
   KIND_CONN,
@@ -72,6 +73,7 @@ import { DmaRxStream, DmaTxStream } from "./dma_streams.ts";
 import { type TcpEngine, TcpError } from "./tcp/engine.ts";
 import {
   CLOSED,
+  ESTABLISHED,
   EV_ACCEPT,
   EV_CLOSED,
   EV_CONNECTED,
@@ -79,7 +81,6 @@ import {
   EV_READABLE,
   EV_RESET,
   EV_WRITABLE,
-  ESTABLISHED,
   FIN_WAIT_2,
   LISTEN,
   NO_STREAM,
@@ -207,7 +208,16 @@ export class AttachedApp {
   private readonly bridgeSleeping: number;
   /** Private copy of the command being served: the slot may be rewritten while we read. */
   readonly scratch: DataView = new DataView(new ArrayBuffer(64));
-  private readonly scratchBytes = new Uint8Array(this.scratch.buffer);
+  private readonly scratchWords = new Int32Array(this.scratch.buffer);
+  /** Waiters with events posted since the last kick check, and how many. */
+  private readonly dirtyWaiters: Int32Array;
+  private dirtyCount = 0;
+  /** The doorbell sequence last seen: command rings are scanned only when it moves. */
+  lastDoorbell = -1;
+  /** A scan stopped early (batch limit, completion ring full): scan again next round. */
+  backlog = true;
+  /** Word index of the doorbell sequence. */
+  readonly doorbellSeq: number;
   /** Every process is gone: connections drain, then the region is let go (`onGone`). */
   detaching = false;
   detachDeadline = 0;
@@ -252,12 +262,25 @@ export class AttachedApp {
     this.halves = new Uint16Array(region.buffer);
     this.knownPids = new Int32Array(p.maxProcs);
     this.bridgeSleeping = (layout.doorbellOffset + DOORBELL_SLEEPING) >> 2;
+    this.doorbellSeq = (layout.doorbellOffset + DOORBELL_SEQ) >> 2;
+    this.dirtyWaiters = new Int32Array(p.maxWaiters);
   }
 
   /** Copies the descriptor at `at` of `view` into `scratch` (one read of shared memory). */
   copyCommand(bytes: Uint8Array, at: number): DataView {
-    this.scratchBytes.set(bytes.subarray(at, at + 64));
+    // Sixteen word loads, no view made: this runs once per command.
+    const base = (bytes.byteOffset + at) >> 2;
+    const words = this.words, scratch = this.scratchWords;
+    for (let i = 0; i < 16; i++) scratch[i] = words[base + i];
     return this.scratch;
+  }
+
+  /** Marks a waiter as having new events, for `kickSleepers`. */
+  markDirty(w: number): void {
+    const waiter = this.waiters[w];
+    if (waiter.dirty) return;
+    waiter.dirty = true;
+    this.dirtyWaiters[this.dirtyCount++] = w;
   }
 
   /** Word index of field `off` of socket `s`'s entry. */
@@ -287,11 +310,16 @@ export class AttachedApp {
    */
   kickSleepers(): void {
     const layout = this.region.layout;
-    for (let w = 0; w < this.waiters.length; w++) {
+    const n = this.dirtyCount;
+    this.dirtyCount = 0;
+    for (let i = 0; i < n; i++) {
+      const w = this.dirtyWaiters[i];
       const waiter = this.waiters[w];
-      if (!waiter.dirty) continue;
-      // A wake socket still on its way over the control socket: try again next round.
-      if (waiter.wakeFd < 0) continue;
+      if (waiter.wakeFd < 0) {
+        // A wake socket still on its way over the control socket: try again next round.
+        this.dirtyWaiters[this.dirtyCount++] = w;
+        continue;
+      }
       waiter.dirty = false;
       const flag = (waiterOffset(layout, w) + WAITER_SLEEPING) >> 2;
       if (Atomics.exchange(this.words, flag, 0) === 0) continue;
@@ -610,7 +638,15 @@ export class RingService {
     let work = 0;
     const checkDrain = nowMs - this.lastDrainCheck >= 10;
     for (const app of this.apps.values()) {
-      for (let t = 0; t < app.threads.length; t++) work += this.serveThread(app, t);
+      // The command rings are read only when the doorbell moved (or a scan was cut short, or
+      // as a slow sweep every 10 ms, for producers that forget the doorbell): the cost of a
+      // round does not grow with idle threads.
+      const seq = Atomics.load(app.words, app.doorbellSeq);
+      if (seq !== app.lastDoorbell || app.backlog || checkDrain) {
+        app.lastDoorbell = seq;
+        app.backlog = false;
+        for (let t = 0; t < app.threads.length; t++) work += this.serveThread(app, t);
+      }
       work += this.postEdges(app);
       app.kickSleepers();
       if (app.draining.size > 0 && checkDrain) this.checkDraining(app);
@@ -684,6 +720,7 @@ export class RingService {
       if (this.execute(app, v, completions, posted)) posted++;
     }
     commands.release(done);
+    if (done < n || n === COMMAND_BATCH) app.backlog = true;
     if (posted > 0) completions.publish(posted);
     app.counters.commands += done;
     app.counters.completions += posted;
@@ -1255,7 +1292,7 @@ export class RingService {
           app.counters.ringFaults++;
           continue;
         }
-        waiter.dirty = true;
+        app.markDirty(sub.waiter);
         if (room < 1) {
           // Full: tell the waiter it lost events, so it re-checks every socket it watches.
           Atomics.store(app.words, (waiterOffset(layout, sub.waiter) + WAITER_OVERFLOW) >> 2, 1);

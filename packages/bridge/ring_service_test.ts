@@ -12,6 +12,7 @@ import * as E from "../rings/errno.ts";
 import {
   ACCEPT_ENTRY,
   computeLayout,
+  DOORBELL_SEQ,
   KIND_BOUND,
   KIND_CONN,
   KIND_LISTENER,
@@ -123,7 +124,13 @@ class Host {
     D.writeHeader(this.g.commands.view, at, op, sock, gen, req);
     fill?.(this.g.commands.view, at);
     this.g.commands.publish(1);
+    this.ringDoorbell();
     return req;
+  }
+
+  /** As the shim does after publishing: the bridge reads command rings when this moves. */
+  ringDoorbell(): void {
+    Atomics.add(this.words, (this.layout.doorbellOffset + DOORBELL_SEQ) >> 2, 1);
   }
 
   bind(port: number, ip = 0): number {
@@ -411,6 +418,7 @@ Deno.test("ring service: hostile commands are refused and counted, the service s
   // A scribbled command-ring index is a ring fault, not a crash.
   new Uint32Array(host.buffer)[(threadOffset(host.layout, 0) + host.layout.cmdCtrl) >> 2] =
     0x7fffffff;
+  host.ringDoorbell();
   wire.step(4);
   assert(app.counters.ringFaults > 0);
   // Another thread's ring of the same region still works.
@@ -419,6 +427,7 @@ Deno.test("ring service: hostile commands are refused and counted, the service s
   D.writeHeader(g1.commands.view, g1.commands.slotOffset(0), D.CMD_BIND, D.SOCK_NONE, 0, 77);
   D.writeSockaddrV4(g1.commands.view, g1.commands.slotOffset(0) + D.BIND_ADDR, 0, 82);
   g1.commands.publish(1);
+  host.ringDoorbell();
   wire.step(5);
   assertEquals(g1.completions.peek(1), 1);
   assertEquals(D.readReqId(g1.completions.view, g1.completions.slotOffset(0)), 77);
