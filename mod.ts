@@ -1,5 +1,5 @@
 /**
- * PnO's programmatic API: start the bridge from Deno code and read its counters.
+ * PnO's programmatic API: start the bridge and the host proxy from Deno code, read counters.
  *
  * @example
  * ```ts ignore
@@ -16,6 +16,14 @@ export {
   type BridgeStats,
   startBridge,
 } from "./packages/bridge/mod.ts";
+export {
+  loadPolicy,
+  parsePolicy,
+  type Policy,
+  Proxy,
+  type ProxyOptions,
+  type ProxyStats,
+} from "./packages/proxy/mod.ts";
 export {
   DEFAULT_WIRE,
   type Impairments,

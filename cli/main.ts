@@ -7,6 +7,7 @@
 import { bridgeMain } from "../packages/bridge/main.ts";
 import { benchMain } from "./bench.ts";
 import { demoMain } from "./demo.ts";
+import { proxyMain } from "./proxy.ts";
 import { runMain } from "./run.ts";
 import { testMain } from "./run_tests.ts";
 import { wireMain } from "./wire.ts";
@@ -19,6 +20,7 @@ Commands:
   demo           the end-to-end demo: wire, bridge, a kernel client, counters, teardown
   wire up|down   create or remove the emulated wire (namespace pno-client, veths, twin link)
   bridge         run the NIC-side bridge (DPDK on pno1, 10.88.0.2) in the foreground
+  proxy          run the host proxy: admits applications (policy), creates and maps regions
   run            run an unmodified program under the shim: pno run [--control PATH] -- APP ARGS
   bench          --echo: PnO against the kernel path; --micro: rings; --engine: TCP engine
   test           run every test (unit and integration); ends with "N passed, N failed"
@@ -28,6 +30,7 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
   demo: demoMain,
   wire: wireMain,
   bridge: bridgeMain,
+  proxy: proxyMain,
   run: runMain,
   test: testMain,
   bench: benchMain,

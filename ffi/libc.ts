@@ -56,6 +56,8 @@ const libcSymbols = {
     result: "i32",
     nonblocking: true,
   },
+  // syscall(2) is variadic and reads longs: three i64 arguments match it on x86-64.
+  syscall: { parameters: ["i64", "i64", "i64"], result: "i64" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -154,3 +156,5 @@ export const MSG_DONTWAIT = 0x40;
 export const FALLOC_FL_PUNCH_HOLE = 2;
 /** fallocate(): keep the file's size. */
 export const FALLOC_FL_KEEP_SIZE = 1;
+/** syscall number of pidfd_open(2) on x86-64 (Linux 5.3). */
+export const SYS_PIDFD_OPEN = 434;

@@ -41,3 +41,25 @@ export {
   requestRegion,
   serveRegion,
 } from "./control.ts";
+// The control protocol's frames, for the host proxy (packages/proxy).
+export {
+  type Frame,
+  type Hello,
+  HELLO_JOIN,
+  HELLO_PROXY,
+  MSG_BRIDGE_INFO,
+  MSG_ERROR,
+  MSG_HELLO,
+  MSG_MAP_REGION,
+  MSG_REGION,
+  MSG_REPLY,
+  MSG_UNMAP_REGION,
+  MSG_WAIT_FD,
+  MSG_WAKER,
+  parseHello,
+  payloadU32,
+  REGION_PARAM_NAMES,
+  sendRegion,
+  u32Payload,
+} from "./control.ts";
+export { checkWakeSocket, Waker } from "./waker.ts";
