@@ -127,6 +127,8 @@ struct psock {
 	int rcvtimeo_ms, sndtimeo_ms;
 	int listening;
 	int inherited; /* accepted: options came from the listener */
+	int bound_any; /* bound to INADDR_ANY */
+	int loop_listening; /* its placeholder listens on 127.0.0.1, same port */
 	/* the last thread waiter subscribed to it, for blocking calls */
 	int tw_waiter;
 	uint32_t tw_gen;
@@ -193,7 +195,6 @@ static struct {
 	int proc;              /* our process entry */
 	int required, debug;
 	uint64_t spin_ns;      /* PNO_SPIN_US: how long a waiter looks before it sleeps */
-	uint32_t offload_net, offload_mask; /* connect() destinations offloaded */
 	struct psock *files[MAX_FDS];
 	struct pep *eps[MAX_FDS];
 	uint8_t internal[MAX_FDS];
@@ -422,19 +423,111 @@ broken:
 	return -1;
 }
 
+/* A policy line "offload NET/LEN" or "kernel NET/LEN": where connect() goes. */
+struct net_rule {
+	uint32_t net, mask;
+	int offload;
+};
+
+static struct {
+	struct net_rule nets[32];
+	int n_nets, n_offload;
+	int listen_mode; /* 0 any (INADDR_ANY and the bridge's address), 1 bridge only, 2 none */
+	int loopback;    /* INADDR_ANY listeners also answer on 127.0.0.1 through the placeholder */
+	uint16_t kernel_ports[32];
+	int n_ports;
+} pol = { .loopback = 1 };
+
+static int parse_cidr(const char *text, struct net_rule *r)
+{
+	unsigned a, b, c, d, len = 32;
+	int n = sscanf(text, "%u.%u.%u.%u/%u", &a, &b, &c, &d, &len);
+	if (n < 4 || a > 255 || b > 255 || c > 255 || d > 255 || len > 32)
+		return -1;
+	r->mask = len == 0 ? 0 : 0xffffffffu << (32 - len);
+	r->net = ((a << 24) | (b << 16) | (c << 8) | d) & r->mask;
+	return 0;
+}
+
+/*
+ * The offload policy: PNO_POLICY names a file of lines (see packages/shim/policy.ts for the
+ * format, which the launcher checks before the program starts); a bad line is reported once
+ * and ignored. Environment variables win over the file.
+ */
 static void parse_policy(void)
 {
-	g.required = getenv("PNO_REQUIRED") && *getenv("PNO_REQUIRED") == '1';
+	const char *path = getenv("PNO_POLICY");
+	FILE *f = path && *path ? fopen(path, "re") : NULL;
+	if (path && *path && !f)
+		warnx_once("pno: policy file %s: %s (default policy)\n", path, strerror(errno));
+	char line[256];
+	int lineno = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		lineno++;
+		char *hash = strchr(line, '#');
+		if (hash)
+			*hash = 0;
+		char key[32], val[128];
+		int n = sscanf(line, "%31s %127s", key, val);
+		if (n <= 0)
+			continue;
+		int ok = n == 2;
+		if (ok && (!strcmp(key, "offload") || !strcmp(key, "kernel"))) {
+			struct net_rule r;
+			ok = pol.n_nets < 32 && parse_cidr(val, &r) == 0;
+			if (ok) {
+				r.offload = key[0] == 'o';
+				pol.nets[pol.n_nets++] = r;
+				pol.n_offload += r.offload;
+			}
+		} else if (ok && !strcmp(key, "listen")) {
+			pol.listen_mode = !strcmp(val, "any") ? 0 : !strcmp(val, "bridge") ? 1
+				       : !strcmp(val, "none") ? 2 : -1;
+			ok = pol.listen_mode >= 0;
+			if (!ok)
+				pol.listen_mode = 0;
+		} else if (ok && !strcmp(key, "loopback")) {
+			pol.loopback = !strcmp(val, "on");
+			ok = pol.loopback || !strcmp(val, "off");
+		} else if (ok && !strcmp(key, "kernel-port")) {
+			int port = atoi(val);
+			ok = pol.n_ports < 32 && port > 0 && port < 65536;
+			if (ok)
+				pol.kernel_ports[pol.n_ports++] = (uint16_t)port;
+		} else if (ok && !strcmp(key, "required")) {
+			g.required = !strcmp(val, "yes");
+			ok = g.required || !strcmp(val, "no");
+		} else if (ok && !strcmp(key, "spin-us")) {
+			g.spin_ns = (uint64_t)atoi(val) * 1000;
+		} else {
+			ok = 0;
+		}
+		if (!ok)
+			warnx_once("pno: policy file %s line %d not understood: %s", path, lineno, line);
+	}
+	if (f)
+		fclose(f);
+	if (getenv("PNO_REQUIRED"))
+		g.required = *getenv("PNO_REQUIRED") == '1';
 	g.debug = getenv("PNO_DEBUG") != NULL;
 	const char *spin = getenv("PNO_SPIN_US");
-	g.spin_ns = (uint64_t)(spin ? atoi(spin) : 0) * 1000;
-	/* connect() goes to PnO for the bridge's subnet; PNO_OFFLOAD_PREFIX sets its length. */
+	if (spin)
+		g.spin_ns = (uint64_t)atoi(spin) * 1000;
+}
+
+/* After attaching: with no "offload" line, connect() goes to PnO for the bridge's subnet. */
+static void policy_defaults(void)
+{
+	if (pol.n_offload > 0 || pol.n_nets >= 32)
+		return;
 	const char *prefix = getenv("PNO_OFFLOAD_PREFIX");
 	int len = prefix ? atoi(prefix) : 24;
 	if (len < 0 || len > 32)
 		len = 24;
-	g.offload_mask = len == 0 ? 0 : 0xffffffffu << (32 - len);
-	g.offload_net = g.local_ip & g.offload_mask;
+	struct net_rule r = { .mask = len == 0 ? 0 : 0xffffffffu << (32 - len), .offload = 1 };
+	r.net = g.local_ip & r.mask;
+	pol.nets[pol.n_nets++] = r;
+	pol.n_offload++;
 }
 
 /* Attaches once; returns 1 if sockets can be offloaded. */
@@ -445,15 +538,16 @@ static int attach(void)
 		return state > 0;
 	pthread_mutex_lock(&g.mu);
 	if (g.attached == 0) {
+		parse_policy();
 		int ok = do_attach() == 0;
 		if (ok)
-			parse_policy();
+			policy_defaults();
 		__atomic_store_n(&g.attached, ok ? 1 : -1, __ATOMIC_RELEASE);
 		if (!ok) {
 			warnx_once("pno: cannot attach to the bridge (%s): sockets stay in the kernel\n",
 				   attach_error ? attach_error : "?");
-			if (getenv("PNO_REQUIRED") && *getenv("PNO_REQUIRED") == '1') {
-				warnx_once("pno: PNO_REQUIRED is set: exiting\n");
+			if (g.required) {
+				warnx_once("pno: the policy requires the offload: exiting\n");
 				_exit(111);
 			}
 		}
@@ -1056,15 +1150,32 @@ static int offload_bind(struct psock *p, uint32_t ip, uint16_t port)
 	return 0;
 }
 
-static int policy_bind(uint32_t ip)
+static int kernel_port(uint16_t port)
 {
-	return ip == INADDR_ANY || ip == g.local_ip;
+	for (int i = 0; i < pol.n_ports; i++)
+		if (pol.kernel_ports[i] == port)
+			return 1;
+	return 0;
 }
 
-static int policy_connect(uint32_t ip)
+static int policy_bind(uint32_t ip, uint16_t port)
 {
-	return (ip & 0xff000000u) != 0x7f000000u && (ip & g.offload_mask) == g.offload_net &&
-	       ip != 0;
+	if (kernel_port(port) || pol.listen_mode == 2)
+		return 0;
+	return (ip == INADDR_ANY && pol.listen_mode == 0) || ip == g.local_ip;
+}
+
+static int policy_connect(uint32_t ip, uint16_t port)
+{
+	if (ip == 0 || (ip & 0xff000000u) == 0x7f000000u || kernel_port(port))
+		return 0;
+	for (int i = 0; i < pol.n_nets; i++)
+		if (!pol.nets[i].offload && (ip & pol.nets[i].mask) == pol.nets[i].net)
+			return 0;
+	for (int i = 0; i < pol.n_nets; i++)
+		if (pol.nets[i].offload && (ip & pol.nets[i].mask) == pol.nets[i].net)
+			return 1;
+	return 0;
 }
 
 EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
@@ -1076,12 +1187,15 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 		return real.bind(fd, addr, len);
 	const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
 	uint32_t ip = ntohl(in->sin_addr.s_addr);
-	if (!attach() || !policy_bind(ip)) {
+	if (!attach() || !policy_bind(ip, ntohs(in->sin_port))) {
 		keep_in_kernel(fd, p);
 		return real.bind(fd, addr, len);
 	}
 	int r = offload_bind(p, ip, ntohs(in->sin_port));
-	return r < 0 ? fail(-r) : 0;
+	if (r < 0)
+		return fail(-r);
+	p->bound_any = ip == INADDR_ANY;
+	return 0;
 }
 
 EXPORT int listen(int fd, int backlog)
@@ -1092,13 +1206,14 @@ EXPORT int listen(int fd, int backlog)
 		return real.listen(fd, backlog);
 	if (p->kind == P_PENDING) {
 		/* listen() without bind() binds INADDR_ANY on an ephemeral port, as Linux does. */
-		if (!attach()) {
+		if (!attach() || !policy_bind(INADDR_ANY, 0)) {
 			keep_in_kernel(fd, p);
 			return real.listen(fd, backlog);
 		}
 		int r = offload_bind(p, INADDR_ANY, 0);
 		if (r < 0)
 			return fail(-r);
+		p->bound_any = 1;
 	}
 	struct thr *t = thread_state();
 	if (!t)
@@ -1112,6 +1227,30 @@ EXPORT int listen(int fd, int backlog)
 	if (r < 0)
 		return fail(-r);
 	p->listening = 1;
+	if (p->bound_any && pol.loopback && !p->loop_listening) {
+		/*
+		 * A listener on INADDR_ANY also answers on loopback, through its placeholder (as
+		 * OpenOnload does): host-local clients reach it with the kernel's TCP, and
+		 * accept() hands them out as plain kernel sockets.
+		 */
+		struct sockaddr_in lo = { .sin_family = AF_INET,
+					  .sin_port = htons(__atomic_load_n(&line(p->slot)->local_port,
+									    __ATOMIC_ACQUIRE)),
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int one = 1;
+		real.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (real.bind(fd, (struct sockaddr *)&lo, sizeof(lo)) == 0 &&
+		    real.listen(fd, backlog) == 0) {
+			p->loop_listening = 1;
+			/* Sets it joined before it listened watch the placeholder from now on. */
+			pthread_mutex_lock(&g.mu);
+			for (struct epi *e = p->epis; e; e = e->sock_next) {
+				struct epoll_event kev = { .events = e->events, .data = e->data };
+				real.epoll_ctl(e->ep->kfd, EPOLL_CTL_ADD, fd, &kev);
+			}
+			pthread_mutex_unlock(&g.mu);
+		}
+	}
 	return 0;
 }
 
@@ -1144,7 +1283,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
 	uint32_t ip = ntohl(in->sin_addr.s_addr);
-	if (p->kind == P_PENDING && (!attach() || !policy_connect(ip))) {
+	if (p->kind == P_PENDING && (!attach() || !policy_connect(ip, ntohs(in->sin_port)))) {
 		keep_in_kernel(fd, p);
 		return real.connect(fd, addr, len);
 	}
@@ -1227,10 +1366,21 @@ EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 		sock_unlock(s);
 		if (got)
 			break;
+		if (p->loop_listening) {
+			struct pollfd pf = { .fd = fd, .events = POLLIN };
+			if (real.poll(&pf, 1, 0) == 1) {
+				int k = real.accept4(fd, addr, alen, flags);
+				if (k >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+					return k; /* a loopback client: a kernel socket */
+			}
+		}
 		if (p->nonblock)
 			return fail(EAGAIN);
 		struct psock *ps[1] = { p };
-		if (block_on(ps, 1, listener_ready, p, NULL, 0, -1, NULL) < 0 && errno == EINTR)
+		struct pollfd kf = { .fd = fd, .events = POLLIN };
+		if (block_on(ps, 1, listener_ready, p, p->loop_listening ? &kf : NULL,
+			     p->loop_listening ? 1 : 0, -1, NULL) < 0 &&
+		    errno == EINTR)
 			return fail(EINTR);
 	}
 	if (e.sock >= g.hdr->max_sockets)
@@ -2087,6 +2237,12 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		return fail(EFAULT);
 	if (g.attached <= 0 && p->kind == P_PENDING && !attach())
 		return real.epoll_ctl(epfd, op, fd, ev);
+	if (p->kind == P_OFFLOADED && p->loop_listening) {
+		/* Its loopback clients arrive on the placeholder: the kernel set watches it too. */
+		int kr = real.epoll_ctl(epfd, op, fd, ev);
+		if (kr < 0 && op == EPOLL_CTL_ADD)
+			return kr;
+	}
 	pthread_mutex_lock(&g.mu); /* the socket's epoll list */
 	pthread_mutex_lock(&ep->mu);
 	int rc = 0;
@@ -2490,7 +2646,8 @@ static int pno_poll(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *m
 			if (p) {
 				ps[np++] = p;
 				fds[i].revents = to_poll(sock_poll(p), fds[i].events);
-			} else {
+			}
+			if (!p || p->loop_listening) {
 				kf[nk] = fds[i];
 				kf[nk].fd = fds[i].fd;
 				nk++;
@@ -2514,17 +2671,14 @@ static int pno_poll(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *m
 			break;
 		}
 		int k = 0;
-		for (nfds_t i = 0; i < n; i++) {
-			if (offloaded(fds[i].fd))
-				continue;
-			fds[i].revents = r > 0 ? kf[k].revents : 0;
-			k++;
-		}
 		ready = 0;
 		for (nfds_t i = 0; i < n; i++) {
 			struct psock *p = offloaded(fds[i].fd);
-			if (p)
-				fds[i].revents = to_poll(sock_poll(p), fds[i].events);
+			short kre = 0;
+			if (!p || p->loop_listening)
+				kre = r > 0 ? kf[k++].revents : 0;
+			fds[i].revents = p ? (short)(to_poll(sock_poll(p), fds[i].events) | (kre & POLLIN))
+				       : kre;
 			if (fds[i].revents)
 				ready++;
 		}
