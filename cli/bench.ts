@@ -6,11 +6,12 @@
  */
 import { parseArgs } from "@std/cli";
 import { echoSideBySide } from "../bench/echo_side_by_side.ts";
+import { formatRedisTable, redisSideBySide } from "../bench/redis_side_by_side.ts";
 import { runMicroBench } from "../bench/rings_micro.ts";
 
 export const BENCH_HELP = `pno bench: run the benchmarks
 
-Usage: pno bench [--micro] [--engine] [--echo]
+Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
 
 Options:
   --micro     host-NIC ring micro-benchmarks in one process: descriptors per second
@@ -23,23 +24,47 @@ Options:
               against an echo server on the host kernel (twin veth), the same echo on the
               rings (TCP in the bridge) and the bridge's echo service; request/response rate
               and latency, bulk bandwidth, host CPU per request, with ratios to the kernel
+  --redis     unmodified redis-server under the shim (pno run) and on the host kernel (twin
+              veth), redis-benchmark SET/GET with 64-byte values and 50 clients from
+              pno-client against each: req/s, p50/p99, host CPU per request (redis-server),
+              NIC CPU per request (the bridge), syscalls per request of the busy redis-server
+              (strace -f -c for 4 s of each run), and the memory an idle established
+              connection costs (10,000 idle clients: the region's resident pages, redis's
+              RSS, the kernel's slab); ratios PnO/kernel
+    --requests N  redis-benchmark -n for --redis (default 300000 per test)
+    --idle N      idle connections for --redis's memory figure (default 10000; 0: skip)
   -h, --help  show this help`;
 
 /** Runs the benchmarks the flags select. */
 export async function benchMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    boolean: ["help", "micro", "engine", "echo"],
+    boolean: ["help", "micro", "engine", "echo", "redis"],
+    string: ["requests", "idle"],
     alias: { h: "help" },
+    default: { requests: "300000", idle: "10000" },
     unknown: (arg: string) => {
       throw new Error(`unknown option ${arg}; see pno bench --help`);
     },
   });
-  if (flags.help || !(flags.micro || flags.engine || flags.echo)) {
+  if (flags.help || !(flags.micro || flags.engine || flags.echo || flags.redis)) {
     console.log(BENCH_HELP);
     return flags.help ? 0 : 2;
   }
   if (flags.micro) await runMicroBench();
   if (flags.echo) console.log(await echoSideBySide());
+  if (flags.redis) {
+    const requests = Number(flags.requests), idle = Number(flags.idle);
+    if (!(requests > 0) || !(idle >= 0)) throw new Error("--requests and --idle take numbers");
+    const c = await redisSideBySide({
+      requests,
+      clients: 50,
+      valueBytes: 64,
+      straceSeconds: 4,
+      idleConnections: idle,
+      log: (line) => console.log(line),
+    });
+    console.log(formatRedisTable(c));
+  }
   if (flags.engine) {
     // The engine benchmark measures allocation with V8 flags of its own: it runs as a child.
     const bench = new URL("../bench/tcp_engine.ts", import.meta.url).pathname;
