@@ -94,6 +94,8 @@ static struct {
 	int (*poll)(struct pollfd *, nfds_t, int);
 	int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
 	pid_t (*fork)(void);
+	ssize_t (*splice)(int, loff_t *, int, loff_t *, size_t, unsigned int);
+	long (*syscall)(long, ...);
 } real;
 
 static void resolve_real(void)
@@ -103,7 +105,7 @@ static void resolve_real(void)
 	R(writev); R(recvfrom); R(sendto); R(recvmsg); R(sendmsg); R(sendfile); R(close);
 	R(shutdown); R(getsockopt); R(setsockopt); R(getsockname); R(getpeername); R(fcntl);
 	R(ioctl); R(dup); R(dup2); R(dup3); R(epoll_create); R(epoll_create1); R(epoll_ctl);
-	R(epoll_pwait); R(poll); R(ppoll); R(fork);
+	R(epoll_pwait); R(poll); R(ppoll); R(fork); R(splice); R(syscall);
 #undef R
 }
 
@@ -560,7 +562,7 @@ static int attach(void)
 
 static pid_t gettid_(void)
 {
-	return (pid_t)syscall(SYS_gettid);
+	return (pid_t)real.syscall(SYS_gettid);
 }
 
 static void release_thread(void *arg);
@@ -702,14 +704,14 @@ static void sock_lock(struct pno_sock *s)
 		if (v == 0)
 			return;
 		struct timespec ts = { 0, 1000000 }; /* a dead holder cannot wedge us forever */
-		syscall(SYS_futex, &s->lock, FUTEX_WAIT, 2, &ts, NULL, 0);
+		real.syscall(SYS_futex, &s->lock, FUTEX_WAIT, 2, &ts, NULL, 0);
 	}
 }
 
 static void sock_unlock(struct pno_sock *s)
 {
 	if (__atomic_exchange_n(&s->lock, 0, __ATOMIC_RELEASE) == 2)
-		syscall(SYS_futex, &s->lock, FUTEX_WAKE, 1, NULL, NULL, 0);
+		real.syscall(SYS_futex, &s->lock, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
 /*
@@ -1716,6 +1718,41 @@ EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count)
 EXPORT ssize_t sendfile64(int out, int in, off_t *offset, size_t count)
 {
 	return sendfile(out, in, offset, count);
+}
+
+/*
+ * splice() with an offloaded socket on either end: the bytes go through a buffer (the kernel
+ * has no pipe into the region). Returns what one pass moved, as splice does.
+ */
+EXPORT ssize_t splice(int in, loff_t *off_in, int out, loff_t *off_out, size_t len,
+		      unsigned int flags)
+{
+	REAL();
+	struct psock *pin = offloaded(in), *pout = offloaded(out);
+	if (!pin && !pout)
+		return real.splice(in, off_in, out, off_out, len, flags);
+	char buf[65536];
+	size_t chunk = len < sizeof(buf) ? len : sizeof(buf);
+	int nb = (flags & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT : 0;
+	ssize_t n;
+	if (pin) {
+		struct iovec iov = { buf, chunk };
+		n = ret(pno_recv(pin, &iov, 1, nb));
+		if (n <= 0)
+			return n;
+		ssize_t w = off_out ? pwrite(out, buf, (size_t)n, *off_out) : real.write(out, buf, (size_t)n);
+		if (w > 0 && off_out)
+			*off_out += w;
+		return w;
+	}
+	n = off_in ? pread(in, buf, chunk, *off_in) : real.read(in, buf, chunk);
+	if (n <= 0)
+		return n;
+	struct iovec iov = { buf, (size_t)n };
+	ssize_t w = ret(pno_send(pout, &iov, 1, nb | MSG_NOSIGNAL));
+	if (w > 0 && off_in)
+		*off_in += w;
+	return w;
 }
 
 /* An fd of ours is going away (close, or dup2 onto it). Caller holds g.mu. */
@@ -2775,7 +2812,7 @@ EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *
 {
 	REAL();
 	if (g.attached <= 0 || !any_offloaded(nfds, rd, wr, ex))
-		return (int)syscall(SYS_select, nfds, rd, wr, ex, tv);
+		return (int)real.syscall(SYS_select, nfds, rd, wr, ex, tv);
 	int timeout = tv ? (int)(tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000) : -1;
 	uint64_t start = now_ns();
 	int r = pno_select(nfds, rd, wr, ex, timeout, NULL);
@@ -2803,7 +2840,7 @@ EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct ti
 			copy = *ts;
 			tp = &copy;
 		}
-		return (int)syscall(SYS_pselect6, nfds, rd, wr, ex, tp, mask ? &data : NULL);
+		return (int)real.syscall(SYS_pselect6, nfds, rd, wr, ex, tp, mask ? &data : NULL);
 	}
 	int timeout = ts ? (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000) : -1;
 	return pno_select(nfds, rd, wr, ex, timeout, mask);
@@ -2904,6 +2941,64 @@ __attribute__((constructor)) static void pno_init(void)
 	REAL();
 	pthread_key_create(&g.thr_key, release_thread);
 	pthread_atfork(NULL, NULL, atfork_child);
+}
+
+/* ---- raw syscall() ------------------------------------------------------------------------ */
+
+/*
+ * Programs that call syscall(SYS_read, ...) directly reach the same code as read(). Numbers
+ * the shim does not serve go to the kernel with all six arguments.
+ */
+EXPORT long syscall(long nr, ...)
+{
+	REAL();
+	va_list ap;
+	va_start(ap, nr);
+	long a = va_arg(ap, long), b = va_arg(ap, long), c = va_arg(ap, long);
+	long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
+	va_end(ap);
+	switch (nr) {
+	case SYS_read: return read((int)a, (void *)b, (size_t)c);
+	case SYS_write: return write((int)a, (const void *)b, (size_t)c);
+	case SYS_readv: return readv((int)a, (const struct iovec *)b, (int)c);
+	case SYS_writev: return writev((int)a, (const struct iovec *)b, (int)c);
+	case SYS_close: return close((int)a);
+	case SYS_socket: return socket((int)a, (int)b, (int)c);
+	case SYS_bind: return bind((int)a, (const struct sockaddr *)b, (socklen_t)c);
+	case SYS_listen: return listen((int)a, (int)b);
+	case SYS_accept: return accept4((int)a, (struct sockaddr *)b, (socklen_t *)c, 0);
+	case SYS_accept4: return accept4((int)a, (struct sockaddr *)b, (socklen_t *)c, (int)d);
+	case SYS_connect: return connect((int)a, (const struct sockaddr *)b, (socklen_t)c);
+	case SYS_recvfrom:
+		return recvfrom((int)a, (void *)b, (size_t)c, (int)d, (struct sockaddr *)e,
+				(socklen_t *)f);
+	case SYS_sendto:
+		return sendto((int)a, (const void *)b, (size_t)c, (int)d,
+			      (const struct sockaddr *)e, (socklen_t)f);
+	case SYS_recvmsg: return recvmsg((int)a, (struct msghdr *)b, (int)c);
+	case SYS_sendmsg: return sendmsg((int)a, (const struct msghdr *)b, (int)c);
+	case SYS_shutdown: return shutdown((int)a, (int)b);
+	case SYS_getsockname: return getsockname((int)a, (struct sockaddr *)b, (socklen_t *)c);
+	case SYS_getpeername: return getpeername((int)a, (struct sockaddr *)b, (socklen_t *)c);
+	case SYS_getsockopt:
+		return getsockopt((int)a, (int)b, (int)c, (void *)d, (socklen_t *)e);
+	case SYS_setsockopt:
+		return setsockopt((int)a, (int)b, (int)c, (const void *)d, (socklen_t)e);
+	case SYS_sendfile: return sendfile((int)a, (int)b, (off_t *)c, (size_t)d);
+	case SYS_dup: return dup((int)a);
+	case SYS_dup2: return dup2((int)a, (int)b);
+	case SYS_dup3: return dup3((int)a, (int)b, (int)c);
+	case SYS_fcntl: return fcntl((int)a, (int)b, c);
+	case SYS_ioctl: return ioctl((int)a, (unsigned long)b, (void *)c);
+	case SYS_epoll_create1: return epoll_create1((int)a);
+	case SYS_epoll_ctl: return epoll_ctl((int)a, (int)b, (int)c, (struct epoll_event *)d);
+	case SYS_epoll_wait: return epoll_wait((int)a, (struct epoll_event *)b, (int)c, (int)d);
+	case SYS_epoll_pwait:
+		return epoll_pwait((int)a, (struct epoll_event *)b, (int)c, (int)d,
+				   (const sigset_t *)e);
+	case SYS_poll: return poll((struct pollfd *)a, (nfds_t)b, (int)c);
+	}
+	return real.syscall(nr, a, b, c, d, e, f);
 }
 
 /* ---- _FORTIFY_SOURCE variants ----------------------------------------------------------- */
