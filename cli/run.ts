@@ -7,6 +7,7 @@
  */
 import { parseArgs } from "@std/cli";
 import { DEFAULT_CONTROL, SHIM_LIBRARY, shimEnv } from "../packages/shim/launcher.ts";
+import { checkPolicy } from "../packages/shim/policy.ts";
 
 export const RUN_HELP = `pno run: run an unmodified program with its TCP offloaded to the bridge
 
@@ -19,7 +20,9 @@ everything else (loopback, AF_UNIX, UDP, files) stays in the kernel.
 Options:
   --control PATH  the bridge's control socket (pno bridge --control PATH);
                   default ${DEFAULT_CONTROL}
-  --policy FILE   offload policy file (PNO_POLICY)
+  --policy FILE   offload policy file (PNO_POLICY; checked before the program starts;
+                  format in packages/shim/policy.ts: offload/kernel NET/LEN,
+                  listen any|bridge|none, kernel-port N, loopback on|off, required yes|no)
   --required      fail at start if the shim cannot attach, instead of falling back to the
                   kernel (PNO_REQUIRED=1)
   -h, --help      show this help
@@ -108,6 +111,14 @@ export async function runMain(args: string[]): Promise<number> {
     Deno.statSync(SHIM_LIBRARY);
   } catch {
     throw new Error(`${SHIM_LIBRARY} is missing: build it with make -C ffi`);
+  }
+  if (req.policy !== undefined) {
+    // The shim would only warn about a bad line from inside the program: say it now.
+    const problems = checkPolicy(Deno.readTextFileSync(req.policy));
+    if (problems.length > 0) {
+      throw new Error(`policy ${req.policy}:\n  ${problems.join("\n  ")}`);
+    }
+    req.policy = Deno.realPathSync(req.policy);
   }
   try {
     Deno.statSync(req.control);
