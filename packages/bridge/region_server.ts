@@ -69,6 +69,7 @@ export class RegionServer {
   private readonly entries = new Map<number, AppEntry>();
   private closed = false;
   private readonly reaper: ReturnType<typeof setInterval>;
+  private reapRounds = 0;
   /** The bridge's eventfd: applications kick it when they post commands to a parked bridge. */
   readonly waker: Waker = Waker.create();
   /** Regions refused (bad hello, version mismatch) and errors while serving clients. */
@@ -89,6 +90,10 @@ export class RegionServer {
     this.proxies = new ProxyPeers(service, this.waker, params, localIp, (m) => this.note(m));
     this.reaper = setInterval(() => {
       for (const { app } of this.entries.values()) this.service.reapDeadProcesses(app);
+      if (++this.reapRounds % 10 === 0) {
+        // Once a second: quiet connections give their ring pages back.
+        for (const { app } of this.entries.values()) app.reclaimIdle();
+      }
       this.proxies.reap();
     }, REAP_INTERVAL_MS);
     void this.acceptLoop();

@@ -56,6 +56,7 @@ import {
   SOCK_KIND,
   SOCK_LOCAL_IP,
   SOCK_LOCAL_PORT,
+  SOCK_LOCK,
   SOCK_PEER_IP,
   SOCK_RX_WANT,
   SOCK_SHUTDOWN,
@@ -151,6 +152,9 @@ class Slot {
   pushed: number[] = [];
   /** Round-robin position among EXCLUSIVE subscribers. */
   exclusiveTurn = 0;
+  /** Idle reclaim: the ring indices when last looked at, and whether the pages went. */
+  reclaimedAt = 0;
+  reclaimed = false;
 
   constructor(readonly app: AttachedApp, readonly index: number) {}
 }
@@ -435,6 +439,45 @@ export class AttachedApp {
   }
 
   /** Gives the pages of a freed slot's rings back to the host (the memfd is sparse). */
+  /**
+   * Gives back the ring pages of connections that went quiet with both rings empty, so that
+   * an idle connection costs its state lines, not the pages its last burst touched. The RX
+   * ring is ours to produce; the TX ring is the host's, so its pages go only while we hold
+   * the socket's lock word (a writer holds it while it copies) and find the ring empty. A
+   * connection is looked at again only after its indices moved. Control path: once a second.
+   */
+  reclaimIdle(): number {
+    const fd = this.region.fd ?? -1;
+    if (fd < 0) return 0;
+    const layout = this.region.layout;
+    const words = this.words;
+    let released = 0;
+    for (const slot of this.slots) {
+      if (!slot.inUse || slot.kind !== KIND_CONN || slot.tcp === null) continue;
+      const pair = streamOffset(layout, slot.index);
+      const txProd = Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) >> 2);
+      const txCons = Atomics.load(words, (pair + layout.txCtrl + RING_CONS_OFFSET) >> 2);
+      const rxProd = Atomics.load(words, (pair + layout.rxCtrl + RING_PROD_OFFSET) >> 2);
+      const rxCons = Atomics.load(words, (pair + layout.rxCtrl + RING_CONS_OFFSET) >> 2);
+      const mark = (txProd ^ Math.imul(rxProd, 0x9e3779b1)) | 0;
+      if (slot.reclaimed && slot.reclaimedAt === mark) continue;
+      slot.reclaimedAt = mark;
+      slot.reclaimed = false;
+      // Out-of-order payload waits in the RX ring past its producer index: keep those pages.
+      if (txProd !== txCons || rxProd !== rxCons || slot.tcp.ofoCount > 0) continue;
+      const lock = this.sockWord(slot.index, SOCK_LOCK);
+      if (Atomics.compareExchange(words, lock, 0, 1) !== 0) continue;
+      if (Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) >> 2) === txProd) {
+        if (punchHole(fd, pair + layout.txData, layout.params.txBytes)) released++;
+        if (punchHole(fd, pair + layout.rxData, layout.params.rxBytes)) released++;
+        slot.reclaimed = true;
+      }
+      Atomics.store(words, lock, 0);
+    }
+    this.counters.pagesReleased += released;
+    return released;
+  }
+
   private releasePages(s: number): void {
     const fd = this.region.fd ?? -1;
     if (fd < 0) return;
