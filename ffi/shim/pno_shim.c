@@ -95,6 +95,11 @@ static struct {
 	int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
 	pid_t (*fork)(void);
 	ssize_t (*splice)(int, loff_t *, int, loff_t *, size_t, unsigned int);
+	int (*execve)(const char *, char *const[], char *const[]);
+	int (*execv)(const char *, char *const[]);
+	int (*execvp)(const char *, char *const[]);
+	int (*execvpe)(const char *, char *const[], char *const[]);
+	int (*fexecve)(int, char *const[], char *const[]);
 	long (*syscall)(long, ...);
 } real;
 
@@ -106,6 +111,7 @@ static void resolve_real(void)
 	R(shutdown); R(getsockopt); R(setsockopt); R(getsockname); R(getpeername); R(fcntl);
 	R(ioctl); R(dup); R(dup2); R(dup3); R(epoll_create); R(epoll_create1); R(epoll_ctl);
 	R(epoll_pwait); R(poll); R(ppoll); R(fork); R(splice); R(syscall);
+	R(execve); R(execv); R(execvp); R(execvpe); R(fexecve);
 #undef R
 }
 
@@ -2941,6 +2947,76 @@ __attribute__((constructor)) static void pno_init(void)
 	REAL();
 	pthread_key_create(&g.thr_key, release_thread);
 	pthread_atfork(NULL, NULL, atfork_child);
+}
+
+/* ---- exec ------------------------------------------------------------------------------ */
+
+/*
+ * exec() replaces the image and with it the mapping of the region: what this process held
+ * there is let go first. Offloaded fds marked close-on-exec are closed as close() would close
+ * them (the kernel closes their placeholders); the process's thread and waiter entries are
+ * freed. An offloaded fd without FD_CLOEXEC survives only as its placeholder: the new image
+ * cannot reach the region (documented; inheriting sockets across exec is future work). If
+ * exec fails the process goes on with the fds it had and claims entries anew on its next call.
+ */
+static void before_exec(void)
+{
+	if (g.attached <= 0)
+		return;
+	pthread_mutex_lock(&g.mu);
+	for (int fd = 0; fd < MAX_FDS; fd++) {
+		struct psock *p = g.files[fd];
+		if (p && p->kind == P_OFFLOADED && (real.fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			drop_fd_locked(fd);
+	}
+	pid_t me = mypid();
+	for (uint32_t i = 0; i < g.hdr->max_waiters; i++) {
+		struct pno_waiter_line *wl = pno_region_waiter(g.base, i);
+		if (__atomic_load_n(&wl->owner_pid, __ATOMIC_ACQUIRE) == (uint32_t)me)
+			release_waiter((int)i, wl->gen);
+	}
+	for (uint32_t i = 0; i < g.hdr->max_threads; i++) {
+		struct pno_thread_line *tl = pno_region_thread(g.base, i);
+		if (tl->owner_pid == (uint32_t)me)
+			__atomic_store_n(&tl->owner_tid, 0, __ATOMIC_RELEASE);
+	}
+	self = NULL;
+	pthread_mutex_unlock(&g.mu);
+}
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	REAL();
+	before_exec();
+	return real.execve(path, argv, envp);
+}
+
+EXPORT int execv(const char *path, char *const argv[])
+{
+	REAL();
+	before_exec();
+	return real.execv(path, argv);
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+	REAL();
+	before_exec();
+	return real.execvp(file, argv);
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	REAL();
+	before_exec();
+	return real.execvpe(file, argv, envp);
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	REAL();
+	before_exec();
+	return real.fexecve(fd, argv, envp);
 }
 
 /* ---- raw syscall() ------------------------------------------------------------------------ */
