@@ -327,3 +327,71 @@ Deno.test("proxy: the bridge maps regions only for a proxy it admits, never for 
     }
   });
 });
+
+/** A server under the shim that forks: the parent exits, the child serves (python, unmodified). */
+const FORKING_SERVER = String.raw`
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+s.listen(16)
+child = os.fork()
+if child:
+    print(child, flush=True)
+    os._exit(0)
+# Off the test's pipes, so that they close with the parent.
+null = os.open(os.devnull, os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(null, fd)
+while True:
+    c, _ = s.accept()
+    c.sendall(b'from the child\n')
+    c.close()
+`;
+
+Deno.test("proxy: a forked child keeps the region after its parent exits; its exit ends it", async () => {
+  await withProxyWire("tproxd", 226, async (w, bridge, dir, control) => {
+    const bridgeIp = addressOf(w.bridgeAddress);
+    const proxy = await ProxyChild.start(`${dir}/proxy.sock`, control);
+    const port = 7400;
+    const parent = AppProcess.start([PYTHON, "-c", FORKING_SERVER, String(port)], {
+      env: shimEnv({ control: proxy.ready.listen, required: true }),
+      name: "python3",
+    });
+    let child = 0;
+    try {
+      const out = await parent.wait(20_000);
+      assertEquals(out.code, 0, out.output);
+      child = Number(out.output.trim().split("\n").at(-1));
+      assert(child > 0, out.output);
+      const fetchLine = async () =>
+        (await runCaptured(inNs(w, "timeout", "5", "nc", "-w", "2", bridgeIp, String(port))))
+          .stdout;
+      await waitUntil(
+        async () => (await fetchLine()).includes("from the child"),
+        "the child serves",
+        10_000,
+      );
+      // The parent is gone; the proxy found the child in the region's process table.
+      await waitUntil(
+        async () => (await proxy.stats()).apps[0]?.pids.join() === String(child),
+        "the proxy watches the child",
+        3000,
+      );
+      assertEquals((await bridgeApps(bridge)).length, 1);
+      Deno.kill(child, "SIGKILL");
+      await waitUntil(async () => (await bridgeApps(bridge)).length === 0, "apps list empty", 2000);
+      assertEquals((await proxy.stats()).ended, 1);
+    } finally {
+      if (child > 0) {
+        try {
+          Deno.kill(child, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+      await parent.stop("SIGKILL");
+      await proxy.stop();
+    }
+  });
+});
