@@ -67,7 +67,16 @@ export class BridgeLink {
 
   /** Connects to the bridge at `path` as its proxy; throws with the bridge's refusal. */
   static async connect(path: string): Promise<BridgeLink> {
-    const conn = connectControl(path);
+    let conn: ControlConn;
+    try {
+      conn = connectControl(path);
+    } catch (err) {
+      throw new Error(
+        `cannot reach the bridge at ${path} (is pno bridge --control ${path} running?): ${
+          (err as Error).message
+        }`,
+      );
+    }
     try {
       conn.send(MSG_HELLO, u32Payload(LAYOUT_VERSION, HELLO_PROXY, 0));
       const first = await conn.recv();
