@@ -15,7 +15,11 @@
  * and open their own). A process that dies while others live is noticed in the region's
  * process table, a few times a second: its references are dropped, and sockets it was the last
  * holder of are closed as Linux closes them at exit. Versions that do not match are refused
- * with a message naming both. This is the interface the host proxy will take over.
+ * with a message naming both.
+ *
+ * The host proxy says HELLO with HELLO_PROXY instead: it creates regions itself and has them
+ * mapped and served here (proxy_peer.ts); applications attached through it never talk to this
+ * socket. Attaching directly stays possible (tests, the Deno ring client).
  *
  * @module
  */
