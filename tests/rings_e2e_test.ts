@@ -93,14 +93,16 @@ Deno.test("a host client on the rings connects out to a kernel server and exchan
   }, ["--control", control]);
 });
 
-Deno.test("an application killed mid-connection: the peer is reset and the bridge stays up", async () => {
+Deno.test("an application killed mid-connection: its connection ends as at a Linux process's exit, the bridge stays up", async () => {
   const control = `/tmp/pno-e2e-${Deno.pid}-c.sock`;
   await withBridge("te2ec", 144, async (w, bridge) => {
     const server = TestChild.ringApp("_ring_peer.ts", control, ["serve", "8008"]);
     let client: TestChild | null = null;
     try {
       assert((await server.nextLine()).includes("listening"));
-      // A kernel client that writes slowly and waits: it sees the reset when the app dies.
+      // A kernel client that writes slowly and waits. When the app dies its connection is
+      // closed as Linux closes a dead process's sockets: FIN if nothing was left unread, RST if
+      // something was (which of the two depends on where the kill falls in the exchange).
       client = TestChild.run(inNs(
         w,
         "python3",
@@ -120,7 +122,8 @@ Deno.test("an application killed mid-connection: the peer is reset and the bridg
       assertEquals(await client.nextLine(), "echoed");
       assertEquals((await apps(bridge)).length, 1);
       await server.kill();
-      assertEquals(await client.nextLine(), "reset");
+      const end = await client.nextLine();
+      assert(end === "reset" || end === "eof", `the connection ended with: ${end}`);
       for (let i = 0; i < 50 && (await apps(bridge)).length > 0; i++) {
         await new Promise((r) => setTimeout(r, 100));
       }

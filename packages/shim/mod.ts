@@ -11,5 +11,5 @@
  * ```
  * @module
  */
-export { DEFAULT_CONTROL, SHIM_LIBRARY, type ShimSettings, shimEnv } from "./launcher.ts";
+export { DEFAULT_CONTROL, SHIM_LIBRARY, shimEnv, type ShimSettings } from "./launcher.ts";
 export { checkPolicy } from "./policy.ts";
