@@ -224,6 +224,8 @@ export class AttachedApp {
   readonly doorbellSeq: number;
   /** Every process is gone: connections drain, then the region is let go (`onGone`). */
   detaching = false;
+  /** Detached for good: nothing of the engine refers to its memory any more. */
+  finished = false;
   detachDeadline = 0;
   onGone: (() => void) | null = null;
   /** Pids of the application's processes as last seen in the process table. */
@@ -582,6 +584,9 @@ function punchHole(fd: number, offset: number, length: number): boolean {
 export class RingServiceCounters {
   attached = 0;
   detached = 0;
+  /** Applications cut off because serving them threw (a bug on our side, never expected). */
+  isolated = 0;
+  lastIsolation = "";
 }
 
 /** Serves every attached region with one engine. */
@@ -624,7 +629,12 @@ export class RingService {
    * its memory, and the caller unmaps there.
    */
   detach(app: AttachedApp, gone: () => void = () => {}): void {
-    if (app.detaching) return;
+    if (app.detaching) {
+      // Already on its way out (cut off after an error): the caller's clean-up still runs.
+      if (app.finished) gone();
+      else app.onGone = gone;
+      return;
+    }
     app.detaching = true;
     app.onGone = gone;
     app.detachDeadline = performance.now() + DETACH_DRAIN_MS;
@@ -652,6 +662,7 @@ export class RingService {
     this.apps.delete(app.id);
     this.appList.splice(this.appList.indexOf(app), 1);
     this.counters.detached++;
+    app.finished = true;
     const gone = app.onGone;
     app.onGone = null;
     gone?.();
@@ -691,18 +702,33 @@ export class RingService {
       // The command rings are read only when the doorbell moved (or a scan was cut short, or
       // as a slow sweep every 10 ms, for producers that forget the doorbell): the cost of a
       // round does not grow with idle threads.
-      const seq = Atomics.load(app.words, app.doorbellSeq);
-      if (seq !== app.lastDoorbell || app.backlog || checkDrain) {
-        app.lastDoorbell = seq;
-        app.backlog = false;
-        for (let t = 0; t < app.threads.length; t++) work += this.serveThread(app, t);
+      try {
+        const seq = Atomics.load(app.words, app.doorbellSeq);
+        if (seq !== app.lastDoorbell || app.backlog || checkDrain) {
+          app.lastDoorbell = seq;
+          app.backlog = false;
+          for (let t = 0; t < app.threads.length; t++) work += this.serveThread(app, t);
+        }
+        work += this.postEdges(app);
+        app.kickSleepers();
+        if (app.draining.size > 0 && checkDrain) this.checkDraining(app);
+      } catch (err) {
+        // Nothing an application writes should get here (every field is checked); if it
+        // does, that application is cut off and the others go on being served.
+        this.isolate(app, err);
       }
-      work += this.postEdges(app);
-      app.kickSleepers();
-      if (app.draining.size > 0 && checkDrain) this.checkDraining(app);
     }
     if (checkDrain) this.lastDrainCheck = nowMs;
     return work;
+  }
+
+  /** Detaches an application whose service threw; counted, and the reason kept. */
+  private isolate(app: AttachedApp, err: unknown): void {
+    this.counters.isolated++;
+    this.counters.lastIsolation = `app ${app.id} (pid ${app.pid}): ${(err as Error)?.message}`;
+    console.error(`pno bridge: ${this.counters.lastIsolation}`);
+    if (!app.detaching) this.detach(app, app.onGone ?? (() => {}));
+    else this.finishDetach(app, true);
   }
 
   /** Posts edges the engine raised (call after the engine's poll) and wakes sleepers. */
@@ -712,8 +738,12 @@ export class RingService {
     for (let a = 0; a < list.length; a++) {
       const app = list[a];
       if (app.evLen === 0) continue;
-      work += this.postEdges(app);
-      app.kickSleepers();
+      try {
+        work += this.postEdges(app);
+        app.kickSleepers();
+      } catch (err) {
+        this.isolate(app, err);
+      }
     }
     return work;
   }
