@@ -102,7 +102,7 @@ export interface RedisComparison {
 
 /**
  * `python3 -c IDLE_CLIENT HOST PORT N`: opens N connections (at most 256 handshakes in
- * flight), prints "open <ok> <failed>", then holds them until stdin closes.
+ * flight), prints "open <ok> <failed>", then holds them until killed.
  */
 const IDLE_CLIENT = String.raw`
 import resource, selectors, socket, sys, time
@@ -130,7 +130,8 @@ while len(held) + failed < n and time.monotonic() < deadline:
         else:
             held.append(s)
 print("open", len(held), failed, flush=True)
-sys.stdin.read()
+while True:
+    time.sleep(3600)
 `;
 
 /** Resident bytes of the mappings of `pid` whose name matches `name` (from smaps). */
@@ -148,6 +149,16 @@ export function mappingRss(pid: number, name: RegExp): number {
 function rssBytes(pid: number): number {
   const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/VmRSS:\s+(\d+) kB/);
   return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** Whether a process exists and is not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
 }
 
 /** How many of a process's fds are sockets. */
@@ -235,20 +246,29 @@ async function measure(
   w: WireConfig,
   t: Target,
   o: RedisBenchOptions,
+  died: Promise<never>,
 ): Promise<RedisSide> {
   await redisCli(w, t.host, t.port, ["CONFIG", "RESETSTAT"]);
   const cpu0 = cpuSeconds(t.pid);
   const nic0 = t.bridge ? cpuSeconds(t.bridge.child.pid) : 0;
-  const running = redisBenchmark(w, t.host, t.port, [
-    "-t",
-    "set,get",
-    "-n",
-    String(o.requests),
-    "-c",
-    String(o.clients),
-    "-d",
-    String(o.valueBytes),
-  ], 900);
+  const abort = new AbortController();
+  const running = redisBenchmark(
+    w,
+    t.host,
+    t.port,
+    [
+      "-t",
+      "set,get",
+      "-n",
+      String(o.requests),
+      "-c",
+      String(o.clients),
+      "-d",
+      String(o.valueBytes),
+    ],
+    900,
+    abort.signal,
+  );
   let finished = false;
   void running.finally(() => finished = true);
   const sampling = (async () => {
@@ -260,11 +280,19 @@ async function measure(
     return seen;
   })();
   let strace: StraceSummary | null = null;
-  if (o.straceSeconds > 0) {
-    await new Promise((r) => setTimeout(r, 1000));
-    if (!finished) strace = await straceWindow(w, t, o.straceSeconds);
+  let run;
+  try {
+    if (o.straceSeconds > 0) {
+      await Promise.race([new Promise((r) => setTimeout(r, 1000)), died]);
+      if (!finished) strace = await Promise.race([straceWindow(w, t, o.straceSeconds), died]);
+    }
+    run = await Promise.race([running, died]);
+  } catch (err) {
+    abort.abort();
+    await running.catch(() => {});
+    await sampling.catch(() => {});
+    throw err;
   }
-  const run = await running;
   const cpu1 = cpuSeconds(t.pid);
   const nic1 = t.bridge ? cpuSeconds(t.bridge.child.pid) : 0;
   const kernelConnections = await sampling;
@@ -299,7 +327,13 @@ async function measure(
 }
 
 /** Opens `n` idle connections to the target from the namespace and measures what they cost. */
-async function idleMemory(w: WireConfig, t: Target, n: number): Promise<IdleMemory> {
+async function idleMemory(
+  w: WireConfig,
+  t: Target,
+  n: number,
+  apps: AppProcess[],
+  watch: () => void,
+): Promise<IdleMemory> {
   const region = /memfd:pno-region/;
   const settle = () => new Promise((r) => setTimeout(r, 1000));
   const clientsNow = async () =>
@@ -313,25 +347,33 @@ async function idleMemory(w: WireConfig, t: Target, n: number): Promise<IdleMemo
     sockets: socketFds(t.pid),
   });
   const before = sample();
-  const client = new Deno.Command("ip", {
-    args: inNs(w, "python3", "-c", IDLE_CLIENT, t.host, String(t.port), String(n)).slice(1),
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const client = AppProcess.start(
+    inNs(w, "python3", "-c", IDLE_CLIENT, t.host, String(t.port), String(n)),
+    { name: "idle client" },
+  );
+  apps.push(client);
   try {
-    const reader = client.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let line = "";
-    while (!line.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      line += value;
-    }
-    const [, ok, failed] = line.trim().split(" ").map(Number);
+    await waitUntil(
+      () => {
+        watch();
+        if (!client.alive()) throw new Error(`idle client exited: ${client.output}`);
+        return client.output.includes("\n");
+      },
+      `${n} connections opened`,
+      400_000,
+    );
+    const [, ok, failed] = client.output.trim().split(" ").map(Number);
     if (ok !== n) {
       throw new Error(`idle client opened ${ok} of ${n} connections (${failed} failed)`);
     }
-    await waitUntil(async () => await clientsNow() >= n, `redis accepts ${n} connections`, 120_000);
+    await waitUntil(
+      async () => {
+        watch();
+        return await clientsNow() >= n;
+      },
+      `redis accepts ${n} connections`,
+      120_000,
+    );
     await settle();
     const after = sample();
     return {
@@ -343,16 +385,17 @@ async function idleMemory(w: WireConfig, t: Target, n: number): Promise<IdleMemo
       bridgePerConn: t.bridge ? (after.bridge - before.bridge) / n : null,
     };
   } finally {
-    try {
-      client.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await client.status;
-    await client.stdout.cancel().catch(() => {});
-    await client.stderr.cancel().catch(() => {});
-    await waitUntil(async () => await clientsNow() <= 1, "the idle connections closed", 120_000)
-      .catch(() => {});
+    await client.stop("SIGKILL");
+    apps.splice(apps.indexOf(client), 1);
+    watch();
+    await waitUntil(
+      async () => {
+        watch();
+        return await clientsNow() <= 1;
+      },
+      "the idle connections closed",
+      60_000,
+    );
   }
 }
 
@@ -415,11 +458,42 @@ export async function redisSideBySide(o: RedisBenchOptions): Promise<RedisCompar
   const kernelIp = w.twin!.hostAddress.split("/")[0];
   let bridge: BridgeProcess | null = null;
   const apps: AppProcess[] = [];
+  /** Processes started by others that we end ourselves (redis-server under pno run). */
+  const pids: number[] = [];
   const stop = async (app: AppProcess) => {
     const r = await app.stop("SIGTERM", 10_000);
     apps.splice(apps.indexOf(app), 1);
     return r;
   };
+  let tornDown = false;
+  const teardown = async () => {
+    if (tornDown) return;
+    tornDown = true;
+    // SIGTERM first: pno run passes it on to redis-server (a SIGKILL would orphan it).
+    for (const app of [...apps]) await app.stop("SIGTERM", 5_000);
+    for (const pid of pids.filter(alive)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    if (bridge) await bridge.stop();
+    await wireDown(w);
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    o.log("== everything stopped, wire down");
+  };
+  // Interrupted (Ctrl-C, timeout): end what we started before going.
+  const onSignal = (signal: Deno.Signal) => async () => {
+    o.log(`== ${signal}: stopping everything`);
+    await teardown();
+    Deno.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
+    const h = onSignal(sig);
+    Deno.addSignalListener(sig, h);
+    return [sig, h] as const;
+  });
   try {
     o.log(
       `== wire up: ${w.ns} (${w.clientAddress}) <-> DPDK port ${w.bridge}; twin ${
@@ -428,6 +502,15 @@ export async function redisSideBySide(o: RedisBenchOptions): Promise<RedisCompar
     );
     await wireUp(w);
     bridge = await BridgeProcess.start(w, ["--control", control]);
+    let bridgeExit: Deno.CommandStatus | null = null;
+    const died = bridge.child.status.then((st): never => {
+      bridgeExit = st;
+      throw new Error(`the bridge exited (code ${st.code}) during the PnO run`);
+    });
+    died.catch(() => {}); // observed where it matters
+    const bridgeAlive = () => {
+      if (bridgeExit) throw new Error(`the bridge exited (code ${bridgeExit.code})`);
+    };
     o.log(`== bridge: pid ${bridge.ready.pid}, ${bridge.ready.address}, control socket ${control}`);
 
     // PnO: redis-server under the shim, started the way a user would: pno run.
@@ -456,6 +539,7 @@ export async function redisSideBySide(o: RedisBenchOptions): Promise<RedisCompar
     await waitUntil(() => {
       if (!pnoRun.alive()) throw new Error(`pno run exited:\n${pnoRun.output}`);
       redisPid = childPids(pnoRun.pid)[0] ?? 0;
+      if (redisPid > 0) pids.push(redisPid);
       return redisPid > 0;
     }, "redis-server started by pno run");
     const pno: Target = { label: "PnO", host: bridgeIp, port: 6379, pid: redisPid, bridge };
@@ -464,12 +548,14 @@ export async function redisSideBySide(o: RedisBenchOptions): Promise<RedisCompar
       `== redis-benchmark -t set,get -n ${o.requests} -c ${o.clients} -d ${o.valueBytes} ` +
         `from ${w.ns} -> ${bridgeIp}:6379 (PnO, redis pid ${redisPid})`,
     );
-    const pnoSide = await measure(w, pno, o);
+    const pnoSide = await measure(w, pno, o, died);
     if (o.idleConnections > 0) {
       o.log(`== ${o.idleConnections} idle connections to PnO redis`);
-      pnoSide.idle = await idleMemory(w, pno, o.idleConnections);
+      pnoSide.idle = await idleMemory(w, pno, o.idleConnections, apps, bridgeAlive);
     }
-    await stop(pnoRun);
+    await stop(pnoRun); // pno run passes SIGTERM on to redis-server and exits with it
+    await waitUntil(() => !alive(redisPid), "redis-server under pno run exited");
+    pids.splice(pids.indexOf(redisPid), 1);
 
     // The kernel: the same redis-server, plain, on the host's TCP over the twin link.
     const kernelPort = await freePort(16379);
@@ -489,19 +575,16 @@ export async function redisSideBySide(o: RedisBenchOptions): Promise<RedisCompar
     o.log(
       `== the same from ${w.ns} -> ${kernelIp}:${kernelPort} (host kernel, redis pid ${kernel.pid})`,
     );
-    const kernelSide = await measure(w, kernel, o);
+    const kernelSide = await measure(w, kernel, o, new Promise<never>(() => {}));
     if (o.idleConnections > 0) {
       o.log(`== ${o.idleConnections} idle connections to kernel redis`);
-      kernelSide.idle = await idleMemory(w, kernel, o.idleConnections);
+      kernelSide.idle = await idleMemory(w, kernel, o.idleConnections, apps, () => {});
     }
     await stop(kernelRedis);
     return { options: o, pno: pnoSide, kernel: kernelSide };
   } finally {
-    for (const app of [...apps]) await app.stop("SIGKILL", 5_000);
-    if (bridge) await bridge.stop();
-    await wireDown(w);
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-    o.log("== everything stopped, wire down");
+    await teardown();
+    for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
   }
 }
 

@@ -146,19 +146,28 @@ export interface Finished {
   timedOut: boolean;
 }
 
-/** Runs argv in the wire's namespace under timeout(1), output captured (never printed). */
-export async function runInNs(w: WireConfig, argv: string[], seconds: number): Promise<Finished> {
-  return await runCaptured(inNs(w, "timeout", "-s", "KILL", String(seconds), ...argv));
+/**
+ * Runs argv in the wire's namespace under timeout(1), output captured (never printed);
+ * `signal` ends it early (timeout(1) passes the SIGTERM on).
+ */
+export async function runInNs(
+  w: WireConfig,
+  argv: string[],
+  seconds: number,
+  signal?: AbortSignal,
+): Promise<Finished> {
+  return await runCaptured(inNs(w, "timeout", "-s", "KILL", String(seconds), ...argv), { signal });
 }
 
 /** Runs argv to completion, output captured. */
 export async function runCaptured(
   argv: string[],
-  opts: { env?: Record<string, string>; stdin?: Uint8Array } = {},
+  opts: { env?: Record<string, string>; stdin?: Uint8Array; signal?: AbortSignal } = {},
 ): Promise<Finished> {
   const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
     env: opts.env,
+    signal: opts.signal,
     stdin: opts.stdin ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
@@ -224,21 +233,27 @@ export async function redisBenchmark(
   port: number,
   args: string[],
   timeoutSeconds = 300,
+  signal?: AbortSignal,
 ): Promise<BenchmarkRun> {
   const t0 = performance.now();
   const script = `ulimit -n "$(ulimit -Hn)"; exec redis-benchmark "$@"`;
-  const r = await runInNs(w, [
-    "sh",
-    "-c",
-    script,
-    "sh",
-    "-h",
-    host,
-    "-p",
-    String(port),
-    "--csv",
-    ...args,
-  ], timeoutSeconds);
+  const r = await runInNs(
+    w,
+    [
+      "sh",
+      "-c",
+      script,
+      "sh",
+      "-h",
+      host,
+      "-p",
+      String(port),
+      "--csv",
+      ...args,
+    ],
+    timeoutSeconds,
+    signal,
+  );
   return { ...r, rows: parseBenchmarkCsv(r.stdout), seconds: (performance.now() - t0) / 1000 };
 }
 

@@ -88,7 +88,8 @@ export async function withAppWire(
     };
     await body(ctx);
   } finally {
-    for (const app of started.reverse()) await app.stop("SIGKILL", 5_000);
+    // SIGTERM first: `pno run` passes it on to its program (a SIGKILL would orphan it).
+    for (const app of started.reverse()) await app.stop("SIGTERM", 5_000);
     if (bridge) await bridge.stop();
     await wireDown(w);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
