@@ -11,10 +11,11 @@
  *   a command ring in a tight loop (opcode CMD_BIND <-> CMD_LISTEN, socket id <-> 0xffffffff)
  *   while the main thread keeps publishing those slots, so the bridge reads slots that change
  *   under it. Prints `{"published":N,"flips":M}` before "done".
- * - `wake SECONDS PORT`: registers a wake socket for its waiter, fills that socket's receive
- *   queue, clears O_NONBLOCK on both ends (the bridge's end shares the file description), and
- *   keeps its waiter "sleeping" while a listener subscribed to it takes connections: every kick
- *   the bridge sends would block. It also offers an eventfd as a wake fd, which must be refused.
+ * - `wake SECONDS PORT`: registers a wake socket for its waiter (2,000 times, never reading the
+ *   acknowledgements), fills that socket's receive queue, clears O_NONBLOCK on both ends (the
+ *   bridge's end shares the file description), and keeps its waiter "sleeping" while a listener
+ *   subscribed to it takes connections: every kick the bridge sends would block. It also offers
+ *   an eventfd as a wake fd, which must be refused.
  *
  * @module
  */
@@ -298,7 +299,9 @@ async function wake(): Promise<void> {
     throw new Error("socketpair");
   }
   const [mine, theirs] = sv;
-  app.sendWaitFd(w, theirs);
+  // The bridge acknowledges each wake fd; we never read the acknowledgements: after a few
+  // hundred, a blocking send of the bridge's would wait for us forever.
+  for (let i = 0; i < 2000; i++) app.sendWaitFd(w, theirs);
   // An eventfd is no wake socket: the bridge must refuse it.
   const efd = libc().eventfd(0, EFD_CLOEXEC);
   app.sendWaitFd((w + 1) % layout.params.maxWaiters, efd);

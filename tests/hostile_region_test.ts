@@ -6,8 +6,9 @@
  * - one scribbles random bytes over its whole region;
  * - one has a second thread rewrite the command slots the bridge is reading (opcode and socket
  *   id flipping under the reader: the bridge copies a descriptor once and checks the copy);
- * - one makes its wake socket a trap (queue full, O_NONBLOCK cleared on the shared file) and
- *   offers an eventfd as a wake fd (refused: only sockets, sent to with MSG_DONTWAIT).
+ * - one makes its wake socket a trap (queue full, O_NONBLOCK cleared on the shared file), never
+ *   reads the acknowledgements of the wake fds it registers, and offers an eventfd as a wake fd
+ *   (refused: only sockets, sent to with MSG_DONTWAIT; acknowledgements are never waited for).
  */
 import { assert, assertEquals } from "@std/assert";
 import { inNs, sh, type WireConfig } from "../cli/wire.ts";
@@ -157,6 +158,11 @@ Deno.test("a wake socket made to block and an eventfd as wake fd: the bridge nev
       assert(refusals.refused >= 1);
       assert(
         refusals.lastErrors.some((e) => e.includes("not a socket")),
+        JSON.stringify(refusals.lastErrors),
+      );
+      // Its wake fds' acknowledgements, which it never reads, were dropped, not waited for.
+      assert(
+        refusals.lastErrors.some((e) => e.includes("does not read its control socket")),
         JSON.stringify(refusals.lastErrors),
       );
       assertEquals(await hostile.nextLine(), "done");

@@ -225,8 +225,11 @@ export class RegionServer {
     const waiter = app.waiters[w];
     if (waiter.wakeFd >= 0) libc().close(waiter.wakeFd);
     waiter.wakeFd = fd;
-    // The acknowledgement tells the waiter it may sleep: from now on it is woken.
-    conn.send(MSG_WAIT_FD, payload.slice(0, 4));
+    // The acknowledgement tells the waiter it may sleep: from now on it is woken. Never waited
+    // for: an application that does not read its control socket only loses acknowledgements.
+    if (!conn.send(MSG_WAIT_FD, payload.slice(0, 4), -1, false)) {
+      this.note(`pid ${conn.peer.pid}: does not read its control socket (acknowledgement dropped)`);
+    }
   }
 
   private note(message: string): void {

@@ -35,9 +35,11 @@
 import {
   AF_UNIX,
   cString,
+  errno,
   libc,
   libcError,
   MSG_CMSG_CLOEXEC,
+  MSG_DONTWAIT,
   MSG_NOSIGNAL,
   SCM_RIGHTS,
   SO_PEERCRED,
@@ -45,6 +47,7 @@ import {
   SOCK_STREAM,
   SOL_SOCKET,
 } from "../../ffi/libc.ts";
+import { EAGAIN } from "./errno.ts";
 import { LAYOUT_VERSION, type RegionParams } from "./layout.ts";
 import type { Region } from "./region.ts";
 
@@ -169,8 +172,13 @@ export class ControlConn {
   /** `fd` is owned: `close()` closes it. */
   constructor(readonly fd: number, readonly peer: PeerCred) {}
 
-  /** Sends one frame, with `passFd` attached as SCM_RIGHTS when >= 0. */
-  send(type: number, payload: Uint8Array, passFd = -1): void {
+  /**
+   * Sends one frame, with `passFd` attached as SCM_RIGHTS when >= 0. With `wait` false it never
+   * blocks: when the peer's queue is full it sends nothing and returns false (and throws if
+   * that happens mid-frame: the stream is then unusable). A peer that does not read must not
+   * be able to make the bridge wait.
+   */
+  send(type: number, payload: Uint8Array, passFd = -1, wait = true): boolean {
     if (payload.length > MAX_FRAME) throw new Error(`frame of ${payload.length} bytes too long`);
     const b = this.out;
     const total = 5 + payload.length;
@@ -190,10 +198,16 @@ export class ControlConn {
         c.setInt32(12, SCM_RIGHTS, true);
         c.setInt32(16, passFd, true);
       }
-      const n = Number(libc().sendmsg(this.fd, b.msghdr, MSG_NOSIGNAL));
-      if (n <= 0) throw libcError("sendmsg");
+      const flags = wait ? MSG_NOSIGNAL : MSG_NOSIGNAL | MSG_DONTWAIT;
+      const n = Number(libc().sendmsg(this.fd, b.msghdr, flags));
+      if (n <= 0) {
+        const err = errno();
+        if (!wait && sent === 0 && err === EAGAIN) return false;
+        throw libcError("sendmsg", err);
+      }
       sent += n;
     }
+    return true;
   }
 
   /** Receives exactly `len` bytes at `in.frame[offset..]`; returns a passed fd or -1. */
