@@ -35,7 +35,13 @@ import {
   sendRegion,
 } from "../rings/control.ts";
 import type { RegionParams } from "../rings/layout.ts";
-import { closeRegion, createRegion, type Region } from "../rings/region.ts";
+import {
+  closeRegion,
+  createRegion,
+  processMapsRegion,
+  type Region,
+  regionName,
+} from "../rings/region.ts";
 import { libc } from "../../ffi/libc.ts";
 import { checkWakeSocket, Waker } from "../rings/waker.ts";
 import type { AttachedApp, RingService } from "./ring_service.ts";
@@ -144,7 +150,7 @@ export class RegionServer {
       if (parsed.flags & HELLO_JOIN) {
         entry = this.entries.get(parsed.regionId) ?? null;
         if (entry === null) throw new Error(`no region ${parsed.regionId} to join`);
-        if (!mapsRegion(conn.peer.pid, regionName(parsed.regionId))) {
+        if (!processMapsRegion(conn.peer.pid, regionName(parsed.regionId))) {
           throw new Error(`pid ${conn.peer.pid} does not map region ${parsed.regionId}`);
         }
         entry.connections++;
@@ -236,18 +242,5 @@ export class RegionServer {
     this.refused++;
     this.lastErrors.push(message);
     if (this.lastErrors.length > 8) this.lastErrors.shift();
-  }
-}
-
-/** The memfd name of region `id` (visible in /proc/PID/maps of every process mapping it). */
-function regionName(id: number): string {
-  return `pno-region-${id}`;
-}
-
-function mapsRegion(pid: number, name: string): boolean {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/maps`).includes(`/memfd:${name} `);
-  } catch {
-    return false;
   }
 }

@@ -37,8 +37,10 @@ import {
   MSG_WAKER,
   parseHello,
   PROC_PID,
+  processMapsRegion,
   procOffset,
   type Region,
+  regionName,
   sendRegion,
   u32Payload,
 } from "@pno/rings";
@@ -259,7 +261,7 @@ export class Proxy {
     if (parsed.flags & HELLO_JOIN) {
       const app = this.apps.get(parsed.regionId);
       if (app === undefined || app.ending) throw new Error(`no region ${parsed.regionId} to join`);
-      if (!mapsRegion(pid, app.name)) {
+      if (!processMapsRegion(pid, app.name)) {
         throw new Error(`pid ${pid} does not map region ${parsed.regionId}`);
       }
       app.conns.add(conn);
@@ -272,7 +274,7 @@ export class Proxy {
     const admission = admit(this.policy, uid, this.bridge.info.params);
     if (typeof admission === "string") throw new Error(admission);
     const id = await this.bridge.reserveId();
-    const name = `pno-region-${id}`;
+    const name = regionName(id);
     const region = createRegion(admission.params, name, {
       localIp: this.bridge.info.localIp,
       regionId: id,
@@ -377,7 +379,7 @@ export class Proxy {
         app.strangers.set(p, pid);
         continue;
       }
-      if (!mapsRegion(pid, app.name)) {
+      if (!processMapsRegion(pid, app.name)) {
         this.leave(app, pid);
         app.strangers.set(p, pid);
       }
@@ -417,7 +419,7 @@ export class Proxy {
     this.scan(app);
     for (const pid of [...app.pids]) {
       // The proxy maps every region itself: in its own process a mapping proves nothing.
-      if (pid === Deno.pid || !mapsRegion(pid, app.name)) this.leave(app, pid);
+      if (pid === Deno.pid || !processMapsRegion(pid, app.name)) this.leave(app, pid);
     }
     if (app.pids.size === 0) void this.end(app);
   }
@@ -475,13 +477,4 @@ export interface ProxyStats {
     memory: number;
     seconds: number;
   }>;
-}
-
-/** True if process `pid` maps the memfd named `name` (its /proc/PID/maps says so). */
-function mapsRegion(pid: number, name: string): boolean {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/maps`).includes(`/memfd:${name} `);
-  } catch {
-    return false;
-  }
 }

@@ -29,7 +29,9 @@ export {
   type Mapping,
   mapRegionFd,
   openRegionPath,
+  processMapsRegion,
   type Region,
+  regionName,
   unmap,
 } from "./region.ts";
 export {

@@ -147,3 +147,20 @@ export function closeRegion(region: Region): void {
   unmap(region);
   libc().close(region.fd);
 }
+
+/** The memfd name of region `id`: what /proc/PID/maps of every process mapping it shows. */
+export function regionName(id: number): string {
+  return `pno-region-${id}`;
+}
+
+/**
+ * True if process `pid` maps the region named `name` (its /proc/PID/maps lists the memfd):
+ * how a process that says it belongs to an application (a forked child) is believed.
+ */
+export function processMapsRegion(pid: number, name: string): boolean {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/maps`).includes(`/memfd:${name} `);
+  } catch {
+    return false;
+  }
+}
