@@ -22,6 +22,7 @@ import {
   commandCalls,
   kernelEstablished,
   parseInfo,
+  processAlive,
   redisBenchmark,
   redisCli,
   runCaptured,
@@ -149,16 +150,6 @@ export function mappingRss(pid: number, name: RegExp): number {
 function rssBytes(pid: number): number {
   const m = Deno.readTextFileSync(`/proc/${pid}/status`).match(/VmRSS:\s+(\d+) kB/);
   return m ? Number(m[1]) * 1024 : 0;
-}
-
-/** Whether a process exists and is not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
 }
 
 /** How many of a process's fds are sockets. */
@@ -471,7 +462,7 @@ export async function redisSideBySide(o: RedisBenchOptions): Promise<RedisCompar
     tornDown = true;
     // SIGTERM first: pno run passes it on to redis-server (a SIGKILL would orphan it).
     for (const app of [...apps]) await app.stop("SIGTERM", 5_000);
-    for (const pid of pids.filter(alive)) {
+    for (const pid of pids.filter(processAlive)) {
       try {
         Deno.kill(pid, "SIGKILL");
       } catch {
@@ -554,7 +545,7 @@ export async function redisSideBySide(o: RedisBenchOptions): Promise<RedisCompar
       pnoSide.idle = await idleMemory(w, pno, o.idleConnections, apps, bridgeAlive);
     }
     await stop(pnoRun); // pno run passes SIGTERM on to redis-server and exits with it
-    await waitUntil(() => !alive(redisPid), "redis-server under pno run exited");
+    await waitUntil(() => !processAlive(redisPid), "redis-server under pno run exited");
     pids.splice(pids.indexOf(redisPid), 1);
 
     // The kernel: the same redis-server, plain, on the host's TCP over the twin link.

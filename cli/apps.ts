@@ -17,14 +17,35 @@ const KEEP_OUTPUT = 64 * 1024;
 export class AppProcess {
   private text = "";
   private readonly drained: Promise<void>;
+  private readonly readers: ReadableStreamDefaultReader<string>[] = [];
 
   private constructor(readonly name: string, readonly child: Deno.ChildProcess) {
     const keep = async (stream: ReadableStream<Uint8Array>) => {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        this.text = (this.text + chunk).slice(-KEEP_OUTPUT);
+      const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+      this.readers.push(reader);
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return;
+          this.text = (this.text + value).slice(-KEEP_OUTPUT);
+        }
+      } catch {
+        // cancelled
       }
     };
     this.drained = Promise.all([keep(child.stdout), keep(child.stderr)]).then(() => {});
+  }
+
+  /**
+   * The rest of its output once it has exited; a child of it that inherited the pipes (a
+   * program under `pno run`) may keep them open, so this waits at most a second.
+   */
+  private async drain(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((r) => timer = setTimeout(r, 1000));
+    await Promise.race([this.drained, late]);
+    clearTimeout(timer);
+    for (const reader of this.readers) await reader.cancel().catch(() => {});
   }
 
   /**
@@ -61,12 +82,7 @@ export class AppProcess {
 
   /** Whether it is still running (not yet reaped, not a zombie). */
   alive(): boolean {
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${this.pid}/stat`);
-      return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-    } catch {
-      return false;
-    }
+    return processAlive(this.pid);
   }
 
   /**
@@ -77,6 +93,9 @@ export class AppProcess {
     signal: Deno.Signal = "SIGTERM",
     graceMs = 10_000,
   ): Promise<{ code: number; signal: Deno.Signal | null; output: string }> {
+    // Its own children (a program under `pno run`, redis's BGSAVE child) go too: whatever of
+    // them outlives it is killed afterwards.
+    const kids = descendants(this.pid);
     try {
       this.child.kill(signal);
     } catch {
@@ -91,7 +110,15 @@ export class AppProcess {
     }, graceMs);
     const status = await this.child.status;
     clearTimeout(killer);
-    await this.drained;
+    for (const pid of kids) {
+      if (!processAlive(pid)) continue;
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await this.drain();
     return { code: status.code, signal: status.signal, output: this.text };
   }
 
@@ -108,7 +135,7 @@ export class AppProcess {
     }, timeoutMs);
     const status = await this.child.status;
     clearTimeout(killer);
-    await this.drained;
+    await this.drain();
     return { code: status.code, timedOut, output: this.text };
   }
 }
@@ -343,6 +370,27 @@ export async function sha256(data: Uint8Array): Promise<string> {
 /** SHA-256 of a file, hex (sha256sum). */
 export async function sha256File(path: string): Promise<string> {
   return (await sh(["sha256sum", path])).split(" ")[0];
+}
+
+/** Whether a process exists and is not a zombie. */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** Every process below `pid` (children, their children, ...), from /proc. */
+export function descendants(pid: number): number[] {
+  const all: number[] = [];
+  for (let frontier = [pid]; frontier.length > 0;) {
+    const next = frontier.flatMap(childPids);
+    all.push(...next);
+    frontier = next;
+  }
+  return all;
 }
 
 /** PIDs whose parent is `pid` (from /proc). */
