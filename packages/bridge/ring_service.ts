@@ -267,15 +267,15 @@ export class AttachedApp {
     this.words = new Int32Array(region.buffer);
     this.halves = new Uint16Array(region.buffer);
     this.knownPids = new Int32Array(p.maxProcs);
-    this.bridgeSleeping = (layout.doorbellOffset + DOORBELL_SLEEPING) >> 2;
-    this.doorbellSeq = (layout.doorbellOffset + DOORBELL_SEQ) >> 2;
+    this.bridgeSleeping = (layout.doorbellOffset + DOORBELL_SLEEPING) / 4;
+    this.doorbellSeq = (layout.doorbellOffset + DOORBELL_SEQ) / 4;
     this.dirtyWaiters = new Int32Array(p.maxWaiters);
   }
 
   /** Copies the descriptor at `at` of `view` into `scratch` (one read of shared memory). */
   copyCommand(bytes: Uint8Array, at: number): DataView {
     // Sixteen word loads, no view made: this runs once per command.
-    const base = (bytes.byteOffset + at) >> 2;
+    const base = (bytes.byteOffset + at) / 4;
     const words = this.words, scratch = this.scratchWords;
     for (let i = 0; i < 16; i++) scratch[i] = words[base + i];
     return this.scratch;
@@ -291,7 +291,7 @@ export class AttachedApp {
 
   /** Word index of field `off` of socket `s`'s entry. */
   sockWord(s: number, off: number): number {
-    return (sockOffset(this.region.layout, s) + off) >> 2;
+    return (sockOffset(this.region.layout, s) + off) / 4;
   }
 
   /** Writes a u32 of the NIC line. */
@@ -327,7 +327,7 @@ export class AttachedApp {
         continue;
       }
       waiter.dirty = false;
-      const flag = (waiterOffset(layout, w) + WAITER_SLEEPING) >> 2;
+      const flag = (waiterOffset(layout, w) + WAITER_SLEEPING) / 4;
       if (Atomics.exchange(this.words, flag, 0) === 0) continue;
       kickSocket(waiter.wakeFd);
       this.counters.kicks++;
@@ -366,14 +366,14 @@ export class AttachedApp {
     // at zero. The application has no valid handle on a free slot, so nobody races this.
     const pair = streamOffset(layout, slot.index);
     for (const ctrl of [layout.txCtrl, layout.rxCtrl]) {
-      Atomics.store(this.words, (pair + ctrl + RING_PROD_OFFSET) >> 2, 0);
-      Atomics.store(this.words, (pair + ctrl + RING_CONS_OFFSET) >> 2, 0);
+      Atomics.store(this.words, (pair + ctrl + RING_PROD_OFFSET) / 4, 0);
+      Atomics.store(this.words, (pair + ctrl + RING_CONS_OFFSET) / 4, 0);
     }
     const s = slot.index;
     slot.gen = (slot.gen + 1) >>> 0 || 1;
     // The whole entry but the generation starts over: the NIC line, and the host line (lock,
     // holders, acknowledgements), which no holder of the new socket can have written yet.
-    const entry = sockOffset(layout, s) >> 2;
+    const entry = sockOffset(layout, s) / 4;
     for (let w = 0; w < 32; w++) {
       if (w !== SOCK_GEN >> 2) Atomics.store(this.words, entry + w, 0);
     }
@@ -457,10 +457,10 @@ export class AttachedApp {
     for (const slot of this.slots) {
       if (!slot.inUse || slot.kind !== KIND_CONN || slot.tcp === null) continue;
       const pair = streamOffset(layout, slot.index);
-      const txProd = Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) >> 2);
-      const txCons = Atomics.load(words, (pair + layout.txCtrl + RING_CONS_OFFSET) >> 2);
-      const rxProd = Atomics.load(words, (pair + layout.rxCtrl + RING_PROD_OFFSET) >> 2);
-      const rxCons = Atomics.load(words, (pair + layout.rxCtrl + RING_CONS_OFFSET) >> 2);
+      const txProd = Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) / 4);
+      const txCons = Atomics.load(words, (pair + layout.txCtrl + RING_CONS_OFFSET) / 4);
+      const rxProd = Atomics.load(words, (pair + layout.rxCtrl + RING_PROD_OFFSET) / 4);
+      const rxCons = Atomics.load(words, (pair + layout.rxCtrl + RING_CONS_OFFSET) / 4);
       const mark = (txProd ^ Math.imul(rxProd, 0x9e3779b1)) | 0;
       if (slot.reclaimed && slot.reclaimedAt === mark) continue;
       slot.reclaimedAt = mark;
@@ -469,7 +469,7 @@ export class AttachedApp {
       if (txProd !== txCons || rxProd !== rxCons || slot.tcp.ofoCount > 0) continue;
       const lock = this.sockWord(slot.index, SOCK_LOCK);
       if (Atomics.compareExchange(words, lock, 0, 1) !== 0) continue;
-      if (Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) >> 2) === txProd) {
+      if (Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) / 4) === txProd) {
         if (punchHole(fd, pair + layout.txData, layout.params.txBytes)) released++;
         if (punchHole(fd, pair + layout.rxData, layout.params.rxBytes)) released++;
         slot.reclaimed = true;
@@ -535,7 +535,7 @@ export class AttachedApp {
     const layout = this.region.layout;
     const gone: { entry: number; pid: number }[] = [];
     for (let p = 0; p < this.knownPids.length; p++) {
-      const pid = Atomics.load(this.words, (procOffset(layout, p) + PROC_PID) >> 2);
+      const pid = Atomics.load(this.words, (procOffset(layout, p) + PROC_PID) / 4);
       if (pid > 0 && !processAlive(pid)) gone.push({ entry: p, pid });
       this.knownPids[p] = pid;
     }
@@ -545,7 +545,7 @@ export class AttachedApp {
   /** The fd count process entry `p` holds for socket `s` (read once, bounded). */
   procRefs(p: number, s: number): number {
     const at = procOffset(this.region.layout, p) + PROC_REFS + 2 * s;
-    return Atomics.load(this.halves, at >> 1);
+    return Atomics.load(this.halves, at / 2);
   }
 
   /** Clears process entry `p` (its process is gone). */
@@ -553,7 +553,7 @@ export class AttachedApp {
     const layout = this.region.layout;
     const at = procOffset(layout, p);
     new Uint8Array(this.region.buffer, at + PROC_REFS, 2 * layout.params.maxSockets).fill(0);
-    Atomics.store(this.words, (at + PROC_PID) >> 2, 0);
+    Atomics.store(this.words, (at + PROC_PID) / 4, 0);
   }
 }
 
@@ -1378,7 +1378,7 @@ export class RingService {
         app.markDirty(sub.waiter);
         if (room < 1) {
           // Full: tell the waiter it lost events, so it re-checks every socket it watches.
-          Atomics.store(app.words, (waiterOffset(layout, sub.waiter) + WAITER_OVERFLOW) >> 2, 1);
+          Atomics.store(app.words, (waiterOffset(layout, sub.waiter) + WAITER_OVERFLOW) / 4, 1);
           app.counters.overflows++;
           continue;
         }

@@ -373,7 +373,7 @@ export class Proxy {
     const layout = app.region.layout;
     const words = new Int32Array(app.region.buffer);
     for (let p = 0; p < layout.params.maxProcs; p++) {
-      const pid = Atomics.load(words, (procOffset(layout, p) + PROC_PID) >> 2);
+      const pid = Atomics.load(words, (procOffset(layout, p) + PROC_PID) / 4);
       if (pid <= 0 || app.pids.has(pid) || app.strangers.get(p) === pid) continue;
       if (!this.join(app, pid)) {
         app.strangers.set(p, pid);

@@ -10,16 +10,15 @@ import { type CopyLibrary, openCopy } from "../../ffi/copy.ts";
 
 const bases = new WeakMap<ArrayBufferLike, bigint>();
 
-/** Largest area the u32 offsets of libpno_copy reach. */
-const MAX_NATIVE = 2 ** 32;
-
 /**
  * Declares that `buffer` views native memory starting at `base` (from
  * `Deno.UnsafePointerView.getArrayBuffer(base, size)`), so copies into and out of it may use
- * libpno_copy. Areas of 4 GiB or more are not registered (offsets are u32).
+ * libpno_copy. Any size: libpno_copy's u32 offsets are taken from a pointer to the ring's own
+ * data or to the caller's array (`nativePointer`), never from the start of a large region (an
+ * application's region is a sparse memfd of several GiB).
  */
 export function registerNativeMemory(buffer: ArrayBufferLike, base: Deno.PointerValue): void {
-  if (base === null || buffer.byteLength >= MAX_NATIVE) return;
+  if (base === null) return;
   bases.set(buffer, BigInt(Deno.UnsafePointer.value(base)));
 }
 

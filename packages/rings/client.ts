@@ -268,17 +268,17 @@ class SockState {
     this.tx = s.tx;
     this.rx = s.rx;
     this.words = client.words;
-    this.base = sockOffset(r.layout, sock) >> 2;
+    this.base = sockOffset(r.layout, sock) / 4;
   }
 
   /** Word index of field `off` of the socket entry. */
   word(off: number): number {
-    return this.base + (off >> 2);
+    return this.base + (off / 4);
   }
 
   /** A u32 field of the entry (NIC line or host line), read once. */
   load(off: number): number {
-    return Atomics.load(this.words, this.base + (off >> 2));
+    return Atomics.load(this.words, this.base + (off / 4));
   }
 
   /** The pending error the NIC reported (positive errno), or 0. */
@@ -407,7 +407,7 @@ export class RingClient {
       pid,
       "thread",
     );
-    Atomics.store(this.words, (threadOffset(layout, this.thread) + THREAD_OWNER_PID) >> 2, pid);
+    Atomics.store(this.words, (threadOffset(layout, this.thread) + THREAD_OWNER_PID) / 4, pid);
     this.waiter = this.claim(
       p.maxWaiters,
       (i) => waiterOffset(layout, i) + WAITER_OWNER,
@@ -427,8 +427,8 @@ export class RingClient {
     const g = hostGRings(region.buffer, layout, this.thread);
     this.commands = g.commands;
     this.completions = g.completions;
-    this.doorbellSeq = (layout.doorbellOffset + DOORBELL_SEQ) >> 2;
-    this.bridgeSleeping = (layout.doorbellOffset + DOORBELL_SLEEPING) >> 2;
+    this.doorbellSeq = (layout.doorbellOffset + DOORBELL_SEQ) / 4;
+    this.bridgeSleeping = (layout.doorbellOffset + DOORBELL_SLEEPING) / 4;
     this.channel.port1.onmessage = () => {};
     this.polling = this.poll();
   }
@@ -436,7 +436,7 @@ export class RingClient {
   /** Claims the first free entry of a table by a compare-and-swap of its owner word. */
   private claim(n: number, at: (i: number) => number, id: number, what: string): number {
     for (let i = 0; i < n; i++) {
-      if (Atomics.compareExchange(this.words, at(i) >> 2, 0, id) === 0) return i;
+      if (Atomics.compareExchange(this.words, at(i) / 4, 0, id) === 0) return i;
     }
     throw new Error(`no free ${what} entry in the region (${n} in use)`);
   }
@@ -705,7 +705,7 @@ export class RingClient {
   }
 
   private refIndex(sock: number): number {
-    return (procOffset(this.region.layout, this.proc) + PROC_REFS + 2 * sock) >> 1;
+    return (procOffset(this.region.layout, this.proc) + PROC_REFS + 2 * sock) / 2;
   }
 
   /** A free command slot's offset; waits (bounded) while the NIC is behind. */
