@@ -200,6 +200,7 @@ static struct {
 	const struct pno_region_header *hdr;
 	uint32_t local_ip;     /* the bridge's address, host order */
 	int ctl_fd, bridge_efd;
+	int bridge_dead;       /* the control socket hung up: every offloaded socket is reset */
 	int proc;              /* our process entry */
 	int required, debug;
 	uint64_t spin_ns;      /* PNO_SPIN_US: how long a waiter looks before it sleeps */
@@ -615,6 +616,31 @@ static struct thr *thread_state(void)
 	return NULL;
 }
 
+/*
+ * Whether the bridge is gone: it closed its end of the control socket (the proxy closes the
+ * application's when the bridge goes). From then on every offloaded socket is reset, as Linux
+ * resets connections whose route is gone for good, and nothing waits on the rings any more.
+ */
+static int bridge_gone(void)
+{
+	if (__atomic_load_n(&g.bridge_dead, __ATOMIC_ACQUIRE))
+		return 1;
+	if (g.ctl_fd < 0)
+		return 0;
+	struct pollfd pf = { .fd = g.ctl_fd, .events = POLLIN | POLLRDHUP };
+	if (real.poll(&pf, 1, 0) != 1)
+		return 0;
+	if (!(pf.revents & (POLLHUP | POLLRDHUP | POLLERR))) {
+		char c;
+		/* Readable: a frame (an acknowledgement in flight) or the end of the stream. */
+		if (real.recvfrom(g.ctl_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL) != 0)
+			return 0;
+	}
+	__atomic_store_n(&g.bridge_dead, 1, __ATOMIC_RELEASE);
+	warnx_once("pno: the bridge is gone: offloaded connections are reset\n");
+	return 1;
+}
+
 static void kick_bridge(void)
 {
 	pno_region_ring_doorbell(g.base);
@@ -627,6 +653,8 @@ static void kick_bridge(void)
 /* Reserves a command slot (waiting while the ring is full), cleared, header written. */
 static uint8_t *cmd_begin(struct thr *t, uint16_t op, uint32_t slot, uint32_t gen)
 {
+	if (__atomic_load_n(&g.bridge_dead, __ATOMIC_ACQUIRE))
+		return NULL;
 	for (int spins = 0;; spins++) {
 		int64_t r = pno_dring_reserve(&t->cmd, 1);
 		if (r == 1)
@@ -634,6 +662,9 @@ static uint8_t *cmd_begin(struct thr *t, uint16_t op, uint32_t slot, uint32_t ge
 		if (r < 0)
 			return NULL;
 		kick_bridge();
+		/* A full ring is a busy bridge or a dead one: look which, now and then. */
+		if ((spins & 1023) == 1023 && bridge_gone())
+			return NULL;
 		if (spins > 1000000)
 			return NULL;
 		sched_yield();
@@ -679,7 +710,7 @@ static int cmd_wait(struct thr *t, uint32_t req_id, uint8_t out[PNO_DESC_SIZE])
 			pno_dring_release(&t->cpl, (uint32_t)n);
 		if (spins < 200)
 			continue;
-		if ((spins & 63) == 0 && now_ns() > deadline)
+		if ((spins & 63) == 0 && (now_ns() > deadline || bridge_gone()))
 			return -1;
 		if (spins < 2000)
 			sched_yield();
@@ -810,6 +841,9 @@ static uint32_t sock_poll(struct psock *p)
 {
 	if (p->kind != P_OFFLOADED)
 		return EPOLLOUT | EPOLLHUP; /* an unconnected TCP socket */
+	if (__atomic_load_n(&g.bridge_dead, __ATOMIC_ACQUIRE))
+		/* Connections read as reset; a listener simply gets no more connections. */
+		return p->listening ? 0 : EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLRDHUP;
 	struct pno_sock *s = line(p->slot);
 	if (__atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) != p->gen)
 		return EPOLLERR | EPOLLHUP;
@@ -849,7 +883,9 @@ static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dr
 			int blocking, int *wake_wr)
 {
 	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_DGRAM | (blocking ? 0 : SOCK_NONBLOCK) | SOCK_CLOEXEC, 0, sv) != 0)
+	/* SEQPACKET: datagrams that also end (recv returns 0) when the bridge's end goes. */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | (blocking ? 0 : SOCK_NONBLOCK) | SOCK_CLOEXEC, 0,
+		       sv) != 0)
 		return -1;
 	for (uint32_t i = 0; i < g.hdr->max_waiters; i++) {
 		struct pno_waiter_line *wl = pno_region_waiter(g.base, i);
@@ -968,13 +1004,19 @@ static int block_on(struct psock **ps, int nps, int (*ready)(void *), void *arg,
 		__atomic_store_n(&wl->sleeping, 0, __ATOMIC_RELEASE);
 		return 0;
 	}
+	if (bridge_gone()) {
+		__atomic_store_n(&wl->sleeping, 0, __ATOMIC_RELEASE);
+		return 0; /* the callers' conditions are all true now: sockets read as reset */
+	}
 	struct pollfd stack[64];
-	struct pollfd *fds = nk + 1 <= 64 ? stack : malloc(sizeof(*fds) * (size_t)(nk + 1));
+	struct pollfd *fds = nk + 2 <= 64 ? stack : malloc(sizeof(*fds) * (size_t)(nk + 2));
 	if (!fds)
 		return -1;
 	for (int i = 0; i < nk; i++)
 		fds[i] = kfds[i];
 	fds[nk] = (struct pollfd){ .fd = t->wake_rd, .events = POLLIN };
+	/* The control socket hangs up when the bridge goes: wake then too. */
+	fds[nk + 1] = (struct pollfd){ .fd = g.ctl_fd, .events = POLLRDHUP };
 	int r;
 	if (nk == 0 && !mask && timeout_ms < 0) {
 		/*
@@ -983,14 +1025,19 @@ static int block_on(struct psock **ps, int nps, int (*ready)(void *), void *arg,
 		 * whose handler has SA_RESTART, and returns EINTR otherwise (poll never restarts).
 		 */
 		char byte;
-		r = real.recvfrom(t->wake_rd, &byte, 1, 0, NULL, NULL) >= 0 ? 1 : -1;
+		ssize_t got = real.recvfrom(t->wake_rd, &byte, 1, 0, NULL, NULL);
+		if (got == 0)
+			bridge_gone(); /* the bridge's end of the wake socket is closed */
+		r = got >= 0 ? 1 : -1;
 		fds[nk].revents = r > 0 ? POLLIN : 0;
 	} else if (mask) {
 		struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000 };
-		r = real.ppoll(fds, (nfds_t)nk + 1, timeout_ms < 0 ? NULL : &ts, mask);
+		r = real.ppoll(fds, (nfds_t)nk + 2, timeout_ms < 0 ? NULL : &ts, mask);
 	} else {
-		r = real.poll(fds, (nfds_t)nk + 1, timeout_ms);
+		r = real.poll(fds, (nfds_t)nk + 2, timeout_ms);
 	}
+	if (r > 0 && fds[nk + 1].revents)
+		bridge_gone();
 	int saved = errno;
 	__atomic_store_n(&wl->sleeping, 0, __ATOMIC_RELEASE);
 	if (r > 0 && fds[nk].revents)
@@ -1449,6 +1496,8 @@ static ssize_t pno_recv(struct psock *p, const struct iovec *iov, int iovcnt, in
 	size_t done = 0;
 	int nonblock = p->nonblock || (flags & MSG_DONTWAIT);
 	for (;;) {
+		if (__atomic_load_n(&g.bridge_dead, __ATOMIC_ACQUIRE))
+			return done ? (ssize_t)done : -ECONNRESET;
 		if (__atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) != p->gen)
 			return done ? (ssize_t)done : -EBADF;
 		sock_lock(s);
@@ -1516,6 +1565,8 @@ static ssize_t pno_send(struct psock *p, const struct iovec *iov, int iovcnt, in
 	size_t done = 0;
 	int nonblock = p->nonblock || (flags & MSG_DONTWAIT);
 	for (;;) {
+		if (__atomic_load_n(&g.bridge_dead, __ATOMIC_ACQUIRE))
+			return done ? (ssize_t)done : -ECONNRESET;
 		if (__atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) != p->gen)
 			return done ? (ssize_t)done : -EBADF;
 		uint32_t shut = __atomic_load_n(&s->shutdown, __ATOMIC_ACQUIRE);
@@ -2240,6 +2291,9 @@ static int ep_waiter(struct pep *ep)
 	ep->owner = mypid();
 	struct epoll_event wev = { .events = EPOLLIN, .data.u64 = WAKE_MAGIC };
 	real.epoll_ctl(ep->kfd, EPOLL_CTL_ADD, ep->wake_rd, &wev);
+	/* The control socket hangs up when the bridge goes: the set wakes then too. */
+	struct epoll_event cev = { .events = EPOLLRDHUP, .data.u64 = WAKE_MAGIC + 1 };
+	real.epoll_ctl(ep->kfd, EPOLL_CTL_ADD, g.ctl_fd, &cev);
 	for (int i = 0; i < MAX_FDS; i++) {
 		struct epi *e = ep->byfd[i];
 		if (e && e->p->kind == P_OFFLOADED)
@@ -2435,7 +2489,8 @@ static uint64_t edge_state(struct psock *p)
 	uint32_t flags = __atomic_load_n(&s->shutdown, __ATOMIC_ACQUIRE) * 0x9e3779b1u ^
 			 __atomic_load_n(&s->err_seq, __ATOMIC_ACQUIRE) * 0x85ebca6bu ^
 			 __atomic_load_n(&s->tcp_state, __ATOMIC_ACQUIRE);
-	return ((uint64_t)rx << 32 | tx) ^ ((uint64_t)flags << 17) ^ 2;
+	return ((uint64_t)rx << 32 | tx) ^ ((uint64_t)flags << 17) ^ 2 ^
+	       ((uint64_t)__atomic_load_n(&g.bridge_dead, __ATOMIC_ACQUIRE) << 63);
 }
 
 /* Reports ready items into out[0..max), as ep_send_events does. Caller holds ep->mu. */
@@ -2479,6 +2534,15 @@ static int strip_wake(struct pep *ep, struct epoll_event *evs, int n)
 	for (int i = 0; i < n; i++) {
 		if (evs[i].data.u64 == WAKE_MAGIC) {
 			drain_wake(ep->wake_rd); /* a nested set re-arms itself on the way out */
+			continue;
+		}
+		if (evs[i].data.u64 == WAKE_MAGIC + 1) {
+			/* The bridge hung up: every item reads as reset from now on. */
+			bridge_gone();
+			real.epoll_ctl(ep->kfd, EPOLL_CTL_DEL, g.ctl_fd, NULL);
+			for (int f = 0; f < MAX_FDS; f++)
+				if (ep->byfd && ep->byfd[f])
+					ready_add(ep, ep->byfd[f]);
 			continue;
 		}
 		evs[k++] = evs[i];
