@@ -16,6 +16,20 @@
  */
 
 /** Tuning of the adaptive back-off. */
+/** PNO_SPIN_YIELD=0 keeps spinning without giving the core away on empty rounds. */
+const YIELD_WHEN_EMPTY = Deno.env.get("PNO_SPIN_YIELD") !== "0";
+
+let schedYield: (() => number) | null = null;
+
+/** sched_yield(2), through a fast FFI call (loaded on first use). */
+function yieldCpu(): void {
+  if (schedYield === null) {
+    const lib = Deno.dlopen("libc.so.6", { sched_yield: { parameters: [], result: "i32" } });
+    schedYield = lib.symbols.sched_yield;
+  }
+  schedYield();
+}
+
 export interface BackoffOptions {
   spinMs: number;
   minSleepMs: number;
@@ -37,7 +51,7 @@ export const DEFAULT_BACKOFF: BackoffOptions = {
   minSleepMs: 1,
   maxSleepMs: 8,
   yieldEveryMs: 1,
-  ioEveryMs: 50,
+  ioEveryMs: 100,
 };
 
 /**
@@ -97,7 +111,11 @@ export class PollLoop {
         c.busyRounds++;
         lastWork = now;
         nap = o.minSleepMs;
-      } else if (now - lastWork >= o.spinMs) {
+      } else if (now - lastWork < o.spinMs) {
+        // An empty round while spinning: let a runnable thread that shares this core have it
+        // (the application we are waiting for, on a host without cores of its own for us).
+        if (YIELD_WHEN_EMPTY) yieldCpu();
+      } else {
         const ms = Math.max(0, Math.min(nap, this.nextDeadline() - now));
         const p = this.parking;
         if (p !== null && ms > 0) {
