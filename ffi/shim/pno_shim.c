@@ -959,6 +959,17 @@ static void drain_wake(int fd)
 		;
 }
 
+/*
+ * Takes one wakeup off an epoll set's wake socket: the bridge sends one per sleep, so one
+ * recv is enough (a second, level-triggered, shows up at the next wait); draining to EAGAIN
+ * cost a system call per wakeup for nothing.
+ */
+static void take_wake(int fd)
+{
+	char buf[64];
+	real.recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, NULL, NULL);
+}
+
 /* The calling thread's waiter for blocking calls, claimed on first use. */
 static struct thr *thread_waiter(void)
 {
@@ -2533,7 +2544,7 @@ static int strip_wake(struct pep *ep, struct epoll_event *evs, int n)
 	int k = 0;
 	for (int i = 0; i < n; i++) {
 		if (evs[i].data.u64 == WAKE_MAGIC) {
-			drain_wake(ep->wake_rd); /* a nested set re-arms itself on the way out */
+			take_wake(ep->wake_rd); /* a nested set re-arms itself on the way out */
 			continue;
 		}
 		if (evs[i].data.u64 == WAKE_MAGIC + 1) {
