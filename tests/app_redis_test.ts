@@ -21,6 +21,7 @@ import {
   sha256,
   waitUntil,
 } from "../cli/apps.ts";
+import { cpuSeconds } from "../cli/processes.ts";
 import { type AppWire, withAppWire } from "./_app_harness.ts";
 
 const TAG = "aredis";
@@ -300,5 +301,32 @@ Deno.test("redis under the shim: 1,000 concurrent clients", async () => {
       20_000,
     );
     assertEquals((await r.tcp()).rstOut, r.rstAtStart, "the bridge reset connections");
+  });
+});
+
+Deno.test("redis under the shim: a host client on 127.0.0.1 is served through the placeholder; a killed bridge leaves redis idle, on loopback, and stoppable", async () => {
+  await withRedis([], async (r) => {
+    // The offloaded listener on INADDR_ANY also answers on loopback (the kernel's TCP), and
+    // both paths reach the same data.
+    const host = (args: string[]) =>
+      new Deno.Command("redis-cli", { args: ["-h", "127.0.0.1", "-p", String(PORT), ...args] })
+        .output().then((o) => new TextDecoder().decode(o.stdout).trim());
+    assertEquals(await host(["SET", "via-loopback", "yes"]), "OK");
+    assertEquals((await r.cli(["GET", "via-loopback"])).trim(), "yes");
+    // The bridge dies (SIGKILL, by its PID): the shim notices its control socket hang up,
+    // offloaded connections read as reset and nothing spins.
+    Deno.kill(r.bridge.ready.pid, "SIGKILL");
+    await r.bridge.child.status;
+    await new Promise((ok) => setTimeout(ok, 500));
+    const before = cpuSeconds(r.redis.pid);
+    await new Promise((ok) => setTimeout(ok, 2000));
+    const share = (cpuSeconds(r.redis.pid) - before) / 2;
+    assert(share < 0.2, `redis used ${(share * 100).toFixed(0)}% of a core after the bridge died`);
+    assertEquals(await host(["PING"]), "PONG");
+    const t0 = performance.now();
+    const end = await r.redis.stop("SIGTERM", 5000);
+    assertEquals(end.signal, null, `redis did not exit on SIGTERM: ${end.output.slice(-400)}`);
+    assert(performance.now() - t0 < 5000);
+    assert(end.output.includes("the bridge is gone"), end.output.slice(-400));
   });
 });

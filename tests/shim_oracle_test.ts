@@ -64,6 +64,8 @@ const SCENARIOS: Scenario[] = [
   { name: "readv-writev", prog: "dataflags" },
   { name: "sendmsg-recvmsg", prog: "dataflags" },
   { name: "sendfile", prog: "dataflags" },
+  { name: "raw-syscall", prog: "dataflags" },
+  { name: "splice", prog: "dataflags" },
   { name: "shutdown-wr", prog: "lifecycle" },
   { name: "shutdown-rd", prog: "lifecycle" },
   { name: "dup2", prog: "lifecycle" },

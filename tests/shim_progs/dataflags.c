@@ -4,7 +4,9 @@
  */
 #include "common.h"
 
+#include <fcntl.h>
 #include <sys/sendfile.h>
+#include <sys/syscall.h>
 
 static void say_recv(const char *what, int fd, size_t len, int flags) {
   char buf[64];
@@ -144,10 +146,49 @@ static void sc_sendfile(void) {
   close(l);
 }
 
+/* Raw syscall() of the socket calls: a program may bypass libc's wrappers. */
+static void sc_raw_syscall(void) {
+  int l = listen_on(g_port), c = accept_one(l);
+  say("syscall write: %ld", syscall(SYS_write, c, "g", 1));
+  char buf[16];
+  size_t got = 0;
+  while (got < 5) {
+    long n = syscall(SYS_read, c, buf + got, 5 - got);
+    if (n <= 0) fail("syscall read");
+    got += (size_t)n;
+  }
+  say_io("syscall read", (ssize_t)got, buf);
+  say("syscall sendto: %ld", syscall(SYS_sendto, c, "ok", 2, 0, NULL, 0));
+  struct sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  long r = syscall(SYS_getsockname, c, &sa, &len);
+  say("syscall getsockname: %ld port=%d", r, ntohs(sa.sin_port));
+  say("syscall close: %ld", syscall(SYS_close, c));
+  close(l);
+}
+
+/* splice() between a pipe and the socket, both ways. */
+static void sc_splice(void) {
+  int l = listen_on(g_port), c = accept_one(l);
+  int p[2];
+  if (pipe(p) < 0) fail("pipe");
+  write_all(p[1], "pipedata", 8);
+  say("splice pipe->socket: %zd", splice(p[0], NULL, c, NULL, 8, 0));
+  ssize_t n = splice(c, NULL, p[1], NULL, 4, 0); /* the peer's "back" */
+  say("splice socket->pipe: %zd", n);
+  char buf[16];
+  say_io("pipe read", read(p[0], buf, sizeof buf), buf);
+  close(p[0]);
+  close(p[1]);
+  say_rc("close", close(c));
+  close(l);
+}
+
 int main(int argc, char **argv) {
   static const struct scenario table[] = {
       {"msg-peek", sc_peek},       {"msg-waitall", sc_waitall},         {"fionread", sc_fionread},
       {"readv-writev", sc_readv},  {"sendmsg-recvmsg", sc_msg},         {"sendfile", sc_sendfile},
+      {"raw-syscall", sc_raw_syscall}, {"splice", sc_splice},
   };
   return oracle_main(argc, argv, table, sizeof table / sizeof table[0]);
 }

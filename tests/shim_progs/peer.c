@@ -43,6 +43,8 @@ static const struct {
     {"readv-writev", "c r1 sheaderbody! r11 x"},
     {"sendmsg-recvmsg", "c r1 sabcdef e x"},
     {"sendfile", "c F"},
+    {"raw-syscall", "c r1 shello r2 e"},
+    {"splice", "c r8 sback e"},
     {"shutdown-wr", "c e safter x"},
     {"shutdown-rd", "c r1 slate r1 x"},
     {"dup2", "c s1 c s2 @1 e @0 svia r4 e"},
