@@ -63,11 +63,17 @@ Deno.test("shim policy file: kernel-port and listen bridge keep sockets in the k
       const bridged = start(server(ctx.bridgeIp, 9302), "bridged");
       started.push(bridged);
       await waitUntil(
-        async () => any.output.includes("listening") && bridged.output.includes("listening"),
+        () =>
+          Promise.resolve(
+            any.output.includes("listening") && bridged.output.includes("listening"),
+          ),
         "the servers listen",
       );
       assert(await kernelListens(9300), "0.0.0.0:9300 is a kernel listener");
-      await waitUntil(async () => !kport.alive(), "the kernel-port server fails to bind");
+      await waitUntil(
+        () => Promise.resolve(!kport.alive()),
+        "the kernel-port server fails to bind",
+      );
       assert(kport.output.includes("Cannot assign requested address"), kport.output);
       assert(!(await kernelListens(9302)), "the bridge's address is not bound in the kernel");
       const echoed = await sh(
