@@ -8,10 +8,10 @@ import { assert, assertEquals, assertRejects } from "@std/assert";
 import { RingClient, RingError } from "../rings/client.ts";
 import { ECONNREFUSED } from "../rings/errno.ts";
 import type { RegionParams } from "../rings/layout.ts";
-import { RegionServer } from "./region_server.ts";
-import { RingService } from "./ring_service.ts";
-import { TcpEngine } from "./tcp/engine.ts";
-import { MemWire } from "./tcp/mem_wire.ts";
+import type { RingService } from "./ring_service.ts";
+import type { TcpEngine } from "./tcp/engine.ts";
+import type { MemWire } from "./tcp/mem_wire.ts";
+import { withInProcessBridge } from "./testing.ts";
 import type { TcpSocket } from "./tcp/socket.ts";
 
 const PARAMS: RegionParams = {
@@ -26,52 +26,14 @@ const PARAMS: RegionParams = {
   rxBytes: 64 * 1024,
 };
 
-/** A bridge in this process: the ring service's engine, a peer engine, the region server. */
-async function withBridge(
+/** A bridge in this process (testing.ts); `tick` adds a step to each round of its loop. */
+function withBridge(
   body: (
     ctx: { path: string; wire: MemWire; peer: TcpEngine; service: RingService },
     tick: (f: () => void) => void,
   ) => Promise<void>,
 ): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  const path = `${dir}/bridge.sock`;
-  const wire = new MemWire({ delayMs: 0.2 });
-  const nic = new TcpEngine(wire.a, { localIp: wire.ipA, seed: 1, mslMs: 100 });
-  const peer = new TcpEngine(wire.b, { localIp: wire.ipB, seed: 2, mslMs: 100 });
-  const service = new RingService(nic, wire.ipA);
-  const ticks: Array<() => void> = [];
-  wire.attach({
-    input: (b, o, l, s, d, n) => nic.input(b, o, l, s, d, n),
-    poll: (now) => {
-      service.poll(now);
-      nic.poll(now);
-      service.flushEvents();
-    },
-    nextDeadline: () => nic.nextDeadline(),
-  }, peer);
-  const server = new RegionServer(path, service, PARAMS, wire.ipA);
-  let running = true;
-  const channel = new MessageChannel();
-  const loop = (async () => {
-    while (running) {
-      wire.step(performance.now());
-      for (const f of ticks) f();
-      // A macrotask turn: the client's poller, FFI polls and the control socket get their turn.
-      await new Promise<void>((r) => {
-        channel.port1.onmessage = () => r();
-        channel.port2.postMessage(0);
-      });
-    }
-  })();
-  try {
-    await body({ path, wire, peer, service }, (f) => ticks.push(f));
-  } finally {
-    running = false;
-    await loop;
-    channel.port1.close();
-    server.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  return withInProcessBridge(PARAMS, (b) => body(b, b.tick));
 }
 
 function pattern(n: number, seed: number): Uint8Array {

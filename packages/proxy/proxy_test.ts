@@ -23,10 +23,11 @@ import {
   u32Payload,
 } from "@pno/rings";
 import { RingClient } from "../rings/client.ts";
-import { RegionServer } from "../bridge/region_server.ts";
-import { RingService } from "../bridge/ring_service.ts";
-import { TcpEngine } from "../bridge/tcp/engine.ts";
-import { MemWire } from "../bridge/tcp/mem_wire.ts";
+import type { RegionServer } from "../bridge/region_server.ts";
+import type { RingService } from "../bridge/ring_service.ts";
+import type { TcpEngine } from "../bridge/tcp/engine.ts";
+import type { MemWire } from "../bridge/tcp/mem_wire.ts";
+import { withInProcessBridge } from "../bridge/testing.ts";
 import { libc } from "../../ffi/libc.ts";
 import { Proxy } from "./proxy.ts";
 import { parsePolicy, type Policy } from "./policy.ts";
@@ -59,65 +60,23 @@ interface Ctx {
   tick: (f: () => void) => void;
 }
 
-/** A bridge in this process and a proxy in front of it. */
+/** A bridge in this process (packages/bridge/testing.ts) and a proxy in front of it. */
 async function withProxy(policy: Policy | undefined, body: (ctx: Ctx) => Promise<void>) {
-  const dir = await Deno.makeTempDir();
-  const bridgePath = `${dir}/bridge.sock`, proxyPath = `${dir}/proxy.sock`;
-  const wire = new MemWire({ delayMs: 0.2 });
-  const nic = new TcpEngine(wire.a, { localIp: wire.ipA, seed: 1, mslMs: 100 });
-  const peer = new TcpEngine(wire.b, { localIp: wire.ipB, seed: 2, mslMs: 100 });
-  const service = new RingService(nic, wire.ipA);
-  const ticks: Array<() => void> = [];
-  wire.attach({
-    input: (b, o, l, s, d, n) => nic.input(b, o, l, s, d, n),
-    poll: (now) => {
-      service.poll(now);
-      nic.poll(now);
-      service.flushEvents();
-    },
-    nextDeadline: () => nic.nextDeadline(),
-  }, peer);
-  const server = new RegionServer(bridgePath, service, PARAMS, wire.ipA);
-  let running = true;
-  const channel = new MessageChannel();
-  const loop = (async () => {
-    while (running) {
-      wire.step(performance.now());
-      for (const f of ticks) f();
-      await new Promise<void>((r) => {
-        channel.port1.onmessage = () => r();
-        channel.port2.postMessage(0);
-      });
-    }
-  })();
-  const events: Record<string, unknown>[] = [];
-  const proxy = await Proxy.start({
-    listen: proxyPath,
-    bridge: bridgePath,
-    policy,
-    onEvent: (e) => events.push(e),
-  });
-  try {
-    await body({
-      dir,
-      proxyPath,
-      bridgePath,
-      wire,
-      peer,
-      service,
-      server,
-      proxy,
-      events,
-      tick: (f) => ticks.push(f),
+  await withInProcessBridge(PARAMS, async (bridge) => {
+    const proxyPath = `${bridge.dir}/proxy.sock`;
+    const events: Record<string, unknown>[] = [];
+    const proxy = await Proxy.start({
+      listen: proxyPath,
+      bridge: bridge.path,
+      policy,
+      onEvent: (e) => events.push(e),
     });
-  } finally {
-    await proxy.close();
-    running = false;
-    await loop;
-    channel.port1.close();
-    server.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+    try {
+      await body({ ...bridge, proxyPath, bridgePath: bridge.path, proxy, events });
+    } finally {
+      await proxy.close();
+    }
+  });
 }
 
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
