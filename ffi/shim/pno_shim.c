@@ -799,6 +799,15 @@ static void subscribe(struct psock *p, int waiter, uint32_t wgen, uint32_t mask,
 	post_simple(p, PNO_CMD_SUBSCRIBE, waiter, (int32_t)wgen, (int32_t)mask, (int32_t)flags);
 }
 
+/* Subscribes the epoll set's waiter to an item's socket, with the item's events and flags. */
+static void subscribe_item(struct pep *ep, struct epi *e)
+{
+	uint32_t ev = e->events;
+	uint32_t flags = (ev & EPOLLET ? PNO_SUB_ET : 0) | (ev & EPOLLONESHOT ? PNO_SUB_ONESHOT : 0) |
+			 (ev & EPOLLEXCLUSIVE ? PNO_SUB_EXCLUSIVE : 0);
+	subscribe(e->p, ep->waiter, ep->wgen, ev & 0xffff, flags);
+}
+
 /* ---- 4. Readiness and blocking ---------------------------------------------------------- */
 
 static int err_pending(const struct pno_sock *s)
@@ -1138,10 +1147,7 @@ static void became_offloaded(struct psock *p, uint32_t slot, uint32_t gen)
 		if (ep->waiter >= 0) {
 			e->slot_next = ep->byslot[slot];
 			ep->byslot[slot] = e;
-			uint32_t flags = (e->events & EPOLLET ? PNO_SUB_ET : 0) |
-					 (e->events & EPOLLONESHOT ? PNO_SUB_ONESHOT : 0) |
-					 (e->events & EPOLLEXCLUSIVE ? PNO_SUB_EXCLUSIVE : 0);
-			subscribe(p, ep->waiter, ep->wgen, e->events & 0xffff, flags);
+			subscribe_item(ep, e);
 		}
 		pthread_mutex_unlock(&ep->mu);
 	}
@@ -2270,11 +2276,6 @@ static void ready_del(struct epi *e)
 	e->ready_next->ready_prev = e->ready_prev;
 }
 
-static uint32_t sub_flags(uint32_t events)
-{
-	return (events & EPOLLET ? PNO_SUB_ET : 0) | (events & EPOLLONESHOT ? PNO_SUB_ONESHOT : 0) |
-	       (events & EPOLLEXCLUSIVE ? PNO_SUB_EXCLUSIVE : 0);
-}
 
 /*
  * Makes sure the epoll instance has a waiter of this process: claimed on first use, and
@@ -2308,7 +2309,7 @@ static int ep_waiter(struct pep *ep)
 	for (int i = 0; i < MAX_FDS; i++) {
 		struct epi *e = ep->byfd[i];
 		if (e && e->p->kind == P_OFFLOADED)
-			subscribe(e->p, ep->waiter, ep->wgen, e->events & 0xffff, sub_flags(e->events));
+			subscribe_item(ep, e);
 	}
 	nested_rearm(ep);
 	return 0;
@@ -2385,7 +2386,7 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		if (p->kind == P_OFFLOADED) {
 			e->slot_next = ep->byslot[p->slot];
 			ep->byslot[p->slot] = e;
-			subscribe(p, ep->waiter, ep->wgen, e->events & 0xffff, sub_flags(e->events));
+			subscribe_item(ep, e);
 		}
 		if (sock_poll(p) & (e->events | EPOLLERR | EPOLLHUP))
 			ready_add(ep, e);
@@ -2403,7 +2404,7 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		e->data = ev->data;
 		e->disabled = 0;
 		if (p->kind == P_OFFLOADED)
-			subscribe(p, ep->waiter, ep->wgen, e->events & 0xffff, sub_flags(e->events));
+			subscribe_item(ep, e);
 		if (sock_poll(p) & (e->events | EPOLLERR | EPOLLHUP))
 			ready_add(ep, e);
 		break;
