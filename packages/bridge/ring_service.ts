@@ -470,8 +470,7 @@ export class AttachedApp {
       const lock = this.sockWord(slot.index, SOCK_LOCK);
       if (Atomics.compareExchange(words, lock, 0, 1) !== 0) continue;
       if (Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) / 4) === txProd) {
-        if (punchHole(fd, pair + layout.txData, layout.params.txBytes)) released++;
-        if (punchHole(fd, pair + layout.rxData, layout.params.rxBytes)) released++;
+        released += this.punchRings(fd, pair);
         slot.reclaimed = true;
       }
       Atomics.store(words, lock, 0);
@@ -483,10 +482,14 @@ export class AttachedApp {
   private releasePages(s: number): void {
     const fd = this.region.fd ?? -1;
     if (fd < 0) return;
+    this.counters.pagesReleased += this.punchRings(fd, streamOffset(this.region.layout, s));
+  }
+
+  /** Punches out the data pages of the stream pair at `pair`; how many ranges went. */
+  private punchRings(fd: number, pair: number): number {
     const layout = this.region.layout;
-    const pair = streamOffset(layout, s);
-    if (punchHole(fd, pair + layout.txData, layout.params.txBytes)) this.counters.pagesReleased++;
-    if (punchHole(fd, pair + layout.rxData, layout.params.rxBytes)) this.counters.pagesReleased++;
+    return (punchHole(fd, pair + layout.txData, layout.params.txBytes) ? 1 : 0) +
+      (punchHole(fd, pair + layout.rxData, layout.params.rxBytes) ? 1 : 0);
   }
 
   /** The engine streams of a slot: its stream pair in the region. */
