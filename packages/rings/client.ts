@@ -547,17 +547,7 @@ export class RingClient {
       st.wake(IN_EVENTS | OUT_EVENTS);
     }
     this.sockets.clear();
-    for (const resolve of this.pending.values()) {
-      resolve({
-        op: CPL_RESULT,
-        result: -E.EBADF,
-        sock: SOCK_NONE,
-        gen: 0,
-        localIp: 0,
-        localPort: 0,
-      });
-    }
-    this.pending.clear();
+    this.abandonPending();
     this.channel.port1.close();
     this.wake.close();
     if (this.bridgeFd >= 0) libc().close(this.bridgeFd);
@@ -747,19 +737,24 @@ export class RingClient {
     if (this.failure === null) {
       this.failure = err;
       for (const st of this.sockets.values()) st.wake(IN_EVENTS | OUT_EVENTS);
-      for (const resolve of this.pending.values()) {
-        resolve({
-          op: CPL_RESULT,
-          result: -E.EBADF,
-          sock: SOCK_NONE,
-          gen: 0,
-          localIp: 0,
-          localPort: 0,
-        });
-      }
-      this.pending.clear();
+      this.abandonPending();
     }
     return this.failure;
+  }
+
+  /** Answers every command still waiting for its completion with EBADF. */
+  private abandonPending(): void {
+    for (const resolve of this.pending.values()) {
+      resolve({
+        op: CPL_RESULT,
+        result: -E.EBADF,
+        sock: SOCK_NONE,
+        gen: 0,
+        localIp: 0,
+        localPort: 0,
+      });
+    }
+    this.pending.clear();
   }
 
   private async poll(): Promise<void> {
