@@ -819,14 +819,9 @@ export class RingService {
    */
   private execute(app: AttachedApp, v: DataView, cpl: DescRingProducer, cplIndex: number): boolean {
     const op = D.readOpcode(v, 0);
-    const reply = needsCompletion(op);
-    const fail = (errno: number) => {
-      if (reply) this.complete(app, v, cpl, cplIndex, D.CPL_RESULT, -errno);
-      return reply;
-    };
     if (app.checker.check(v, 0) !== D.DESC_OK) {
       app.counters.rejected++;
-      return fail(E.EINVAL);
+      return this.fail(app, v, cpl, cplIndex, E.EINVAL);
     }
     const sock = D.readSock(v, 0);
     if (op === D.CMD_WAITER_RELEASE) {
@@ -838,7 +833,7 @@ export class RingService {
       const s = app.slots[sock];
       if (!s.inUse || !s.hostOpen || s.gen !== D.readGen(v, 0)) {
         app.counters.rejected++;
-        return fail(E.EBADF);
+        return this.fail(app, v, cpl, cplIndex, E.EBADF);
       }
       slot = s;
     }
@@ -871,10 +866,26 @@ export class RingService {
           return false;
       }
     } catch (err) {
-      if (err instanceof TcpError) return fail(Math.abs(err.errno));
+      if (err instanceof TcpError) return this.fail(app, v, cpl, cplIndex, Math.abs(err.errno));
       throw err;
     }
-    return fail(E.EINVAL);
+    return this.fail(app, v, cpl, cplIndex, E.EINVAL);
+  }
+
+  /**
+   * A command failed with `errno`: a command that completes gets it in its completion (true:
+   * a completion was written); the others have nobody to tell. A method, not a closure made
+   * for every command: this runs on the data path.
+   */
+  private fail(
+    app: AttachedApp,
+    v: DataView,
+    cpl: DescRingProducer,
+    cplIndex: number,
+    errno: number,
+  ): boolean {
+    if (!needsCompletion(D.readOpcode(v, 0))) return false;
+    return this.complete(app, v, cpl, cplIndex, D.CPL_RESULT, -errno);
   }
 
   /** Writes a completion for command `v` (its socket, generation and request id echoed). */
