@@ -202,7 +202,7 @@ static struct {
 	int ctl_fd, bridge_efd;
 	int bridge_dead;       /* the control socket hung up: every offloaded socket is reset */
 	int proc;              /* our process entry */
-	int required, debug;
+	int required, debug, disabled;
 	uint64_t spin_ns;      /* PNO_SPIN_US: how long a waiter looks before it sleeps */
 	struct psock *files[MAX_FDS];
 	struct pep *eps[MAX_FDS];
@@ -1173,7 +1173,7 @@ EXPORT int socket(int domain, int type, int protocol)
 	if (fd < 0 || fd >= MAX_FDS || domain != AF_INET || (type & 0xf) != SOCK_STREAM ||
 	    (protocol != 0 && protocol != IPPROTO_TCP))
 		return fd;
-	if (getenv("PNO_DISABLE"))
+	if (g.disabled)
 		return fd;
 	struct psock *p = new_psock((type & SOCK_NONBLOCK) != 0);
 	if (p)
@@ -3023,6 +3023,8 @@ __attribute__((constructor)) static void pno_init(void)
 	REAL();
 	pthread_key_create(&g.thr_key, release_thread);
 	pthread_atfork(NULL, NULL, atfork_child);
+	/* PNO_DISABLE: the shim stays loaded but offloads nothing (read once, not per socket). */
+	g.disabled = getenv("PNO_DISABLE") != NULL;
 }
 
 /* ---- exec ------------------------------------------------------------------------------ */
