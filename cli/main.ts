@@ -17,12 +17,14 @@ const HELP = `pno: Plug & Offload, the TCP stack of unmodified Linux servers on 
 Usage: pno <command> [options]     (pno <command> --help for each)
 
 Commands:
-  demo           the end-to-end demo: wire, bridge, a kernel client, counters, teardown
+  demo           the end-to-end demo: redis-server under the shim against one on the host
+                 kernel, redis-benchmark from the client namespace, a side-by-side table
   wire up|down   create or remove the emulated wire (namespace pno-client, veths, twin link)
   bridge         run the NIC-side bridge (DPDK on pno1, 10.88.0.2) in the foreground
   proxy          run the host proxy: admits applications (policy), creates and maps regions
   run            run an unmodified program under the shim: pno run [--control PATH] -- APP ARGS
-  bench          --echo: PnO against the kernel path; --micro: rings; --engine: TCP engine
+  bench          --redis / --echo: PnO against the kernel path; --micro: rings;
+                 --engine: TCP engine
   test           run every test (unit and integration); ends with "N passed, N failed"
   help           this text`;
 
