@@ -381,6 +381,9 @@ Deno.test("proxy: a forked child keeps the region after its parent exits; its ex
       assertEquals((await bridgeApps(bridge)).length, 1);
       Deno.kill(child, "SIGKILL");
       await waitUntil(async () => (await bridgeApps(bridge)).length === 0, "apps list empty", 2000);
+      // The proxy counts the end when its pidfd fires, which may come a moment after the
+      // bridge has let the region go: wait for it rather than read it once.
+      await waitUntil(async () => (await proxy.stats()).ended === 1, "the proxy ends it", 2000);
       assertEquals((await proxy.stats()).ended, 1);
     } finally {
       if (child > 0) {
