@@ -1042,6 +1042,11 @@ export class RingService {
     this.wantReads(app, slot, tcp);
     const cap = app.region.layout.params.txBytes;
     if ((cap - tcp.tx.readable()) * 3 < cap) slot.outArmed = true;
+    // Writable again already: ACKs processed before this doorbell in the same round may have
+    // freed the room the host found missing when it wrote, and their EV_WRITABLE came while
+    // nothing was armed. The host may sleep waiting for OUT: tell it (a needless edge is only
+    // a re-check of readiness on its side; subscribers without OUT in their mask get none).
+    else app.queueEdges(slot, D.EPOLLOUT);
   }
 
   private subscribe(slot: Slot, v: DataView): void {
