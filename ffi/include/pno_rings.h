@@ -188,7 +188,9 @@ struct pno_sock {
 	uint32_t err_ack; /* host: err_seq consumed by SO_ERROR */
 	uint32_t data_req; /* host: bumped with each CMD_DATA */
 	uint32_t host_shut; /* host: PNO_SHUT_RCV after SHUT_RD */
-	uint8_t _pad1[44];
+	uint8_t _pad1[4];
+	uint64_t placeholder_ino; /* host: inode of the placeholder socket (pno ls matches /proc/PID/fd on it) */
+	uint8_t _pad2[32];
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct pno_sock) == 128, "pno_sock size");
 _Static_assert(offsetof(struct pno_sock, gen) == 0, "pno_sock.gen");
@@ -208,6 +210,7 @@ _Static_assert(offsetof(struct pno_sock, holders) == 68, "pno_sock.holders");
 _Static_assert(offsetof(struct pno_sock, err_ack) == 72, "pno_sock.err_ack");
 _Static_assert(offsetof(struct pno_sock, data_req) == 76, "pno_sock.data_req");
 _Static_assert(offsetof(struct pno_sock, host_shut) == 80, "pno_sock.host_shut");
+_Static_assert(offsetof(struct pno_sock, placeholder_ino) == 88, "pno_sock.placeholder_ino");
 
 /** A connection waiting in a listener's accept queue. */
 struct pno_accept_entry {

@@ -41,6 +41,7 @@
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -1124,6 +1125,15 @@ static void became_offloaded_quiet(struct psock *p, uint32_t slot, uint32_t gen)
 	__atomic_store_n(&p->kind, P_OFFLOADED, __ATOMIC_RELEASE);
 }
 
+/* `pno ls` tells an offloaded fd from a kernel one by its placeholder's inode (socket:[N]). */
+static void note_placeholder(int fd, const struct psock *p)
+{
+	struct stat st;
+	if (fstat(fd, &st) == 0)
+		__atomic_store_n(&line(p->slot)->placeholder_ino, (uint64_t)st.st_ino,
+				 __ATOMIC_RELEASE);
+}
+
 static void became_offloaded(struct psock *p, uint32_t slot, uint32_t gen)
 {
 	became_offloaded_quiet(p, slot, gen);
@@ -1266,6 +1276,7 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 	int r = offload_bind(p, ip, ntohs(in->sin_port));
 	if (r < 0)
 		return fail(-r);
+	note_placeholder(fd, p);
 	p->bound_any = ip == INADDR_ANY;
 	return 0;
 }
@@ -1285,6 +1296,7 @@ EXPORT int listen(int fd, int backlog)
 		int r = offload_bind(p, INADDR_ANY, 0);
 		if (r < 0)
 			return fail(-r);
+		note_placeholder(fd, p);
 		p->bound_any = 1;
 	}
 	struct thr *t = thread_state();
@@ -1393,6 +1405,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	if (!bound) {
 		const struct pno_desc_hdr *h = (const struct pno_desc_hdr *)out;
 		became_offloaded(p, h->sock, h->gen);
+		note_placeholder(fd, p);
 	}
 	if (p->nonblock)
 		return fail(EINPROGRESS);
@@ -1478,6 +1491,7 @@ EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 	/* The NIC gave the connection the listener's options already: nothing to forward. */
 	became_offloaded_quiet(c, e.sock, e.gen);
 	register_fd(nfd, c);
+	note_placeholder(nfd, c);
 	if (addr && alen) {
 		struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(e.peer_port),
 					  .sin_addr.s_addr = htonl(e.peer_ip) };

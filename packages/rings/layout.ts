@@ -179,6 +179,12 @@ export const SOCK_ENTRY: StructSpec = {
     { name: "err_ack", type: "u32", offset: 72, doc: "host: err_seq consumed by SO_ERROR" },
     { name: "data_req", type: "u32", offset: 76, doc: "host: bumped with each CMD_DATA" },
     { name: "host_shut", type: "u32", offset: 80, doc: "host: PNO_SHUT_RCV after SHUT_RD" },
+    {
+      name: "placeholder_ino",
+      type: "u64",
+      offset: 88,
+      doc: "host: inode of the placeholder socket (pno ls matches /proc/PID/fd on it)",
+    },
   ],
 };
 
@@ -261,6 +267,8 @@ export const SOCK_ERR_ACK: number = S("err_ack");
 export const SOCK_DATA_REQ: number = S("data_req");
 /** Offset of the host's shutdown bits. */
 export const SOCK_HOST_SHUT: number = S("host_shut");
+/** Offset of the placeholder's inode (u64), as fstat(2) reports it for the program's fd. */
+export const SOCK_PLACEHOLDER_INO: number = S("placeholder_ino");
 /** Offset of the sequence word in a doorbell. */
 export const DOORBELL_SEQ: number = offsetOf(DOORBELL, "seq");
 /** Offset of the sleeping flag in a doorbell. */
