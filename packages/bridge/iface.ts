@@ -78,6 +78,12 @@ export class InterfaceCounters {
   dropNoTxBuffer = 0;
   dropNoRoute = 0;
   dropArpUnresolved = 0;
+  /** Packets the bridge sent to its own address (an application reaching another's listener). */
+  loopbackFrames = 0;
+  /** Packets to its own address lost because the loopback queue was full. */
+  dropLoopbackFull = 0;
+  /** IPv4 packets from the wire claiming our own address as their source. */
+  dropSpoofedSource = 0;
 
   /** A plain-object copy, with IPv4 drops by reason name. */
   snapshot(): Record<string, number | Record<string, number>> {
@@ -97,13 +103,21 @@ export class InterfaceCounters {
   get dropped(): number {
     let sum = this.dropTruncatedFrame + this.dropNotForUs + this.dropUnknownEtherType +
       this.dropBadArp + this.dropNotOurAddress + this.dropBadIcmp + this.dropIcmpUnhandled +
-      this.dropBadUdp + this.dropUnknownProtocol + this.dropNoTcpHandler;
+      this.dropBadUdp + this.dropUnknownProtocol + this.dropNoTcpHandler + this.dropLoopbackFull +
+      this.dropSpoofedSource;
     for (let i = 1; i < this.dropIpv4.length; i++) sum += this.dropIpv4[i];
     return sum;
   }
 }
 
 const ZERO_MAC = new Uint8Array(6);
+/**
+ * Packets to the bridge's own address (an offloaded HAProxy connecting to an offloaded
+ * backend) never reach the wire: they wait in a queue of frames, as Linux's lo does, and are
+ * received at the next poll. 256 frames of the MTU: as many as two full bursts of the port.
+ */
+const LOOPBACK_FRAMES = 256;
+const LOOPBACK_FRAME_ROOM = 1514;
 const BROADCAST_MAC = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
 
 export class Interface {
@@ -122,6 +136,12 @@ export class Interface {
   private txFrame = -1;
   /** The clock of the current poll round, for sends made from inside it. */
   nowMs = 0;
+  /** Frames sent to our own address, received at the next poll (a FIFO of fixed slots). */
+  private readonly loopBuf = new Uint8Array(LOOPBACK_FRAMES * LOOPBACK_FRAME_ROOM);
+  private readonly loopLen = new Uint16Array(LOOPBACK_FRAMES);
+  private loopHead = 0;
+  private loopCount = 0;
+  private receivingLoopback = false;
 
   constructor(
     readonly device: FrameDevice,
@@ -138,7 +158,54 @@ export class Interface {
     const dev = this.device;
     const n = dev.receive();
     for (let i = 0; i < n; i++) this.receive(dev.rxBuf, dev.rxOffset(i), dev.rxLength(i), nowMs);
+    return n + this.receiveLoopback(nowMs);
+  }
+
+  /** Frames sent to our own address and not received yet: work for the next poll. */
+  get loopbackPending(): number {
+    return this.loopCount;
+  }
+
+  /**
+   * Receives the frames queued for our own address before this call; the answers they cause
+   * are queued behind them and wait for the next poll, so one poll does bounded work.
+   */
+  private receiveLoopback(nowMs: number): number {
+    const n = this.loopCount;
+    this.receivingLoopback = true;
+    for (let i = 0; i < n; i++) {
+      const at = this.loopHead;
+      this.loopHead = (at + 1) % LOOPBACK_FRAMES;
+      this.loopCount--;
+      this.receive(this.loopBuf, at * LOOPBACK_FRAME_ROOM, this.loopLen[at], nowMs);
+    }
+    this.receivingLoopback = false;
     return n;
+  }
+
+  /**
+   * Moves the reserved frame, addressed to ourselves, into the loopback queue; the device
+   * slot stays uncommitted and is lent again by the next reserve().
+   */
+  private loopBack(frame: number, protocol: number, src: number, payloadLength: number): void {
+    const c = this.counters;
+    if (this.loopCount === LOOPBACK_FRAMES) {
+      c.dropLoopbackFull++;
+      return;
+    }
+    const tx = this.device.txBuf;
+    const mac = this.config.mac;
+    const at = emitEthernet(tx, frame, mac, 0, mac, ETHERTYPE_IPV4);
+    emitIpv4(tx, at, src, this.config.ip, protocol, payloadLength, this.ident);
+    this.ident = (this.ident + 1) & 0xffff;
+    const len = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + payloadLength;
+    const slot = (this.loopHead + this.loopCount) % LOOPBACK_FRAMES;
+    const buf = this.loopBuf, base = slot * LOOPBACK_FRAME_ROOM;
+    for (let i = 0; i < len; i++) buf[base + i] = tx[frame + i];
+    this.loopLen[slot] = len;
+    this.loopCount++;
+    c.loopbackFrames++;
+    if (protocol === IP_PROTO_TCP) c.tcpOut++;
   }
 
   /** Processes one received frame. */
@@ -223,6 +290,12 @@ export class Interface {
       return;
     }
     const src = ip.src;
+    // Our own address as the source is a spoof unless the frame came round our loopback
+    // (Linux drops such martians too).
+    if (src === this.config.ip && !this.receivingLoopback) {
+      c.dropSpoofedSource++;
+      return;
+    }
     if (this.onLink(src) && eth.srcIsUnicast) this.arp.update(src, eth.buf, eth.srcOffset, nowMs);
     const proto = ip.protocol;
     if (proto === IP_PROTO_TCP) {
@@ -296,6 +369,10 @@ export class Interface {
     if (frame < 0) return false;
     this.txFrame = -1;
     const c = this.counters;
+    if (dst === this.config.ip && payloadLength <= LOOPBACK_FRAME_ROOM - 34) {
+      this.loopBack(frame, protocol, src, payloadLength);
+      return true;
+    }
     if (!this.onLink(dst)) {
       c.dropNoRoute++;
       return false;

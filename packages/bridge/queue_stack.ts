@@ -129,7 +129,8 @@ export class QueueStack {
     // Edges the engine raised this round reach the applications' waiters before we sleep.
     this.rings.flushEvents();
     const sent = this.device.flush();
-    const work = n + commands + sent;
+    // Frames the engine sent to our own address are received next round: work, not a nap.
+    const work = n + commands + sent + this.iface.loopbackPending;
     if (work === 0) this.reclaimer.idle(this.engine.connectionCount(), nowMs);
     return work;
   }
