@@ -201,6 +201,7 @@ static struct {
 	const struct pno_region_header *hdr;
 	uint32_t local_ip;     /* the bridge's address, host order */
 	int ctl_fd, bridge_efd;
+	int region_fd;         /* the region's memfd, kept for exec (see "exec") */
 	int bridge_dead;       /* the control socket hung up: every offloaded socket is reset */
 	int proc;              /* our process entry */
 	int required, debug, disabled;
@@ -209,7 +210,7 @@ static struct {
 	struct pep *eps[MAX_FDS];
 	uint8_t internal[MAX_FDS];
 	pthread_key_t thr_key;
-} g = { .mu = PTHREAD_MUTEX_INITIALIZER, .ctl_mu = PTHREAD_MUTEX_INITIALIZER, .ctl_fd = -1, .bridge_efd = -1, .proc = -1 };
+} g = { .mu = PTHREAD_MUTEX_INITIALIZER, .ctl_mu = PTHREAD_MUTEX_INITIALIZER, .ctl_fd = -1, .bridge_efd = -1, .region_fd = -1, .proc = -1 };
 
 static __thread struct thr *self;
 
@@ -404,11 +405,16 @@ static int do_attach(void)
 	uint64_t size;
 	memcpy(&size, payload + 8, 8);
 	void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0);
-	real.close(rfd);
-	if (base == MAP_FAILED)
+	if (base == MAP_FAILED) {
+		real.close(rfd);
 		goto broken;
+	}
+	/* Kept (hidden, close-on-exec) so that an exec that inherits sockets can pass it on. */
+	rfd = hide_fd(rfd);
 	if (pno_region_check(base, size) != 0) {
 		munmap(base, size);
+		g.internal[rfd] = 0;
+		real.close(rfd);
 		attach_error = "region header rejected (layout version mismatch?)";
 		real.close(fd);
 		return -1;
@@ -417,6 +423,7 @@ static int do_attach(void)
 		goto broken;
 	g.base = base;
 	g.size = size;
+	g.region_fd = rfd;
 	g.hdr = base;
 	g.local_ip = g.hdr->local_ip;
 	g.ctl_fd = fd;
@@ -1735,12 +1742,127 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 	return sendto(fd, buf, n, flags, NULL, 0);
 }
 
+/*
+ * SCM_RIGHTS. The kernel passes an offloaded fd as its placeholder; the shim makes the
+ * placeholder mean the socket again on the other side. That works only between processes of
+ * one application (one region: a master and its workers, a process and the image it execs):
+ * the sender checks that its peer (SO_PEERCRED) is in the region's process table and refuses
+ * otherwise with EOPNOTSUPP and a warning, since a process outside the region could do nothing
+ * with the socket but hold a dead placeholder. A passed socket counts one more holder while
+ * it is in flight, so that the sender closing its fd at once cannot close it; the receiver
+ * finds it by its placeholder's inode and takes that hold over. A message that is never
+ * received keeps its sockets open until the application's last process is gone.
+ */
+static int in_region(pid_t pid)
+{
+	for (uint32_t i = 0; i < g.hdr->max_procs; i++)
+		if (__atomic_load_n(&pno_region_proc(g.base, i)->pid, __ATOMIC_ACQUIRE) ==
+		    (uint32_t)pid)
+			return 1;
+	return 0;
+}
+
+/* Calls `each` for every fd of every SCM_RIGHTS message of `msg`; stops at a non-zero result. */
+static int each_passed_fd(const struct msghdr *msg, int (*each)(int fd, void *arg), void *arg)
+{
+	if (!msg->msg_control || msg->msg_controllen < sizeof(struct cmsghdr))
+		return 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c;
+	     c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		const int *fds = (const int *)CMSG_DATA(c);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+			memcpy(&fd, fds + i, sizeof(fd));
+			int r = each(fd, arg);
+			if (r)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static int count_offloaded(int fd, void *arg)
+{
+	if (offloaded(fd))
+		(*(int *)arg)++;
+	return 0;
+}
+
+static int hold_in_flight(int fd, void *arg)
+{
+	struct psock *p = offloaded(fd);
+	if (p)
+		__atomic_add_fetch(&line(p->slot)->holders, 1, __ATOMIC_SEQ_CST);
+	(void)arg;
+	return 0;
+}
+
+static int drop_in_flight(int fd, void *arg)
+{
+	struct psock *p = offloaded(fd);
+	if (p && __atomic_sub_fetch(&line(p->slot)->holders, 1, __ATOMIC_SEQ_CST) == 0)
+		post_simple(p, PNO_CMD_CLOSE, p->linger, 0, 0, 0);
+	(void)arg;
+	return 0;
+}
+
+/* A received fd whose placeholder is one of the region's sockets becomes that socket. */
+static int adopt_passed(int fd, void *arg)
+{
+	(void)arg;
+	struct stat st;
+	if (fd < 0 || fd >= MAX_FDS || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+		return 0;
+	pthread_mutex_lock(&g.mu);
+	for (uint32_t slot = 0; slot < g.hdr->max_sockets; slot++) {
+		struct pno_sock *s = line(slot);
+		if (__atomic_load_n(&s->placeholder_ino, __ATOMIC_ACQUIRE) != (uint64_t)st.st_ino ||
+		    __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) == PNO_KIND_FREE)
+			continue;
+		uint32_t gen = __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE);
+		struct psock *p = NULL;
+		for (int other = 0; other < MAX_FDS && !p; other++) {
+			struct psock *q = g.files[other];
+			if (q && q->kind == P_OFFLOADED && q->slot == slot && q->gen == gen)
+				p = q;
+		}
+		if (p) {
+			/* We hold it already: the in-flight hold is one too many. */
+			p->fdrefs++;
+			if (__atomic_sub_fetch(&s->holders, 1, __ATOMIC_SEQ_CST) == 0)
+				post_simple(p, PNO_CMD_CLOSE, p->linger, 0, 0, 0);
+		} else {
+			p = new_psock((real.fcntl(fd, F_GETFL) & O_NONBLOCK) != 0);
+			if (!p)
+				break;
+			p->slot = slot;
+			p->gen = gen;
+			p->listening = __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) ==
+				       PNO_KIND_LISTENER;
+			p->bound_any = s->local_ip == 0;
+			p->kind = P_OFFLOADED;
+		}
+		__atomic_add_fetch(&proc_refs()[slot], 1, __ATOMIC_SEQ_CST);
+		register_fd(fd, p);
+		break;
+	}
+	pthread_mutex_unlock(&g.mu);
+	return 0;
+}
+
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
 	REAL();
 	struct psock *p = offloaded(fd);
-	if (!p)
-		return real.recvmsg(fd, msg, flags);
+	if (!p) {
+		ssize_t r = real.recvmsg(fd, msg, flags);
+		if (r >= 0 && g.attached > 0 && msg->msg_controllen > 0)
+			each_passed_fd(msg, adopt_passed, NULL);
+		return r;
+	}
 	ssize_t r = ret(pno_recv(p, msg->msg_iov, (int)msg->msg_iovlen, flags));
 	if (r >= 0) {
 		msg->msg_namelen = 0;
@@ -1754,8 +1876,29 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	REAL();
 	struct psock *p = offloaded(fd);
-	if (!p)
-		return real.sendmsg(fd, msg, flags);
+	if (!p) {
+		int passed = 0;
+		if (g.attached > 0 && msg && msg->msg_controllen > 0)
+			each_passed_fd(msg, count_offloaded, &passed);
+		if (!passed)
+			return real.sendmsg(fd, msg, flags);
+		struct ucred peer;
+		socklen_t plen = sizeof(peer);
+		if (msg->msg_name || real.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &plen) != 0 ||
+		    !in_region(peer.pid)) {
+			warnx_once("pno: an offloaded socket can be passed (SCM_RIGHTS) only to a "
+				   "process of the same application: sendmsg refused with EOPNOTSUPP\n");
+			return fail(EOPNOTSUPP);
+		}
+		each_passed_fd(msg, hold_in_flight, NULL);
+		ssize_t r = real.sendmsg(fd, msg, flags);
+		if (r < 0) {
+			int e = errno;
+			each_passed_fd(msg, drop_in_flight, NULL);
+			errno = e;
+		}
+		return r;
+	}
 	return ret(pno_send(p, msg->msg_iov, (int)msg->msg_iovlen, flags));
 }
 
@@ -3025,6 +3168,8 @@ static void release_thread(void *arg)
 	free(t);
 }
 
+static void inherit_adopt(void);
+
 /* Any fork, also one libc makes internally (daemon(), say): the child is a new process. */
 static void atfork_child(void)
 {
@@ -3039,23 +3184,107 @@ __attribute__((constructor)) static void pno_init(void)
 	pthread_atfork(NULL, NULL, atfork_child);
 	/* PNO_DISABLE: the shim stays loaded but offloads nothing (read once, not per socket). */
 	g.disabled = getenv("PNO_DISABLE") != NULL;
+	inherit_adopt();
 }
 
 /* ---- exec ------------------------------------------------------------------------------ */
 
 /*
- * exec() replaces the image and with it the mapping of the region: what this process held
- * there is let go first. Offloaded fds marked close-on-exec are closed as close() would close
- * them (the kernel closes their placeholders); the process's thread and waiter entries are
- * freed. An offloaded fd without FD_CLOEXEC survives only as its placeholder: the new image
- * cannot reach the region (documented; inheriting sockets across exec is future work). If
- * exec fails the process goes on with the fds it had and claims entries anew on its next call.
+ * exec() replaces the image and with it the mapping of the region. Offloaded fds marked
+ * close-on-exec are closed first as close() would close them (the kernel closes their
+ * placeholders); the process's thread and waiter entries are freed. Offloaded fds without
+ * FD_CLOEXEC are inherited, as the kernel's sockets are (nginx's binary upgrade passes its
+ * listeners in the NGINX variable, HAProxy's master re-executes itself): the process keeps its
+ * entry and its references (exec keeps the pid), the region's memfd, the control socket and
+ * the bridge's eventfd stay open across the exec, and PNO_INHERIT in the new environment
+ * says where they are and which fd is which socket. The shim of the new image maps the region
+ * again before main() and takes the fds back (inherit_adopt). If exec fails the process goes
+ * on with the fds it had and claims thread entries anew on its next call.
+ *
+ * PNO_INHERIT=1,PID,REGION_FD,SIZE,CTL_FD,EFD,PROC;FD:SLOT:GEN:FLAGS;...
  */
-static void before_exec(void)
+#define INHERIT_VAR "PNO_INHERIT"
+enum {
+	INH_LISTENING = 1, INH_BOUND_ANY = 2, INH_LOOP_LISTENING = 4, INH_REUSEADDR = 8,
+	INH_REUSEPORT = 16, INH_NODELAY = 32, INH_KEEPALIVE = 64, INH_INHERITED = 128,
+};
+
+/* The record of the offloaded fds that survive exec, or NULL when none does. Holds g.mu. */
+static char *inherit_record(void)
 {
+	size_t cap = 4096, len = 0;
+	char *rec = malloc(cap);
+	if (!rec)
+		return NULL;
+	len = (size_t)snprintf(rec, cap, INHERIT_VAR "=1,%d,%d,%llu,%d,%d,%d", (int)mypid(),
+			       g.region_fd, (unsigned long long)g.size, g.ctl_fd, g.bridge_efd,
+			       g.proc);
+	int n = 0;
+	for (int fd = 0; fd < MAX_FDS; fd++) {
+		struct psock *p = g.files[fd];
+		if (!p || p->kind != P_OFFLOADED || (real.fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			continue;
+		if (cap - len < 64) {
+			char *bigger = realloc(rec, cap * 2);
+			if (!bigger)
+				break;
+			rec = bigger;
+			cap *= 2;
+		}
+		int flags = (p->listening ? INH_LISTENING : 0) | (p->bound_any ? INH_BOUND_ANY : 0) |
+			    (p->loop_listening ? INH_LOOP_LISTENING : 0) |
+			    (p->reuseaddr ? INH_REUSEADDR : 0) | (p->reuseport ? INH_REUSEPORT : 0) |
+			    (p->nodelay ? INH_NODELAY : 0) | (p->keepalive ? INH_KEEPALIVE : 0) |
+			    (p->inherited ? INH_INHERITED : 0);
+		len += (size_t)snprintf(rec + len, cap - len, ";%d:%u:%u:%d", fd, p->slot, p->gen,
+					flags);
+		n++;
+	}
+	if (n == 0 || g.region_fd < 0) {
+		free(rec);
+		return NULL;
+	}
+	return rec;
+}
+
+static void set_cloexec(int fd, int on)
+{
+	if (fd >= 0)
+		real.fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0);
+}
+
+/* envp without any PNO_INHERIT, with `rec` appended when there is one. */
+static char **inherit_env(char *const envp[], char *rec)
+{
+	size_t n = 0;
+	while (envp && envp[n])
+		n++;
+	char **out = malloc((n + 2) * sizeof(char *));
+	if (!out)
+		return NULL;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(envp[i], INHERIT_VAR "=", sizeof(INHERIT_VAR)) != 0)
+			out[k++] = envp[i];
+	if (rec)
+		out[k++] = rec;
+	out[k] = NULL;
+	return out;
+}
+
+/* What before_exec prepared, undone by exec_failed. */
+struct exec_prep {
+	char *rec;
+	char **env;
+};
+
+static struct exec_prep before_exec(char *const envp[])
+{
+	struct exec_prep prep = { NULL, NULL };
 	if (g.attached <= 0)
-		return;
+		return prep;
 	pthread_mutex_lock(&g.mu);
+	prep.rec = inherit_record();
 	for (int fd = 0; fd < MAX_FDS; fd++) {
 		struct psock *p = g.files[fd];
 		if (p && p->kind == P_OFFLOADED && (real.fcntl(fd, F_GETFD) & FD_CLOEXEC))
@@ -3073,42 +3302,174 @@ static void before_exec(void)
 			__atomic_store_n(&tl->owner_tid, 0, __ATOMIC_RELEASE);
 	}
 	self = NULL;
+	if (prep.rec) {
+		set_cloexec(g.region_fd, 0);
+		set_cloexec(g.ctl_fd, 0);
+		set_cloexec(g.bridge_efd, 0);
+	}
 	pthread_mutex_unlock(&g.mu);
+	prep.env = inherit_env(envp, prep.rec);
+	return prep;
 }
+
+static int exec_failed(struct exec_prep *prep)
+{
+	int e = errno;
+	if (prep->rec) {
+		set_cloexec(g.region_fd, 1);
+		set_cloexec(g.ctl_fd, 1);
+		set_cloexec(g.bridge_efd, 1);
+	}
+	free(prep->env);
+	free(prep->rec);
+	errno = e;
+	return -1;
+}
+
+extern char **environ;
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
 	REAL();
-	before_exec();
-	return real.execve(path, argv, envp);
+	struct exec_prep prep = before_exec(envp);
+	real.execve(path, argv, prep.env ? prep.env : envp);
+	return exec_failed(&prep);
 }
 
 EXPORT int execv(const char *path, char *const argv[])
 {
 	REAL();
-	before_exec();
-	return real.execv(path, argv);
+	struct exec_prep prep = before_exec(environ);
+	real.execve(path, argv, prep.env ? prep.env : environ);
+	return exec_failed(&prep);
 }
 
 EXPORT int execvp(const char *file, char *const argv[])
 {
 	REAL();
-	before_exec();
-	return real.execvp(file, argv);
+	struct exec_prep prep = before_exec(environ);
+	real.execvpe(file, argv, prep.env ? prep.env : environ);
+	return exec_failed(&prep);
 }
 
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
 	REAL();
-	before_exec();
-	return real.execvpe(file, argv, envp);
+	struct exec_prep prep = before_exec(envp);
+	real.execvpe(file, argv, prep.env ? prep.env : envp);
+	return exec_failed(&prep);
 }
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
 	REAL();
-	before_exec();
-	return real.fexecve(fd, argv, envp);
+	struct exec_prep prep = before_exec(envp);
+	real.fexecve(fd, argv, prep.env ? prep.env : envp);
+	return exec_failed(&prep);
+}
+
+/* Marks an fd the new image inherited from the shim as internal again (and close-on-exec). */
+static void reclaim_internal(int fd)
+{
+	if (fd < 0 || fd >= MAX_FDS)
+		return;
+	set_cloexec(fd, 1);
+	g.internal[fd] = 1;
+}
+
+/*
+ * The new image's side of exec (from the constructor, before main): PNO_INHERIT names the
+ * region, the control socket, the eventfd and the inherited sockets. A record left over from
+ * another process (a program started by posix_spawn inherits the environment, not the fds'
+ * meaning) is recognised by its pid and ignored; either way the variable is removed so that
+ * nothing started later sees it.
+ */
+static void inherit_adopt(void)
+{
+	const char *v = getenv(INHERIT_VAR);
+	if (!v)
+		return;
+	char *rec = strdup(v);
+	unsetenv(INHERIT_VAR);
+	if (!rec)
+		return;
+	int ver = 0, pid = 0, rfd = -1, ctl = -1, efd = -1, proc = -1, used = 0;
+	unsigned long long size = 0;
+	if (sscanf(rec, "%d,%d,%d,%llu,%d,%d,%d%n", &ver, &pid, &rfd, &size, &ctl, &efd, &proc,
+		   &used) < 7 || ver != 1 || pid != (int)getpid()) {
+		free(rec);
+		return;
+	}
+	void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0);
+	if (base == MAP_FAILED || pno_region_check(base, size) != 0) {
+		warnx_once("pno: the region inherited across exec cannot be mapped: the inherited "
+			   "sockets are left as they are\n");
+		if (base != MAP_FAILED)
+			munmap(base, size);
+		free(rec);
+		return;
+	}
+	const struct pno_region_header *hdr = base;
+	if (proc < 0 || (uint32_t)proc >= hdr->max_procs ||
+	    __atomic_load_n(&pno_region_proc(base, (uint32_t)proc)->pid, __ATOMIC_ACQUIRE) !=
+		    (uint32_t)getpid()) {
+		munmap(base, size);
+		free(rec);
+		return;
+	}
+	g.base = base;
+	g.size = size;
+	g.hdr = hdr;
+	g.local_ip = hdr->local_ip;
+	g.region_fd = rfd;
+	g.ctl_fd = ctl;
+	g.bridge_efd = efd;
+	g.proc = proc;
+	reclaim_internal(rfd);
+	reclaim_internal(ctl);
+	reclaim_internal(efd);
+	parse_policy();
+	policy_defaults();
+	for (char *item = strtok(rec + used, ";"); item; item = strtok(NULL, ";")) {
+		int fd = -1, flags = 0;
+		unsigned slot = 0, gen = 0;
+		if (sscanf(item, "%d:%u:%u:%d", &fd, &slot, &gen, &flags) != 4 || fd < 0 ||
+		    fd >= MAX_FDS || slot >= hdr->max_sockets)
+			continue;
+		struct stat st;
+		if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+		    __atomic_load_n(&line(slot)->gen, __ATOMIC_ACQUIRE) != gen ||
+		    __atomic_load_n(&proc_refs()[slot], __ATOMIC_ACQUIRE) == 0)
+			continue;
+		/* dup()s of one socket share one psock, as before the exec. */
+		struct psock *p = NULL;
+		for (int other = 0; other < fd && !p; other++) {
+			struct psock *q = g.files[other];
+			if (q && q->kind == P_OFFLOADED && q->slot == slot)
+				p = q;
+		}
+		if (p) {
+			p->fdrefs++;
+		} else {
+			p = new_psock((real.fcntl(fd, F_GETFL) & O_NONBLOCK) != 0);
+			if (!p)
+				continue;
+			p->slot = slot;
+			p->gen = gen;
+			p->listening = (flags & INH_LISTENING) != 0;
+			p->bound_any = (flags & INH_BOUND_ANY) != 0;
+			p->loop_listening = (flags & INH_LOOP_LISTENING) != 0;
+			p->reuseaddr = (flags & INH_REUSEADDR) != 0;
+			p->reuseport = (flags & INH_REUSEPORT) != 0;
+			p->nodelay = (flags & INH_NODELAY) != 0;
+			p->keepalive = (flags & INH_KEEPALIVE) != 0;
+			p->inherited = (flags & INH_INHERITED) != 0;
+			p->kind = P_OFFLOADED;
+		}
+		register_fd(fd, p);
+	}
+	free(rec);
+	__atomic_store_n(&g.attached, 1, __ATOMIC_RELEASE);
 }
 
 /* ---- raw syscall() ------------------------------------------------------------------------ */
