@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { AppProcess, appStats, backtrace } from "../cli/apps.ts";
+import { AppProcess, appStats, backtrace, descendants } from "../cli/apps.ts";
 import { BridgeProcess } from "../cli/bridge_process.ts";
 import { inNs, testWire, type WireConfig, wireDown, wireUp } from "../cli/wire.ts";
 
@@ -93,5 +93,124 @@ export async function withAppWire(
     if (bridge) await bridge.stop();
     await wireDown(w);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** What wrk reported. */
+export interface WrkResult {
+  /** Responses completed ("N requests in Ts"). */
+  requests: number;
+  seconds: number;
+  /** wrk's "Socket errors: connect A, read B, write C, timeout D" line, or null without one. */
+  socketErrors: string | null;
+  /** The four counts of that line (all 0 without one). */
+  errors: { connect: number; read: number; write: number; timeout: number };
+  /** "Non-2xx or 3xx responses: N" (0 without that line). */
+  non2xx: number;
+  text: string;
+}
+
+/** wrk's summary: "N requests in Ts", "Socket errors: ...", "Non-2xx or 3xx responses: N". */
+export function parseWrk(text: string): WrkResult {
+  const m = text.match(/(\d+) requests in ([\d.]+)(ms|s|m)/);
+  const unit = m?.[3] === "ms" ? 1e-3 : m?.[3] === "m" ? 60 : 1;
+  const e = text.match(
+    /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/,
+  );
+  return {
+    requests: m ? Number(m[1]) : 0,
+    seconds: m ? Number(m[2]) * unit : 0,
+    socketErrors: text.match(/Socket errors:.*/)?.[0] ?? null,
+    errors: {
+      connect: Number(e?.[1] ?? 0),
+      read: Number(e?.[2] ?? 0),
+      write: Number(e?.[3] ?? 0),
+      timeout: Number(e?.[4] ?? 0),
+    },
+    non2xx: Number(text.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0),
+    text,
+  };
+}
+
+/** A process's start time (field 22 of /proc/PID/stat), or null when it is gone or a zombie. */
+export function processStart(pid: number): string | null {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[0] === "Z" ? null : fields[19];
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A daemon that detached from its launcher (nginx, haproxy -D, redis --daemonize yes): found
+ * by the PID in its pid file, its processes (the master and, from /proc, everything below it)
+ * remembered with their start times whenever `track()` runs, and all of them ended by PID in
+ * `stop()` -- never a PID that has since been reused by another program.
+ */
+export class DetachedDaemon {
+  /** Every process of the daemon ever seen: PID to start time. */
+  readonly seen = new Map<number, string>();
+
+  constructor(readonly name: string, readonly pidFile: string) {}
+
+  /** The PID in the pid file, or null (no file yet, or not a number). */
+  async pidFromFile(): Promise<number | null> {
+    const text = await Deno.readTextFile(this.pidFile).catch(() => "");
+    const pid = Number(text.trim());
+    return text.trim() !== "" && Number.isInteger(pid) && pid > 0 ? pid : null;
+  }
+
+  /** The master (from the pid file) and its descendants now alive; remembered for stop(). */
+  async track(): Promise<{ master: number | null; all: number[] }> {
+    const master = await this.pidFromFile();
+    const all: number[] = [];
+    if (master !== null && processStart(master) !== null) {
+      for (const pid of [master, ...descendants(master)]) {
+        const start = processStart(pid);
+        if (start === null) continue;
+        this.seen.set(pid, start);
+        all.push(pid);
+      }
+    }
+    return { master, all };
+  }
+
+  /** The remembered processes that still run (same PID, same start time). */
+  alive(): number[] {
+    return [...this.seen].filter(([pid, start]) => processStart(pid) === start).map(([p]) => p);
+  }
+
+  /** Sends `signal` to one remembered process (false when it is gone or was never seen). */
+  signal(pid: number, signal: Deno.Signal): boolean {
+    const start = this.seen.get(pid);
+    if (start === undefined || processStart(pid) !== start) return false;
+    try {
+      Deno.kill(pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Ends every process of the daemon: `signal` to the master, then SIGKILL after `graceMs` to
+   * whatever of it is left (workers included). Resolves with the PIDs that had to be killed.
+   */
+  async stop(signal: Deno.Signal = "SIGTERM", graceMs = 5_000): Promise<number[]> {
+    const { master } = await this.track().catch(() => ({ master: null }));
+    if (master !== null) this.signal(master, signal);
+    const deadline = Date.now() + graceMs;
+    while (this.alive().length > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const killed = this.alive();
+    for (const pid of killed) this.signal(pid, "SIGKILL");
+    const reaped = Date.now() + 2_000;
+    while (this.alive().length > 0 && Date.now() < reaped) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return killed;
   }
 }
