@@ -638,6 +638,9 @@ export class RingService {
       else app.onGone = gone;
       return;
     }
+    // What the application posted before it went (a close with SO_LINGER {1, 0}: a reset,
+    // not a FIN) is served first, as the kernel had done it before the exit.
+    this.serveLeftCommands(app);
     app.detaching = true;
     app.onGone = gone;
     app.detachDeadline = performance.now() + DETACH_DRAIN_MS;
@@ -677,6 +680,7 @@ export class RingService {
    */
   reapDeadProcesses(app: AttachedApp): number {
     const gone = app.processTable();
+    if (gone.length > 0) this.serveLeftCommands(app);
     for (const { entry } of gone) {
       app.counters.processesReaped++;
       for (const slot of app.slots) {
@@ -692,6 +696,27 @@ export class RingService {
       app.clearProc(entry);
     }
     return gone.length;
+  }
+
+  /**
+   * Serves the commands still in an application's rings (bounded: a hostile ring cannot keep
+   * this going). A fault is counted as a round's would be; the caller goes on with the
+   * detach or the reaping (a round later cuts the application off if it is still there).
+   */
+  private serveLeftCommands(app: AttachedApp): void {
+    if (app.detaching) return;
+    try {
+      for (let round = 0; round < 16; round++) {
+        let done = 0;
+        for (let t = 0; t < app.threads.length; t++) done += this.serveThread(app, t);
+        if (done === 0) break;
+      }
+    } catch (err) {
+      this.counters.isolated++;
+      this.counters.lastIsolation = `app ${app.id} (pid ${app.pid}) while leaving: ${
+        (err as Error)?.message
+      }`;
+    }
   }
 
   /** One round over every region: commands in, events out. Returns the work done. */
