@@ -466,7 +466,7 @@ export class AttachedApp {
       slot.reclaimedAt = mark;
       slot.reclaimed = false;
       // Out-of-order payload waits in the RX ring past its producer index: keep those pages.
-      if (txProd !== txCons || rxProd !== rxCons || slot.tcp.ofoCount > 0) continue;
+      if (txProd !== txCons || rxProd !== rxCons || slot.tcp.ofo.count > 0) continue;
       const lock = this.sockWord(slot.index, SOCK_LOCK);
       if (Atomics.compareExchange(words, lock, 0, 1) !== 0) continue;
       if (Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) / 4) === txProd) {

@@ -8,6 +8,9 @@
 
 import type { RxStream, TxStream } from "../../rings/stream.ts";
 import type { CcState, CongestionControl } from "./cc.ts";
+import * as E from "../../rings/errno.ts";
+import { SackScoreboard } from "./sack.ts";
+import { ReassemblyRanges } from "./reass.ts";
 
 // ---- states (RFC 9293 §3.3.2) ----
 export const CLOSED = 0;
@@ -36,6 +39,26 @@ export const STATE_NAMES = [
   "TIME-WAIT",
 ] as const;
 
+/** States in which data may be sent (and retransmitted). */
+export function canSendData(st: number): boolean {
+  return st === ESTABLISHED || st === CLOSE_WAIT || st === FIN_WAIT_1 || st === CLOSING ||
+    st === LAST_ACK;
+}
+
+/** SYN-RECEIVED and every later state: both sequence spaces are known. */
+export function isSynchronized(st: number): boolean {
+  return st >= SYN_RECEIVED;
+}
+
+// ---- loss recovery states (Linux's tcp_ca_state, reduced to what the engine distinguishes) ----
+/** No loss suspected. */
+export const RECOVERY_NONE = 0;
+/** Fast recovery: SACK or duplicate ACKs revealed a loss (RFC 6675, RFC 6582), PRR paces it. */
+export const RECOVERY_FAST = 1;
+/** After a retransmission timeout: everything outstanding is presumed lost (RFC 6298 §5). */
+export const RECOVERY_RTO = 2;
+export const RECOVERY_NAMES = ["open", "recovery", "loss"] as const;
+
 // ---- readiness events (bit mask, delivered in batches by poll) ----
 /** In-order data (or end of stream) can be read. */
 export const EV_READABLE = 1;
@@ -52,17 +75,18 @@ export const EV_RESET = 32;
 /** The peer closed its side (FIN received): reads return end of stream once drained. */
 export const EV_PEER_CLOSED = 64;
 
-// ---- negative errno values returned by the socket API ----
-export const EAGAIN = -11;
-export const EPIPE = -32;
-export const EINVAL = -22;
-export const EADDRINUSE = -98;
-export const EADDRNOTAVAIL = -99;
-export const ECONNABORTED = -103;
-export const ECONNRESET = -104;
-export const ENOTCONN = -107;
-export const ETIMEDOUT = -110;
-export const ECONNREFUSED = -111;
+// ---- errno values returned by the socket API: negated, as the kernel returns them ----
+export const EAGAIN = -E.EAGAIN;
+export const EPIPE = -E.EPIPE;
+export const EINVAL = -E.EINVAL;
+export const EADDRINUSE = -E.EADDRINUSE;
+export const EADDRNOTAVAIL = -E.EADDRNOTAVAIL;
+export const ECONNABORTED = -E.ECONNABORTED;
+export const ECONNRESET = -E.ECONNRESET;
+export const ENOBUFS = -E.ENOBUFS;
+export const ENOTCONN = -E.ENOTCONN;
+export const ETIMEDOUT = -E.ETIMEDOUT;
+export const ECONNREFUSED = -E.ECONNREFUSED;
 
 // ---- socket options (setOption) ----
 /** 1 disables Nagle (TCP_NODELAY). */
@@ -218,8 +242,8 @@ export class TcpSocket implements CcState {
   dupAcks = 0;
   /** Bytes the duplicate ACKs say have left the network (no SACK). */
   dupBytes = 0;
-  /** 0 none, 1 fast recovery, 2 after a timeout (everything outstanding is lost). */
-  recovery = 0;
+  /** RECOVERY_NONE, RECOVERY_FAST or RECOVERY_RTO. */
+  recovery = RECOVERY_NONE;
   recoverySeq = 0;
   /** RFC 6582 `recover`: highest sequence sent when the last recovery started. */
   recoverMark = 0;
@@ -230,16 +254,11 @@ export class TcpSocket implements CcState {
   prrOut = 0;
   recoverFs = 0;
   prrBudget = 0;
-  /** SACK scoreboard: sorted disjoint (left, right) pairs above sndUna. */
-  readonly sb: Uint32Array = new Uint32Array(32);
-  sbCount = 0;
-  sackedBytes = 0;
+  /** SACK scoreboard: what the peer holds above sndUna. */
+  readonly sb: SackScoreboard = new SackScoreboard();
 
   // ---- out-of-order receive ranges (bounded reassembly) and SACK generation ----
-  readonly ofo: Uint32Array = new Uint32Array(16);
-  readonly ofoAge: Uint32Array = new Uint32Array(8);
-  ofoCount = 0;
-  ofoClock = 0;
+  readonly ofo: ReassemblyRanges = new ReassemblyRanges();
 
   // ---- timers ----
   rtoAt = 0;
@@ -311,11 +330,11 @@ export class TcpSocket implements CcState {
       sndNxt: this.sndNxt,
       rcvNxt: this.rcvNxt,
       rcvWnd: (this.rcvAdvEdge - this.rcvNxt) | 0,
-      recovery: this.recovery,
+      recovery: RECOVERY_NAMES[this.recovery],
       persist: this.persist ? 1 : 0,
       retries: this.retries,
       rtoAt: this.rtoAt,
-      sacked: this.sackedBytes,
+      sacked: this.sb.bytes,
       segsIn: this.segsIn,
       segsOut: this.segsOut,
       bytesIn: this.bytesIn,

@@ -1,0 +1,660 @@
+/**
+ * Segment arrival (RFC 9293 §3.10.7), as FreeBSD's tcp_input.c: closed ports, listeners, SYN-SENT,
+ * the synchronized states, ACK processing, and the text and FIN of a segment.
+ *
+ * @module
+ */
+
+import type { TcpEngine } from "./engine.ts";
+import {
+  seqDiff,
+  seqGe,
+  seqGt,
+  seqLe,
+  seqLt,
+  TCP_ACK,
+  TCP_FIN,
+  TCP_RST,
+  TCP_SYN,
+  type TcpSegment,
+} from "../wire/tcp.ts";
+import {
+  CLOSE_WAIT,
+  CLOSED,
+  CLOSING,
+  ECONNREFUSED,
+  ECONNRESET,
+  ESTABLISHED,
+  EV_ACCEPT,
+  EV_CLOSED,
+  EV_CONNECTED,
+  EV_PEER_CLOSED,
+  EV_READABLE,
+  EV_WRITABLE,
+  FIN_WAIT_1,
+  FIN_WAIT_2,
+  LAST_ACK,
+  LISTEN,
+  RECOVERY_FAST,
+  RECOVERY_NONE,
+  RECOVERY_RTO,
+  SYN_RECEIVED,
+  type TcpSocket,
+  TIME_WAIT,
+} from "./socket.ts";
+import * as K from "./counters.ts";
+import { queueOut, sendRaw, sendRst, sendSyn } from "./output.ts";
+import { sackUpdate } from "./sack.ts";
+import { armPto, dupAck, enterRecovery, holeLost, prrUpdate } from "./recovery.ts";
+import { cookieAck, sendCookieSynAck } from "./syncache.ts";
+import { arm } from "./timers.ts";
+import { rttSample } from "./rtt.ts";
+
+/** The smallest send MSS we accept from a peer's option (Linux's TCP_MIN_SND_MSS). */
+export const MIN_SND_MSS = 48;
+/** PAWS gives up on TS.Recent after 24 days idle (RFC 7323 §5.5). */
+export const PAWS_IDLE_MS = 24 * 24 * 3600 * 1000;
+
+export function inputClosed(e: TcpEngine, seg: TcpSegment): void {
+  e.counters[K.C_DROP_NO_SOCKET]++;
+  if (seg.flags & TCP_RST) return;
+  if (e.multiQueue && (seg.flags & TCP_ACK)) return;
+  rstReply(e, seg);
+}
+
+/** RST in reply to a segment that has no connection (RFC 9293 §3.10.7.1). */
+export function rstReply(e: TcpEngine, seg: TcpSegment): void {
+  if (seg.flags & TCP_ACK) {
+    sendRaw(e, e.inDst, seg.dstPort, e.inSrc, seg.srcPort, seg.ack, 0, TCP_RST);
+  } else {
+    sendRaw(
+      e,
+      e.inDst,
+      seg.dstPort,
+      e.inSrc,
+      seg.srcPort,
+      0,
+      (seg.seq + seg.seqLen()) >>> 0,
+      TCP_RST | TCP_ACK,
+    );
+  }
+}
+
+export function inputListen(e: TcpEngine, l: TcpSocket, seg: TcpSegment): void {
+  const f = seg.flags;
+  if (f & TCP_RST) return;
+  if (f & TCP_ACK) {
+    if ((f & (TCP_SYN | TCP_FIN)) === 0 && e.cookiesEnabled && cookieAck(e, l, seg)) return;
+    e.counters[K.C_DROP_NO_SOCKET]++;
+    if (!e.multiQueue) rstReply(e, seg);
+    return;
+  }
+  if (!(f & TCP_SYN)) {
+    e.counters[K.C_DROP_FLAGS]++;
+    return;
+  }
+  if (f & TCP_FIN) {
+    e.counters[K.C_DROP_FLAGS]++;
+    return;
+  }
+  // Backlog: a full accept queue drops the SYN (like Linux); a full SYN queue answers with
+  // a cookie.
+  if (l.acceptLen >= l.backlog) {
+    e.counters[K.C_DROP_BACKLOG]++;
+    return;
+  }
+  if (l.synQueueLen >= l.backlog) {
+    if (e.cookiesEnabled) sendCookieSynAck(e, l, seg);
+    else e.counters[K.C_DROP_BACKLOG]++;
+    return;
+  }
+  const s = e.newSocket(l.childOpts ?? {});
+  s.localIp = e.inDst;
+  s.localPort = seg.dstPort;
+  s.remoteIp = e.inSrc;
+  s.remotePort = seg.srcPort;
+  if (!e.attachStreams(s, l.childOpts)) {
+    e.liveCount--;
+    e.counters[K.C_DROP_BACKLOG]++;
+    return;
+  }
+  s.parent = l;
+  s.childOpts = l.childOpts;
+  s.onEvent = l.childOpts?.onEvent ?? l.onEvent;
+  s.iss = e.isn(s);
+  s.tsOffset = e.tsOffsetFor(s);
+  synOptions(e, s, seg, l.rcvWscale);
+  s.irs = seg.seq;
+  s.rcvNxt = (seg.seq + 1) >>> 0;
+  s.sndUna = s.iss;
+  s.sndNxt = (s.iss + 1) >>> 0;
+  s.sndWnd = seg.window; // unscaled in a SYN
+  s.sndWl1 = seg.seq;
+  s.sndWl2 = s.iss;
+  s.maxSndWnd = s.sndWnd;
+  s.state = SYN_RECEIVED;
+  l.synQueueLen++;
+  e.table.insert(s);
+  e.counters[K.C_PASSIVE_OPENS]++;
+  sendSyn(e, s);
+  s.rtoAt = e.now + s.rto;
+  arm(e, s);
+}
+
+/** Applies the options of a received SYN (or SYN-ACK) to `s`. */
+export function synOptions(e: TcpEngine, s: TcpSocket, seg: TcpSegment, ourWscale: number): void {
+  s.tsOn = e.tsEnabled && seg.hasTimestamp;
+  if (s.tsOn) {
+    s.tsRecent = seg.tsVal;
+    s.tsRecentAt = e.now;
+  }
+  s.sackOn = e.sackEnabled && seg.sackPermitted;
+  s.wsOn = e.wsEnabled && seg.wscale >= 0;
+  s.sndWscale = s.wsOn ? seg.wscale : 0;
+  s.rcvWscale = s.wsOn ? ourWscale : 0;
+  s.peerMss = seg.mss > 0 ? seg.mss : 536;
+  setMss(e, s);
+}
+
+export function setMss(e: TcpEngine, s: TcpSocket): void {
+  let mss = Math.min(s.peerMss, e.link.mtu - 40);
+  if (s.tsOn) mss -= 12;
+  if (mss < MIN_SND_MSS) mss = MIN_SND_MSS;
+  s.sndMss = mss;
+  s.rcvMss = Math.min(e.link.mtu - 40 - (s.tsOn ? 12 : 0), 1460);
+  s.cc.init(s);
+}
+
+export function inputSynSent(e: TcpEngine, s: TcpSocket, seg: TcpSegment): void {
+  const f = seg.flags;
+  const c = e.counters;
+  if (f & TCP_ACK) {
+    if (seqLe(seg.ack, s.iss) || seqGt(seg.ack, s.sndNxt)) {
+      c[K.C_DROP_BAD_ACK]++;
+      if (!(f & TCP_RST)) rstReply(e, seg);
+      return;
+    }
+  }
+  if (f & TCP_RST) {
+    if (f & TCP_ACK) e.fail(s, ECONNREFUSED);
+    else c[K.C_DROP_RST_OUT_OF_WINDOW]++;
+    return;
+  }
+  if (!(f & TCP_SYN)) {
+    c[K.C_DROP_FLAGS]++;
+    return;
+  }
+  synOptions(e, s, seg, s.rcvWscale);
+  s.irs = seg.seq;
+  s.rcvNxt = (seg.seq + 1) >>> 0;
+  s.rcvAdvEdge = (s.rcvNxt + Math.min(s.rx.writable(), 65535)) >>> 0;
+  s.lastRecvAt = e.now;
+  if (f & TCP_ACK) {
+    ackSyn(e, s, seg);
+    s.sndWnd = seg.window << s.sndWscale;
+    s.sndWl1 = seg.seq;
+    s.sndWl2 = seg.ack;
+    s.maxSndWnd = s.sndWnd;
+    s.state = ESTABLISHED;
+    established(e, s);
+    e.event(s, EV_CONNECTED | EV_WRITABLE);
+    s.ackNow = true;
+    queueOut(e, s);
+    // Data or FIN on a SYN-ACK is rare; handle it like any other segment.
+    if (seg.payloadLen > 0 || (f & TCP_FIN)) processText(e, s, seg, 1);
+    return;
+  }
+  // Simultaneous open (RFC 9293 §3.5, figure 8).
+  s.sndWnd = seg.window;
+  s.sndWl1 = seg.seq;
+  s.maxSndWnd = s.sndWnd;
+  s.state = SYN_RECEIVED;
+  s.retries = 0;
+  sendSyn(e, s);
+  s.rtoAt = e.now + s.rto;
+  arm(e, s);
+}
+
+/** The ACK of our SYN: RTT sample and the end of the handshake's timer. */
+export function ackSyn(e: TcpEngine, s: TcpSocket, seg: TcpSegment): void {
+  if (s.retries === 0) {
+    if (s.tsOn && seg.hasTimestamp && seg.tsEcr !== 0) {
+      rttSample(e, s, seqDiff((e.now + s.tsOffset) >>> 0, seg.tsEcr));
+    } else if (s.rttStart >= 0) rttSample(e, s, e.now - s.rttStart);
+  }
+  s.rttStart = -1;
+  s.retries = 0;
+  if (s.srtt === 0) s.rto = e.initRto;
+  s.sndUna = seg.ack;
+  s.rtoAt = 0;
+}
+
+/** Entered ESTABLISHED: keepalive timer. */
+export function established(e: TcpEngine, s: TcpSocket): void {
+  s.recoverMark = s.sndUna;
+  if (s.keepalive) s.kaAt = e.now + s.keepIdle;
+  arm(e, s);
+}
+
+export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): void {
+  const c = e.counters;
+  const f = seg.flags;
+  const now = e.now;
+  // PAWS (RFC 7323 §5).
+  if (
+    s.tsOn && seg.hasTimestamp && !(f & TCP_RST) && s.tsRecent !== 0 &&
+    seqLt(seg.tsVal, s.tsRecent) && now - s.tsRecentAt < PAWS_IDLE_MS
+  ) {
+    c[K.C_DROP_PAWS]++;
+    ackLater(e, s);
+    return;
+  }
+  // Simultaneous open: the peer's SYN-ACK in SYN-RECEIVED acknowledges our SYN.
+  if (
+    s.state === SYN_RECEIVED && (f & (TCP_SYN | TCP_ACK | TCP_RST)) === (TCP_SYN | TCP_ACK) &&
+    s.parent === null && ((seg.seq + 1) >>> 0) === s.rcvNxt && seg.ack === s.sndNxt
+  ) {
+    ackSyn(e, s, seg);
+    s.sndWnd = seg.window << s.sndWscale;
+    s.sndWl1 = seg.seq;
+    s.sndWl2 = seg.ack;
+    s.state = ESTABLISHED;
+    established(e, s);
+    e.event(s, EV_CONNECTED | EV_WRITABLE);
+    s.ackNow = true;
+    queueOut(e, s);
+    return;
+  }
+  // A retransmitted SYN on a half-open passive connection: repeat the SYN-ACK.
+  if (
+    s.state === SYN_RECEIVED && (f & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN &&
+    seg.seq === s.irs
+  ) {
+    sendSyn(e, s);
+    return;
+  }
+  // 1. Sequence number acceptability.
+  const segLen = seg.seqLen();
+  const wnd = rcvWnd(s);
+  if (!acceptable(s, seg.seq, segLen, wnd)) {
+    if (f & TCP_RST) {
+      c[K.C_DROP_RST_OUT_OF_WINDOW]++;
+      return;
+    }
+    c[K.C_DROP_OUT_OF_WINDOW]++;
+    if (segLen > 0 && seqLt(seg.seq, s.rcvNxt)) c[K.C_SPURIOUS_DATA]++;
+    if (s.state === TIME_WAIT && (f & TCP_FIN)) {
+      s.closeAt = now + 2 * e.msl;
+      arm(e, s);
+    }
+    ackLater(e, s);
+    return;
+  }
+  s.lastRecvAt = now;
+  s.kaProbes = 0;
+  // 2. RST (RFC 5961 §3).
+  if (f & TCP_RST) {
+    if (seg.seq === s.rcvNxt) {
+      if (s.state === SYN_RECEIVED && s.parent !== null) {
+        e.destroy(s); // back to LISTEN: the listener stays
+      } else if (s.state === CLOSING || s.state === LAST_ACK || s.state === TIME_WAIT) {
+        e.destroy(s);
+      } else {
+        e.fail(s, s.state === SYN_RECEIVED ? ECONNREFUSED : ECONNRESET);
+      }
+    } else challengeAck(e, s);
+    return;
+  }
+  // Timestamp bookkeeping (RFC 7323 §4.3).
+  if (
+    s.tsOn && seg.hasTimestamp && seqLe(seg.seq, s.lastAckSent) && seqGe(seg.tsVal, s.tsRecent)
+  ) {
+    s.tsRecent = seg.tsVal;
+    s.tsRecentAt = now;
+  }
+  // 4. SYN in a synchronized state (RFC 5961 §4).
+  if (f & TCP_SYN) {
+    c[K.C_DROP_SYN_IN_WINDOW]++;
+    challengeAck(e, s);
+    return;
+  }
+  // 5. ACK.
+  if (!(f & TCP_ACK)) {
+    c[K.C_DROP_FLAGS]++;
+    return;
+  }
+  if (s.state === SYN_RECEIVED) {
+    if (seqLt(s.sndUna, seg.ack) && seqLe(seg.ack, s.sndNxt)) {
+      ackSyn(e, s, seg);
+      s.sndWnd = seg.window << s.sndWscale;
+      s.sndWl1 = seg.seq;
+      s.sndWl2 = seg.ack;
+      s.maxSndWnd = s.sndWnd;
+      s.state = s.finQueued ? FIN_WAIT_1 : ESTABLISHED;
+      established(e, s);
+      toAcceptQueue(e, s);
+    } else {
+      c[K.C_DROP_BAD_ACK]++;
+      rstReply(e, seg);
+      return;
+    }
+  } else if (!processAck(e, s, seg)) return;
+  if (s.state === CLOSED) return;
+  // 7. Text and 8. FIN.
+  processText(e, s, seg, 0);
+}
+
+/** RFC 9293 §3.10.7.4 first check, against the window we advertised. */
+export function acceptable(s: TcpSocket, seq: number, len: number, wnd: number): boolean {
+  const d = seqDiff(seq, s.rcvNxt);
+  if (len === 0) {
+    // A peer that filled the window sends its ACKs at exactly the right edge: accept them
+    // (RFC 9293 §3.10.7.4's allowance for valid ACKs; Linux's tcp_sequence() does the same).
+    return d >= 0 && d <= wnd;
+  }
+  // Zero window: a segment at RCV.NXT (a window probe, or data with a piggybacked ACK) is
+  // taken for its ACK; its data is trimmed to the room there is (none). Dropping it whole
+  // would discard the only ACKs a peer with queued data sends, and deadlock both sides
+  // (RFC 9293 §3.10.7.4: "special allowance should be made to accept valid ACKs"; Linux's
+  // tcp_sequence() accepts SEG.SEQ = RCV.NXT with a zero window too).
+  if (wnd === 0) return d === 0;
+  const last = seqDiff((seq + len - 1) >>> 0, s.rcvNxt);
+  return (d >= 0 && d < wnd) || (last >= 0 && last < wnd);
+}
+
+/** Our current receive window (what we last advertised, never shrunk). */
+export function rcvWnd(s: TcpSocket): number {
+  const w = seqDiff(s.rcvAdvEdge, s.rcvNxt);
+  return w > 0 ? w : 0;
+}
+
+export function toAcceptQueue(e: TcpEngine, s: TcpSocket): void {
+  const l = s.parent;
+  if (l === null) {
+    e.event(s, EV_CONNECTED | EV_WRITABLE);
+    return;
+  }
+  l.synQueueLen--;
+  if (l.state !== LISTEN || l.acceptLen >= l.backlog) {
+    // The listener is gone or its queue is full: reset, like Linux with tcp_abort_on_overflow.
+    e.counters[K.C_DROP_BACKLOG]++;
+    s.parent = null;
+    sendRst(e, s);
+    e.destroy(s);
+    return;
+  }
+  l.acceptQueue[(l.acceptHead + l.acceptLen) % l.backlog] = s;
+  l.acceptLen++;
+  e.event(l, EV_ACCEPT);
+}
+
+export function challengeAck(e: TcpEngine, s: TcpSocket): void {
+  const sec = Math.floor(e.now / 1000);
+  if (sec !== e.chSecond) {
+    e.chSecond = sec;
+    e.chCount = 0;
+  }
+  if (++e.chCount > e.challengeLimit) return;
+  e.counters[K.C_CHALLENGE_ACKS]++;
+  ackLater(e, s);
+}
+
+export function ackLater(e: TcpEngine, s: TcpSocket): void {
+  s.ackNow = true;
+  queueOut(e, s);
+}
+
+/** ACK processing in synchronized states. False: the segment is finished with. */
+export function processAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): boolean {
+  const c = e.counters;
+  const ack = seg.ack;
+  // RFC 5961 §5.2: acceptable ACK range.
+  if (seqGt(ack, s.sndNxt)) {
+    c[K.C_DROP_BAD_ACK]++;
+    challengeAck(e, s);
+    return false;
+  }
+  if (seqLt(ack, (s.sndUna - s.maxSndWnd) >>> 0)) {
+    c[K.C_DROP_BAD_ACK]++;
+    challengeAck(e, s);
+    return false;
+  }
+  const wnd = seg.window << s.sndWscale;
+  const oldSacked = s.sb.bytes;
+  if (s.sackOn && seg.sackCount > 0) sackUpdate(s, seg);
+  const sackGrew = s.sb.bytes > oldSacked;
+  const acked = seqDiff(ack, s.sndUna);
+  const flightBefore = seqDiff(s.sndNxt, s.sndUna);
+  if (acked > 0) {
+    ackAdvance(e, s, seg, acked, flightBefore, s.sb.bytes - oldSacked);
+    if (s.state === CLOSED) return false;
+  } else if (
+    acked === 0 && !(seg.flags & (TCP_SYN | TCP_FIN)) && flightBefore > 0 &&
+    // RFC 5681's duplicate ACK carries no data and the same window; with SACK, any segment
+    // that SACKs new bytes counts, data or not (RFC 6675 §2): in a two-way transfer every
+    // segment of the peer carries data, and only its SACK blocks reveal our losses.
+    ((seg.payloadLen === 0 && wnd === s.sndWnd) || sackGrew)
+  ) {
+    dupAck(e, s, s.sb.bytes - oldSacked);
+  }
+  // Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2 rule).
+  if (seqLt(s.sndWl1, seg.seq) || (s.sndWl1 === seg.seq && seqLe(s.sndWl2, ack))) {
+    const opened = wnd > s.sndWnd;
+    s.sndWnd = wnd;
+    s.sndWl1 = seg.seq;
+    s.sndWl2 = ack;
+    if (wnd > s.maxSndWnd) s.maxSndWnd = wnd;
+    if (wnd > 0 && s.persist) {
+      s.persist = false;
+      s.probes = 0;
+      if (s.sndUna === s.sndNxt) s.rtoAt = 0;
+    }
+    if (opened) queueOut(e, s);
+  }
+  // State transitions on the ACK of our FIN.
+  if (s.finSent && seqGt(s.sndUna, s.finSeq)) {
+    switch (s.state) {
+      case FIN_WAIT_1:
+        s.state = FIN_WAIT_2;
+        if (s.orphan) {
+          s.closeAt = e.now + e.finTimeout;
+          arm(e, s);
+        }
+        break;
+      case CLOSING:
+        enterTimeWait(e, s);
+        break;
+      case LAST_ACK:
+        e.destroy(s);
+        return false;
+    }
+  }
+  return true;
+}
+
+/** Cumulative ACK of new data. */
+export function ackAdvance(
+  e: TcpEngine,
+  s: TcpSocket,
+  seg: TcpSegment,
+  acked: number,
+  flightBefore: number,
+  newlySacked: number,
+): void {
+  const now = e.now;
+  let dataAcked = acked;
+  if (s.sndUna === s.iss) dataAcked--; // our SYN
+  if (s.finSent && seqGt(seg.ack, s.finSeq)) dataAcked--;
+  // RTT (RFC 7323 §4 with timestamps, Karn's rule without).
+  if (s.tsOn && seg.hasTimestamp && seg.tsEcr !== 0) {
+    rttSample(e, s, seqDiff((now + s.tsOffset) >>> 0, seg.tsEcr));
+  } else if (s.rttStart >= 0 && seqGt(seg.ack, s.rttSeq)) {
+    rttSample(e, s, now - s.rttStart);
+    s.rttStart = -1;
+  }
+  if (s.rttStart >= 0 && seqGt(seg.ack, s.rttSeq)) s.rttStart = -1;
+  s.retries = 0;
+  s.sndUna = seg.ack;
+  if (dataAcked > 0) s.tx.release(dataAcked);
+  s.sb.trim(s.sndUna);
+  if (s.dupBytes > 0) {
+    s.dupBytes = Math.max(0, s.dupBytes - Math.max(0, acked - s.sndMss));
+  }
+  // Loss recovery progress.
+  if (s.recovery === RECOVERY_FAST) {
+    if (seqGe(seg.ack, s.recoverySeq)) {
+      s.recovery = RECOVERY_NONE;
+      s.dupAcks = 0;
+      s.dupBytes = 0;
+      s.cwnd = Math.max(Math.min(s.cwnd, s.ssthresh), s.sndMss);
+      s.ccEpoch = -1;
+    } else {
+      prrUpdate(s, acked + newlySacked);
+      if (!s.sackOn) s.rxmitHead = true; // NewReno partial ACK (RFC 6582 §3.2 step 5)
+      if (seqLt(s.highRxt, s.sndUna)) s.highRxt = s.sndUna;
+    }
+  } else {
+    s.dupAcks = 0;
+    if (s.recovery === RECOVERY_RTO) {
+      if (seqGe(seg.ack, s.recoverySeq)) s.recovery = RECOVERY_NONE;
+      else if (seqLt(s.highRxt, s.sndUna)) s.highRxt = s.sndUna;
+    }
+    const limited = flightBefore + 3 * s.sndMss >= s.cwnd;
+    s.cc.onAck(s, acked, now, limited);
+    // SACK may reveal loss without three duplicates (RFC 6675 §5 IsLost(HighACK+1)).
+    if (s.recovery === RECOVERY_NONE && s.sackOn && s.sb.count > 0 && holeLost(s, 0)) {
+      enterRecovery(e, s);
+    }
+  }
+  // Retransmission timer (RFC 6298 §5.2, 5.3), and the tail loss probe before it.
+  s.rtoAt = s.sndUna === s.sndNxt ? 0 : now + s.rto;
+  armPto(e, s);
+  arm(e, s);
+  if (dataAcked > 0) e.event(s, EV_WRITABLE);
+  queueOut(e, s);
+}
+
+/** Steps 7 and 8: payload and FIN. `synSkip` is 1 when the segment also carried our SYN. */
+export function processText(e: TcpEngine, s: TcpSocket, seg: TcpSegment, synSkip: number): void {
+  const st = s.state;
+  let seq = (seg.seq + synSkip) >>> 0;
+  let dOff = seg.payloadOff;
+  let dLen = seg.payloadLen;
+  const hasFin = (seg.flags & TCP_FIN) !== 0;
+  const finSeq = (seq + dLen) >>> 0;
+  if (dLen > 0) {
+    if (st !== ESTABLISHED && st !== FIN_WAIT_1 && st !== FIN_WAIT_2) {
+      // After a FIN, data is ignored (RFC 9293 step 7).
+      dLen = 0;
+    }
+  }
+  if (dLen > 0) {
+    const d = seqDiff(s.rcvNxt, seq);
+    if (d > 0) {
+      if (d >= dLen) {
+        dLen = 0;
+        e.counters[K.C_SPURIOUS_DATA]++;
+        s.ackNow = true;
+      } else {
+        seq = s.rcvNxt;
+        dOff += d;
+        dLen -= d;
+      }
+    }
+  }
+  let ackNow = false;
+  if (dLen > 0 && s.orphan) {
+    // New data after close(): reset, like Linux.
+    sendRst(e, s);
+    e.destroy(s);
+    return;
+  }
+  if (dLen > 0) {
+    if (dLen > s.rcvMss && dLen <= 65535) s.rcvMss = dLen;
+    const off = seqDiff(seq, s.rcvNxt);
+    const room = s.rx.writable() - off;
+    if (room < dLen) {
+      dLen = room > 0 ? room : 0;
+      ackNow = true;
+    }
+    if (dLen > 0) {
+      if (off === 0) {
+        s.rx.copyIn(0, e.inBuf, dOff, dLen);
+        let adv = dLen;
+        const had = s.ofo.count;
+        while (s.ofo.count > 0 && seqLe(s.ofo.left(0), (s.rcvNxt + adv) >>> 0)) {
+          const edge = seqDiff(s.ofo.right(0), s.rcvNxt);
+          if (edge > adv) adv = edge;
+          s.ofo.removeFirst();
+        }
+        if (had > 0) ackNow = true; // filled a hole: ACK at once (RFC 5681 §4.2)
+        s.rx.publish(adv);
+        s.rcvNxt = (s.rcvNxt + adv) >>> 0;
+        e.event(s, EV_READABLE);
+        if (!ackNow) {
+          if (seqDiff(s.rcvNxt, s.lastAckSent) >= 2 * s.rcvMss) ackNow = true;
+          else if (s.dackAt === 0) {
+            s.dackAt = e.now + e.dackMs;
+            arm(e, s);
+          }
+        }
+      } else {
+        if (s.ofo.add(seq, (seq + dLen) >>> 0)) {
+          s.rx.copyIn(off, e.inBuf, dOff, dLen);
+          s.ofoBytes += dLen;
+          e.counters[K.C_OFO_BYTES] += dLen;
+        } else e.counters[K.C_DROP_OFO_FULL]++;
+        ackNow = true; // out of order: duplicate ACK with SACK at once
+      }
+    }
+  }
+  if (
+    hasFin &&
+    (st === ESTABLISHED || st === FIN_WAIT_1 || st === FIN_WAIT_2 || st === SYN_RECEIVED)
+  ) {
+    if (seqGe(finSeq, s.rcvNxt) && seqDiff(finSeq, s.rcvNxt) <= rcvWnd(s) + 1) {
+      s.rcvFinPending = true;
+      s.rcvFinSeq = finSeq;
+    }
+    ackNow = true;
+  }
+  if (s.rcvFinPending && !s.rcvFin && s.rcvFinSeq === s.rcvNxt) consumeFin(e, s);
+  else if (hasFin && s.state === TIME_WAIT) {
+    s.closeAt = e.now + 2 * e.msl;
+    arm(e, s);
+    ackNow = true;
+  }
+  if (ackNow) ackLater(e, s);
+}
+
+export function consumeFin(e: TcpEngine, s: TcpSocket): void {
+  s.rcvFin = true;
+  s.rcvFinPending = false;
+  s.rcvNxt = (s.rcvNxt + 1) >>> 0;
+  s.ofo.clear();
+  e.event(s, EV_READABLE | EV_PEER_CLOSED);
+  switch (s.state) {
+    case SYN_RECEIVED:
+    case ESTABLISHED:
+      s.state = CLOSE_WAIT;
+      break;
+    case FIN_WAIT_1:
+      // Our FIN not yet acknowledged (else we would be in FIN-WAIT-2): simultaneous close.
+      s.state = CLOSING;
+      break;
+    case FIN_WAIT_2:
+      enterTimeWait(e, s);
+      break;
+  }
+  ackLater(e, s);
+}
+
+export function enterTimeWait(e: TcpEngine, s: TcpSocket): void {
+  s.state = TIME_WAIT;
+  s.rtoAt = 0;
+  s.kaAt = 0;
+  s.dackAt = 0;
+  s.closeAt = e.now + 2 * e.msl;
+  arm(e, s);
+  e.event(s, EV_CLOSED);
+}

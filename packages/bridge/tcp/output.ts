@@ -1,0 +1,356 @@
+/**
+ * Segment output, as FreeBSD's tcp_output.c: the per-poll output list, what congestion and flow
+ * control allow, retransmissions, and the one function that writes a segment into a link buffer.
+ *
+ * @module
+ */
+
+import type { TcpEngine } from "./engine.ts";
+import {
+  optWriteMss,
+  optWriteSack,
+  optWriteSackPerm,
+  optWriteSackPermTs,
+  optWriteTs,
+  optWriteWscale,
+  seqDiff,
+  seqGt,
+  seqLe,
+  seqLt,
+  TCP_ACK,
+  TCP_FIN,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+  tcpSetChecksum,
+  tcpWriteHeader,
+} from "../wire/tcp.ts";
+import {
+  canSendData,
+  CLOSED,
+  isSynchronized,
+  RECOVERY_FAST,
+  RECOVERY_RTO,
+  SYN_SENT,
+  type TcpSocket,
+} from "./socket.ts";
+import * as K from "./counters.ts";
+import { holeLost, pipe } from "./recovery.ts";
+import { arm } from "./timers.ts";
+
+export function queueOut(e: TcpEngine, s: TcpSocket): void {
+  if (s.outQueued || s.state === CLOSED) return;
+  s.outQueued = true;
+  s.outNext = null;
+  if (e.outTail === null) e.outHead = s;
+  else e.outTail.outNext = s;
+  e.outTail = s;
+}
+
+export function flush(e: TcpEngine): void {
+  // Sockets that could not get a buffer go back on the list for the next poll.
+  let s = e.outHead;
+  const last = e.outTail;
+  e.outHead = e.outTail = null;
+  while (s !== null) {
+    const next = s.outNext;
+    s.outQueued = false;
+    s.outNext = null;
+    if (s.state !== CLOSED) output(e, s);
+    if (s === last) break;
+    s = next;
+  }
+}
+
+export function output(e: TcpEngine, s: TcpSocket): void {
+  const st = s.state;
+  if (st === SYN_SENT) return;
+  let sent = false;
+  if (canSendData(st) && seqGt(s.sndUna, s.iss)) sent = sendData(e, s);
+  if (!sent && s.ackNow) emit(e, s, s.sndNxt, 0, TCP_ACK, false);
+}
+
+/** Sends what congestion, flow control and Nagle allow; true if a segment went out. */
+export function sendData(e: TcpEngine, s: TcpSocket): boolean {
+  const inPipe = pipe(s);
+  e.budget = s.recovery === RECOVERY_FAST ? s.prrBudget : s.cwnd - inPipe;
+  const sent = sendDataBudget(e, s);
+  if (s.recovery === RECOVERY_FAST) s.prrBudget = e.budget > 0 ? e.budget : 0;
+  return sent;
+}
+
+export function sendDataBudget(e: TcpEngine, s: TcpSocket): boolean {
+  const mss = s.sndMss;
+  let sent = false;
+  let budget = e.budget;
+  // NewReno: retransmit the first unacknowledged segment.
+  if (s.rxmitHead) {
+    s.rxmitHead = false;
+    if (seqLt(s.sndUna, s.sndNxt)) {
+      const n = emitRange(e, s, s.sndUna, mss);
+      if (n < 0) return done(e, sent, budget);
+      sent = true;
+      budget -= n;
+      s.prrOut += n;
+      if (seqLt(s.highRxt, (s.sndUna + n) >>> 0)) s.highRxt = (s.sndUna + n) >>> 0;
+    }
+  }
+  // RFC 6675 NextSeg rule 1 (and everything after a timeout): lost holes above HighRxt.
+  if (s.recovery === RECOVERY_RTO || (s.recovery === RECOVERY_FAST && s.sackOn)) {
+    let prev = s.sndUna;
+    for (let i = 0; i <= s.sb.count && budget > 0; i++) {
+      let b = i < s.sb.count ? s.sb.left(i) : s.sndNxt;
+      const lost = s.recovery === RECOVERY_RTO
+        ? seqLt(prev, s.recoverySeq)
+        : (i < s.sb.count && holeLost(s, i));
+      if (lost) {
+        if (s.recovery === RECOVERY_RTO && seqGt(b, s.recoverySeq)) b = s.recoverySeq;
+        let start = seqLt(prev, s.highRxt) ? s.highRxt : prev;
+        while (seqLt(start, b) && budget > 0) {
+          const n = emitRange(e, s, start, Math.min(mss, seqDiff(b, start)));
+          if (n < 0) return done(e, sent, budget);
+          sent = true;
+          budget -= n;
+          s.prrOut += n;
+          start = (start + n) >>> 0;
+          s.highRxt = start;
+        }
+      }
+      if (i < s.sb.count) prev = s.sb.right(i);
+    }
+    if (s.recovery === RECOVERY_RTO && seqLt(s.highRxt, s.recoverySeq)) {
+      return done(e, sent, budget);
+    }
+  }
+  // New data (NextSeg rule 2).
+  if (!s.finSent) {
+    const end = (s.sndUna + s.tx.readable()) >>> 0;
+    for (;;) {
+      const unsent = seqDiff(end, s.sndNxt);
+      if (unsent <= 0) break;
+      const room = seqDiff((s.sndUna + s.sndWnd) >>> 0, s.sndNxt);
+      let len = unsent < mss ? unsent : mss;
+      if (room < len) {
+        if (room <= 0) {
+          maybePersist(e, s);
+          break;
+        }
+        // Sender SWS avoidance (RFC 1122 §4.2.3.4).
+        if (room >= (s.maxSndWnd >> 1) || s.sndNxt === s.sndUna) len = room;
+        else break;
+      }
+      if (len < mss && len === unsent && !s.nodelay && !s.finQueued && s.sndNxt !== s.sndUna) {
+        break; // Nagle
+      }
+      if (budget < len) break;
+      const fin = s.finQueued && len === unsent;
+      if (!emit(e, s, s.sndNxt, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, false)) {
+        return done(e, sent, budget);
+      }
+      sent = true;
+      budget -= len;
+      s.prrOut += len;
+      if (fin) return done(e, sent, budget);
+    }
+    if (s.finQueued && !s.finSent && s.sndNxt === end) {
+      if (emit(e, s, s.sndNxt, 0, TCP_ACK | TCP_FIN, false)) sent = true;
+    }
+  }
+  return done(e, sent, budget);
+}
+
+export function done(e: TcpEngine, sent: boolean, budget: number): boolean {
+  e.budget = budget;
+  return sent;
+}
+
+export function maybePersist(e: TcpEngine, s: TcpSocket): void {
+  if (s.sndUna === s.sndNxt && !s.persist) {
+    s.persist = true;
+    s.probes = 0;
+    s.rtoAt = e.now + s.rto;
+    arm(e, s);
+  }
+}
+
+/**
+ * Retransmits up to `max` bytes of sequence space at `seq` (data, and the FIN if it falls in
+ * the range). Returns the sequence space sent, or -1 if no buffer.
+ */
+export function emitRange(e: TcpEngine, s: TcpSocket, seq: number, max: number): number {
+  const dataEnd = s.finSent ? s.finSeq : s.sndNxt;
+  let len = seqDiff(dataEnd, seq);
+  if (len > max) len = max;
+  if (len < 0) len = 0;
+  const fin = s.finSent && ((seq + len) >>> 0) === s.finSeq && len < max;
+  if (len === 0 && !fin) return 0;
+  if (!emit(e, s, seq, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, true)) return -1;
+  return len + (fin ? 1 : 0);
+}
+
+/**
+ * Writes one segment of `s` into a buffer lent by the link and sends it. `flags` carries ACK
+ * for every synchronized segment. Returns false when the link has no buffer.
+ */
+export function emit(
+  e: TcpEngine,
+  s: TcpSocket,
+  seq: number,
+  dataLen: number,
+  flags: number,
+  rexmit: boolean,
+) {
+  const link = e.link;
+  const off = link.reserve();
+  if (off < 0) {
+    e.counters[K.C_NO_BUFFER]++;
+    queueOutRetry(e, s);
+    return false;
+  }
+  const b = link.buf;
+  const now = e.now;
+  let p = off + 20;
+  const syn = (flags & TCP_SYN) !== 0;
+  const tsVal = (now + s.tsOffset) >>> 0;
+  if (syn) {
+    p = optWriteMss(b, p, Math.min(e.link.mtu - 40, 65535));
+    if (s.tsOn) {
+      p = s.sackOn
+        ? optWriteSackPermTs(b, p, tsVal, s.tsRecent)
+        : optWriteTs(b, p, tsVal, s.tsRecent);
+    } else if (s.sackOn) p = optWriteSackPerm(b, p);
+    if (s.wsOn) p = optWriteWscale(b, p, s.rcvWscale);
+  } else {
+    if (s.tsOn) p = optWriteTs(b, p, tsVal, s.tsRecent);
+    if (s.sackOn && s.ofo.count > 0 && (flags & TCP_ACK)) {
+      p = optWriteSack(b, p, e.sackScratch, s.ofo.sackBlocks(e.sackScratch, s.tsOn ? 3 : 4));
+    }
+  }
+  const hl = p - off;
+  let wnd: number;
+  if (syn) {
+    wnd = s.rx.writable();
+    if (wnd > 65535) wnd = 65535;
+    s.rcvAdvEdge = (s.rcvNxt + wnd) >>> 0;
+  } else wnd = windowField(s);
+  if (dataLen > 0) {
+    s.tx.copyOut(seqDiff(seq, s.sndUna), b, off + hl, dataLen);
+    if (((seq + dataLen) >>> 0) === ((s.sndUna + s.tx.readable()) >>> 0)) flags |= TCP_PSH;
+  }
+  const ackNum = flags & TCP_ACK ? s.rcvNxt : 0;
+  tcpWriteHeader(b, off, s.localPort, s.remotePort, seq, ackNum, hl, flags, wnd);
+  const tcpLen = hl + dataLen;
+  tcpSetChecksum(b, off, tcpLen, s.localIp, s.remoteIp);
+  link.send(s.localIp, s.remoteIp, tcpLen);
+  const c = e.counters;
+  c[K.C_SEGS_OUT]++;
+  c[K.C_BYTES_OUT] += dataLen;
+  s.segsOut++;
+  s.bytesOut += dataLen;
+  if (flags & TCP_ACK) {
+    s.lastAckSent = s.rcvNxt;
+    s.ackNow = false;
+    s.dackAt = 0;
+  }
+  if (flags & TCP_RST) {
+    c[K.C_RST_OUT]++;
+    s.rstOut++;
+    return true;
+  }
+  const space = dataLen + (syn ? 1 : 0) + (flags & TCP_FIN ? 1 : 0);
+  if (space === 0) return true;
+  if (rexmit) {
+    c[K.C_RETRANS_SEGS]++;
+    s.retransSegs++;
+    if (s.rttStart >= 0 && seqLe(seq, s.rttSeq)) s.rttStart = -1; // Karn
+  } else {
+    const end = (seq + space) >>> 0;
+    if (seqGt(end, s.sndNxt)) s.sndNxt = end;
+    if (flags & TCP_FIN) {
+      s.finSent = true;
+      s.finSeq = (seq + dataLen) >>> 0;
+    }
+    if (s.rttStart < 0 && !s.tsOn) {
+      s.rttStart = now;
+      s.rttSeq = seq;
+    }
+  }
+  if (s.rtoAt === 0 || s.persist) {
+    s.persist = false;
+    s.rtoAt = now + s.rto;
+    arm(e, s);
+  }
+  return true;
+}
+
+/** Link out of buffers: try again at the next poll. */
+export function queueOutRetry(e: TcpEngine, s: TcpSocket): void {
+  if (s.outQueued) return;
+  s.outQueued = true;
+  s.outNext = null;
+  if (e.outTail === null) e.outHead = s;
+  else e.outTail.outNext = s;
+  e.outTail = s;
+}
+
+/** The window field of an outgoing segment, with receiver SWS avoidance (RFC 1122). */
+export function windowField(s: TcpSocket): number {
+  const free = s.rx.writable();
+  let cur = seqDiff(s.rcvAdvEdge, s.rcvNxt);
+  if (cur < 0) cur = 0;
+  if (free > cur && free - cur >= Math.min(s.rcvCap >> 1, s.rcvMss)) cur = free;
+  // Never offer more than the receive ring can hold: the scaled field is rounded down (the
+  // peer may fill every byte offered; RFC 7323 §2.4). The right edge we accept up to stays
+  // where earlier segments put it (never shrunk, RFC 9293 §3.8.6): rcvNxt + free only grows,
+  // so everything up to an edge once offered still fits.
+  if (cur > free) cur = free;
+  const ws = s.rcvWscale;
+  let field = cur >>> ws;
+  if (field > 65535) field = 65535;
+  const edge = (s.rcvNxt + field * (1 << ws)) >>> 0;
+  if (seqGt(edge, s.rcvAdvEdge)) s.rcvAdvEdge = edge;
+  return field;
+}
+
+export function sendSyn(e: TcpEngine, s: TcpSocket): void {
+  const flags = s.state === SYN_SENT ? TCP_SYN : TCP_SYN | TCP_ACK;
+  const c = e.counters;
+  const before = c[K.C_RETRANS_SEGS];
+  emit(e, s, s.iss, 0, flags, s.retries > 0);
+  if (s.retries === 0 && c[K.C_RETRANS_SEGS] === before && s.rttStart < 0) {
+    s.rttStart = e.now;
+    s.rttSeq = s.iss;
+  }
+}
+
+/** RST for a connection being aborted: seq = SND.NXT, with ACK. */
+export function sendRst(e: TcpEngine, s: TcpSocket): void {
+  if (!isSynchronized(s.state) && s.state !== SYN_SENT) return;
+  if (s.state === SYN_SENT) return;
+  emit(e, s, s.sndNxt, 0, TCP_RST | TCP_ACK, false);
+}
+
+/** A segment outside any connection (RST replies, cookie SYN-ACKs are built elsewhere). */
+export function sendRaw(
+  e: TcpEngine,
+  srcIp: number,
+  srcPort: number,
+  dstIp: number,
+  dstPort: number,
+  seq: number,
+  ack: number,
+  flags: number,
+): void {
+  const link = e.link;
+  const off = link.reserve();
+  if (off < 0) {
+    e.counters[K.C_NO_BUFFER]++;
+    return;
+  }
+  const b = link.buf;
+  tcpWriteHeader(b, off, srcPort, dstPort, seq, ack, 20, flags, 0);
+  tcpSetChecksum(b, off, 20, srcIp, dstIp);
+  link.send(srcIp, dstIp, 20);
+  e.counters[K.C_SEGS_OUT]++;
+  if (flags & TCP_RST) e.counters[K.C_RST_OUT]++;
+}

@@ -1,0 +1,139 @@
+/**
+ * Per-connection timers, as FreeBSD's tcp_timer.c: one wheel entry per socket at its earliest
+ * deadline; retransmission, persist, delayed ACK, keepalive, FIN-WAIT-2 and TIME-WAIT.
+ *
+ * @module
+ */
+
+import type { TcpEngine } from "./engine.ts";
+import { seqDiff, TCP_ACK } from "../wire/tcp.ts";
+import {
+  canSendData,
+  CLOSED,
+  ESTABLISHED,
+  ETIMEDOUT,
+  FIN_WAIT_2,
+  RECOVERY_RTO,
+  SYN_RECEIVED,
+  SYN_SENT,
+  type TcpSocket,
+  TIME_WAIT,
+} from "./socket.ts";
+import * as K from "./counters.ts";
+import { emit, queueOut, sendSyn } from "./output.ts";
+import { ackLater } from "./input.ts";
+import { onPto } from "./recovery.ts";
+
+export function arm(e: TcpEngine, s: TcpSocket): void {
+  let at = Infinity;
+  if (s.rtoAt !== 0) at = s.rtoAt;
+  if (s.dackAt !== 0 && s.dackAt < at) at = s.dackAt;
+  if (s.ptoAt !== 0 && s.ptoAt < at) at = s.ptoAt;
+  if (s.kaAt !== 0 && s.kaAt < at) at = s.kaAt;
+  if (s.closeAt !== 0 && s.closeAt < at) at = s.closeAt;
+  if (at === Infinity || s.state === CLOSED) return;
+  e.wheel.arm(s, at);
+}
+
+export function onTimer(e: TcpEngine, s: TcpSocket): void {
+  const now = e.now;
+  if (s.closeAt !== 0 && now >= s.closeAt) {
+    s.closeAt = 0;
+    if (s.state === TIME_WAIT || s.state === FIN_WAIT_2) {
+      e.destroy(s);
+      return;
+    }
+  }
+  if (s.rtoAt !== 0 && now >= s.rtoAt) {
+    s.rtoAt = 0;
+    s.ptoAt = 0;
+    onRto(e, s);
+    if (s.state === CLOSED) return;
+  }
+  if (s.ptoAt !== 0 && now >= s.ptoAt) {
+    s.ptoAt = 0;
+    onPto(e, s);
+  }
+  if (s.dackAt !== 0 && now >= s.dackAt) {
+    s.dackAt = 0;
+    if (s.lastAckSent !== s.rcvNxt) ackLater(e, s);
+  }
+  if (s.kaAt !== 0 && now >= s.kaAt) {
+    s.kaAt = 0;
+    onKeepalive(e, s);
+    if (s.state === CLOSED) return;
+  }
+  arm(e, s);
+}
+
+export function onRto(e: TcpEngine, s: TcpSocket): void {
+  const now = e.now;
+  const c = e.counters;
+  if (s.state === SYN_SENT || s.state === SYN_RECEIVED) {
+    const max = s.state === SYN_SENT ? e.synRetries : e.synAckRetries;
+    if (s.retries >= max) {
+      if (s.state === SYN_RECEIVED && s.parent !== null) e.destroy(s);
+      else e.fail(s, ETIMEDOUT);
+      return;
+    }
+    s.retries++;
+    s.rttStart = -1;
+    s.rto = Math.min(s.rto * 2, e.maxRto);
+    c[K.C_RTO_EVENTS]++;
+    s.rtoEvents++;
+    sendSyn(e, s);
+    s.rtoAt = now + s.rto;
+    return;
+  }
+  if (s.persist) {
+    // Zero-window probe (Linux style: an old sequence number that forces an ACK).
+    c[K.C_WINDOW_PROBES]++;
+    s.probes++;
+    emit(e, s, (s.sndUna - 1) >>> 0, 0, TCP_ACK, false);
+    s.persist = true;
+    s.rtoAt = now + Math.min(s.rto * (1 << Math.min(s.probes, 10)), e.maxRto);
+    return;
+  }
+  if (s.sndUna === s.sndNxt || !canSendData(s.state)) return;
+  if (s.retries >= e.maxRetries) {
+    e.fail(s, ETIMEDOUT);
+    return;
+  }
+  s.retries++;
+  c[K.C_RTO_EVENTS]++;
+  s.rtoEvents++;
+  const flight = seqDiff(s.sndNxt, s.sndUna);
+  s.cc.onRto(s, flight, s.retries === 1 && s.recovery !== RECOVERY_RTO);
+  s.recovery = RECOVERY_RTO;
+  s.recoverySeq = s.sndNxt;
+  s.recoverMark = s.sndNxt;
+  s.highRxt = s.sndUna;
+  s.dupAcks = 0;
+  s.dupBytes = 0;
+  s.rxmitHead = false;
+  s.rttStart = -1;
+  s.rto = Math.min(s.rto * 2, e.maxRto);
+  s.rtoAt = now + s.rto;
+  queueOut(e, s);
+}
+
+export function onKeepalive(e: TcpEngine, s: TcpSocket): void {
+  if (!s.keepalive || s.state < ESTABLISHED || s.state === TIME_WAIT) return;
+  const now = e.now;
+  if (s.sndUna !== s.sndNxt || s.tx.readable() > 0) {
+    s.kaAt = now + s.keepIdle; // data in flight: the retransmission timer watches
+    return;
+  }
+  if (s.kaProbes === 0 && now - s.lastRecvAt < s.keepIdle) {
+    s.kaAt = s.lastRecvAt + s.keepIdle;
+    return;
+  }
+  if (s.kaProbes >= s.keepCnt) {
+    e.fail(s, ETIMEDOUT);
+    return;
+  }
+  e.counters[K.C_KEEPALIVE_PROBES]++;
+  s.kaProbes++;
+  emit(e, s, (s.sndUna - 1) >>> 0, 0, TCP_ACK, false);
+  s.kaAt = now + s.keepIntvl;
+}
