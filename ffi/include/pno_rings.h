@@ -466,7 +466,8 @@ static inline void pno_bring_init_producer(struct pno_bring *r, void *ctrl, void
 	r->data = (uint8_t *)data;
 	r->cap = cap;
 	r->own = __atomic_load_n(&r->ctrl->prod, __ATOMIC_RELAXED);
-	r->cached = r->own;
+	/* The consumer may be up to a whole ring behind: the first look at it re-reads it. */
+	r->cached = r->own - r->cap;
 	r->faults = 0;
 }
 
@@ -551,7 +552,8 @@ static inline void pno_dring_init_producer(struct pno_dring *r, void *ctrl, void
 	r->slots = (uint8_t *)slots;
 	r->n = n;
 	r->own = __atomic_load_n(&r->ctrl->prod, __ATOMIC_RELAXED);
-	r->cached = r->own;
+	/* The consumer may be up to a whole ring behind: the first look at it re-reads it. */
+	r->cached = r->own - r->n;
 	r->faults = 0;
 }
 

@@ -207,7 +207,9 @@ abstract class _ProducerSide extends _ByteRingSide {
   constructor(buffer: ArrayBufferLike, ctrlOffset: number, dataOffset: number, capacity: number) {
     super(buffer, ctrlOffset, dataOffset, capacity);
     this.prod = Atomics.load(this.index, PROD_WORD);
-    this.cachedCons = this.prod;
+    // The consumer may be up to a whole ring behind (unacknowledged bytes of a TX ring): accept
+    // any index in [prod - capacity, prod] at the first look.
+    this.cachedCons = (this.prod - capacity) >>> 0;
     this.refreshCons();
   }
 

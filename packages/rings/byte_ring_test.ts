@@ -183,3 +183,14 @@ Deno.test("byte ring: word-loop copies keep NaN bit patterns exactly", () => {
     if (round % 1000 === 0 || round === 19999) assertEquals(dst, src);
   }
 });
+
+Deno.test("byte ring: a producer side made while the consumer lags (bytes not yet acknowledged) finds the room left, not a fault", () => {
+  const { mem } = ring();
+  const first = new HostTxProducer(mem, 0, BYTE_RING_CTRL_SIZE, CAP);
+  assertEquals(first.write(pattern(0, 40), 0, 40), 40);
+  // Each send() of the shim looks at the ring afresh: 40 bytes are still unacknowledged.
+  const second = new HostTxProducer(mem, 0, BYTE_RING_CTRL_SIZE, CAP);
+  assertEquals(second.writable(), CAP - 40);
+  assertEquals(second.write(pattern(40, 10), 0, 10), 10);
+  assertEquals(second.faults, 0);
+});

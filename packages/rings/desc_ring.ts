@@ -96,7 +96,9 @@ export class DescRingProducer extends _DescRingSide {
   constructor(buffer: ArrayBufferLike, ctrlOffset: number, slotsOffset: number, slots: number) {
     super(buffer, ctrlOffset, slotsOffset, slots);
     this.prod = Atomics.load(this.index, PROD_WORD);
-    this.cachedCons = this.prod;
+    // The consumer may be up to a whole ring behind (a ring taken over): accept any index in
+    // [prod - slots, prod] at the first look.
+    this.cachedCons = (this.prod - slots) >>> 0;
   }
 
   /** Reads and checks the consumer index; returns free slots or `RING_FAULT`. */
