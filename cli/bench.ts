@@ -8,10 +8,12 @@ import { parseArgs } from "@std/cli";
 import { echoSideBySide } from "../bench/echo_side_by_side.ts";
 import { formatRedisTable, redisSideBySide } from "../bench/redis_side_by_side.ts";
 import { runMicroBench } from "../bench/rings_micro.ts";
+import { tcpSideBySide } from "../bench/tcp_side_by_side.ts";
 
 export const BENCH_HELP = `pno bench: run the benchmarks
 
 Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
+                 [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile]]
 
 Options:
   --micro     host-NIC ring micro-benchmarks in one process: descriptors per second
@@ -33,20 +35,40 @@ Options:
               RSS, the kernel's slab); ratios PnO/kernel
     --requests N  redis-benchmark -n for --redis (default 300000 per test)
     --idle N      idle connections for --redis's memory figure (default 10000; 0: skip)
+  --tcp       PnO's TCP (the bridge's services) and Linux's (the same services on the host
+              kernel, twin link) side by side, each link through a user-space forwarder
+              (pno_fwd) with the same faults and seed: what the forwarder costs (direct
+              links vs clean forwarders), bulk goodput of one connection on the clean
+              forwarded wire (discard and source), then source, discard and echo at 1% loss
+              + 25% reordering + 10 ms delay with each sender's retransmissions, RTOs and
+              spurious retransmissions; ratios PnO/Linux; a perf profile of the bridge
+              during the clean bulk run (top functions)
+    --mib N       MiB per clean run (default 256)
+    --lossy-mib N MiB per faulty run (default 8)
+    --seed N      the forwarders' PRNG seed (default 1)
+    --no-profile  skip the perf profile
   -h, --help  show this help`;
 
 /** Runs the benchmarks the flags select. */
 export async function benchMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    boolean: ["help", "micro", "engine", "echo", "redis"],
-    string: ["requests", "idle"],
+    boolean: ["help", "micro", "engine", "echo", "redis", "tcp", "profile"],
+    string: ["requests", "idle", "mib", "lossy-mib", "seed"],
     alias: { h: "help" },
-    default: { requests: "300000", idle: "10000" },
+    default: {
+      requests: "300000",
+      idle: "10000",
+      mib: "256",
+      "lossy-mib": "8",
+      seed: "1",
+      profile: true,
+    },
+    negatable: ["profile"],
     unknown: (arg: string) => {
       throw new Error(`unknown option ${arg}; see pno bench --help`);
     },
   });
-  if (flags.help || !(flags.micro || flags.engine || flags.echo || flags.redis)) {
+  if (flags.help || !(flags.micro || flags.engine || flags.echo || flags.redis || flags.tcp)) {
     console.log(BENCH_HELP);
     return flags.help ? 0 : 2;
   }
@@ -64,6 +86,20 @@ export async function benchMain(args: string[]): Promise<number> {
       log: (line) => console.log(line),
     });
     console.log(formatRedisTable(c));
+  }
+  if (flags.tcp) {
+    const mib = Number(flags.mib), lossyMib = Number(flags["lossy-mib"]), seed = Number(flags.seed);
+    if (!(mib > 0) || !(lossyMib > 0) || !Number.isInteger(seed)) {
+      throw new Error("--mib and --lossy-mib take sizes in MiB, --seed an integer");
+    }
+    const lines = await tcpSideBySide({
+      mib,
+      lossyMib,
+      seed,
+      profile: flags.profile,
+      log: (line) => console.error(line),
+    });
+    console.log(lines.join("\n"));
   }
   if (flags.engine) {
     // The engine benchmark measures allocation with V8 flags of its own: it runs as a child.

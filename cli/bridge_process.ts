@@ -24,14 +24,25 @@ export class BridgeProcess {
     private readonly output: Promise<string>,
   ) {}
 
-  /** Starts `packages/bridge/main.ts` on the wire's bridge end and waits for its ready line. */
-  static async start(w: WireConfig, extra: string[] = []): Promise<BridgeProcess> {
+  /**
+   * Starts `packages/bridge/main.ts` on the wire's bridge end and waits for its ready line.
+   * `runtime` adds V8 flags (`--perf-basic-prof` for perf's symbols) and deno flags
+   * (`--cpu-prof`); so does PNO_BRIDGE_DENO_FLAGS (space-separated deno flags).
+   */
+  static async start(
+    w: WireConfig,
+    extra: string[] = [],
+    runtime: { v8Flags?: string[]; denoFlags?: string[] } = {},
+  ): Promise<BridgeProcess> {
+    const envFlags = (Deno.env.get("PNO_BRIDGE_DENO_FLAGS") ?? "").split(" ").filter((f) => f);
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "-A",
         "--unstable-ffi",
-        "--v8-flags=--expose-gc",
+        `--v8-flags=${["--expose-gc", ...(runtime.v8Flags ?? [])].join(",")}`,
+        ...(runtime.denoFlags ?? []),
+        ...envFlags,
         `${ROOT}packages/bridge/main.ts`,
         "--iface",
         w.bridge,
