@@ -9,6 +9,7 @@
  */
 import { parseArgs } from "@std/cli";
 import { loadPolicy, OPEN_POLICY, Proxy, proxyStatsApp } from "@pno/proxy";
+import { liveStatsApp } from "@pno/stats";
 
 export const PROXY_HELP = `pno proxy: the host control plane between applications and the bridge
 
@@ -29,7 +30,13 @@ Options:
                         "perUid": {"1000": {"sockets": 64, "memory": "64MiB"}}}
                      uids: users admitted; sockets: offloaded sockets per application (0
                      refuses); memory: bytes of region per application (fewer sockets fit)
-  --stats-port N     serve GET /stats on 127.0.0.1:N, 0 = any, "none" = off (default: 7082)
+  --stats-port N     serve the proxy's own counters (GET /stats: admissions, applications)
+                     on 127.0.0.1:N, 0 = any, "none" = off     (default: 7082)
+  --stats-address HOST:PORT
+                     serve the bridge's live stats here (Hono): GET / dashboard, /stats JSON,
+                     /metrics Prometheus, /events SSE, /connections; the proxy's own counters
+                     at /proxy/stats. PORT 0 = any, "none" = off (default: 127.0.0.1:9464)
+  --events-ms N      interval of /events when the client names none (default: 1000)
   -h, --help         show this help
 
 The bridge must run first, as root or as the proxy's user. Stopping the proxy leaves running
@@ -38,13 +45,15 @@ applications attached: the bridge frees each region once its processes have exit
 /** Runs the proxy CLI with `args`; resolves with the exit code. */
 export async function proxyMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    string: ["listen", "bridge", "policy", "stats-port"],
+    string: ["listen", "bridge", "policy", "stats-port", "stats-address", "events-ms"],
     boolean: ["help"],
     alias: { h: "help" },
     default: {
       listen: "/run/pno/proxy.sock",
       bridge: "/run/pno/bridge.sock",
       "stats-port": "7082",
+      "stats-address": "127.0.0.1:9464",
+      "events-ms": "1000",
     },
     unknown: (arg: string) => {
       throw new Error(`unknown option ${arg}; see pno proxy --help`);
@@ -68,6 +77,9 @@ export async function proxyMain(args: string[]): Promise<number> {
     port: Number(statsPort),
     onListen: () => {},
   }, proxyStatsApp(proxy).fetch);
+  const live = flags["stats-address"] === "none" ? null : serveLive(proxy, flags["stats-address"], {
+    eventsIntervalMs: Number(flags["events-ms"]),
+  });
   let stop = (_code: number) => {};
   const stopped = new Promise<number>((resolve) => stop = resolve);
   const onSignal = () => stop(0);
@@ -84,15 +96,34 @@ export async function proxyMain(args: string[]): Promise<number> {
     bridge: flags.bridge,
     policy: flags.policy ?? null,
     stats: server ? `http://127.0.0.1:${server.addr.port}/stats` : null,
+    live: live ? `http://${live.addr.hostname}:${live.addr.port}/` : null,
   });
   const code = await stopped;
   const final = proxy.stats();
   await proxy.close();
   await server?.shutdown();
+  await live?.shutdown();
   Deno.removeSignalListener("SIGINT", onSignal);
   Deno.removeSignalListener("SIGTERM", onSignal);
   print({ event: "stopped", stats: final });
   return code;
+}
+
+/** Starts the live stats server at "HOST:PORT" over the bridge's page. */
+function serveLive(
+  proxy: Proxy,
+  address: string,
+  opts: { eventsIntervalMs: number },
+): Deno.HttpServer<Deno.NetAddr> {
+  const colon = address.lastIndexOf(":");
+  const hostname = address.slice(0, colon), port = Number(address.slice(colon + 1));
+  if (colon <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`--stats-address ${address}: HOST:PORT expected`);
+  }
+  if (!(opts.eventsIntervalMs > 0)) throw new Error(`--events-ms: a positive number of ms`);
+  const app = liveStatsApp(() => proxy.bridge.alive ? proxy.bridge.stats : null, opts);
+  app.route("/proxy", proxyStatsApp(proxy));
+  return Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
 }
 
 if (import.meta.main) {

@@ -39,6 +39,8 @@ class ProxyChild {
       bridge,
       "--stats-port",
       "0",
+      "--stats-address",
+      "127.0.0.1:0",
       ...(policy ? ["--policy", policy] : []),
     ]);
     const line = await proc.nextLine();

@@ -16,6 +16,15 @@ import type { FaultSettings } from "./phy/fault_injector.ts";
 import { QueueStack, type QueueStackConfig, type QueueStats } from "./queue_stack.ts";
 import { formatMac } from "./wire/ethernet.ts";
 import { formatIpv4, parseCidr } from "./wire/ipv4.ts";
+import {
+  createStatsPage,
+  GlobalPublisher,
+  PUBLISH_INTERVAL_MS,
+  type StatsPage,
+  statsSchemaInput,
+} from "./stats_publisher.ts";
+import { libc } from "../../ffi/libc.ts";
+import { unmap } from "../rings/region.ts";
 
 /** What the bridge needs to start. */
 export interface BridgeOptions {
@@ -60,6 +69,8 @@ export interface BridgeStats {
 /** A running bridge. */
 export interface Bridge {
   readonly port: DpdkPort;
+  /** The stats page every queue publishes into (the proxy maps it; so does /live). */
+  readonly statsPage: StatsPage;
   /** Everything countable, as plain data. */
   stats(): Promise<BridgeStats>;
   /** Every connection of every queue (state, windows, timers, counters). */
@@ -91,6 +102,18 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     queues: workers,
     filePrefix: opts.filePrefix ?? `pno-bridge-${Deno.pid}`,
   });
+  let statsPage: StatsPage;
+  try {
+    statsPage = createStatsPage(statsSchemaInput({
+      address: `${formatIpv4(addr)}/${prefix}`,
+      mac: formatMac(port.mac),
+      queues: workers,
+    }));
+  } catch (err) {
+    port.shutdown();
+    throw err;
+  }
+  const page = { fd: statsPage.mapping.fd, schema: statsPage.schema };
   const config = (queue: number): QueueStackConfig => ({
     portId: port.portId,
     queue,
@@ -103,6 +126,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     control: queue === 0 ? opts.control : undefined,
     dma: opts.dma,
     multiQueue: workers > 1,
+    statsPage: page,
   });
   let handles: QueueHandle[];
   if (workers === 1) {
@@ -127,9 +151,18 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       throw err;
     }
   }
+  const globalPublisher = new GlobalPublisher(
+    statsPage.mapping.buffer,
+    statsPage.schema,
+    () => port.stats(),
+  );
+  globalPublisher.publish();
+  const publishTimer = setInterval(() => globalPublisher.publish(), PUBLISH_INTERVAL_MS);
+  Deno.unrefTimer(publishTimer);
   let stopped = false;
   return {
     port,
+    statsPage,
     async connections() {
       return (await Promise.all(handles.map((h) => h.connections()))).flat();
     },
@@ -152,8 +185,12 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     async stop() {
       if (stopped) return;
       stopped = true;
+      clearInterval(publishTimer);
       await Promise.all(handles.map((h) => h.stop()));
+      globalPublisher.publish();
       port.shutdown();
+      unmap(statsPage.mapping);
+      libc().close(statsPage.mapping.fd);
     },
   };
 }

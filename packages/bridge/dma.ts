@@ -49,6 +49,8 @@ export interface DmaCounters {
   bytesWritten: number;
   /** Transfers refused for a bad range. */
   rejected: number;
+  /** Latency the knobs added, in ns (what the emulated link cost the data path). */
+  injectedNs: number;
 }
 
 const NO_KNOBS: DmaKnobs = {
@@ -66,7 +68,13 @@ const NO_KNOBS: DmaKnobs = {
  */
 export class DmaLink {
   /** Counters, updated in place. */
-  readonly counters: DmaCounters = { transfers: 0, bytesRead: 0, bytesWritten: 0, rejected: 0 };
+  readonly counters: DmaCounters = {
+    transfers: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+    rejected: 0,
+    injectedNs: 0,
+  };
   /** Link effects; may be changed at any time. */
   knobs: DmaKnobs;
   private tokens: number;
@@ -102,6 +110,7 @@ export class DmaLink {
       if (this.tokens < 0) waitNs = Math.max(waitNs, (-this.tokens / perMs) * 1e6);
     }
     if (waitNs > 0) {
+      this.counters.injectedNs += waitNs;
       const until = performance.now() + waitNs / 1e6;
       while (performance.now() < until) { /* busy-wait: a polling core's cost */ }
     }

@@ -36,7 +36,13 @@ Deno.test("dma: reads and writes host memory of a separately mapped region", () 
     assertEquals([...new Uint8Array(app.buffer, streamOffset(l, 0) + l.rxData, 4)], [1, 2, 3, 4]);
     // Ring views built over the DMA mapping see the application's writes.
     assertEquals(nicSRings(dma.buffer, l, 1).tx.readable(), 4);
-    assertEquals(dma.counters, { transfers: 2, bytesRead: 4, bytesWritten: 4, rejected: 0 });
+    assertEquals(dma.counters, {
+      transfers: 2,
+      bytesRead: 4,
+      bytesWritten: 4,
+      rejected: 0,
+      injectedNs: 0,
+    });
   } finally {
     dma.detach();
     closeRegion(app);

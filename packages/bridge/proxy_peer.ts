@@ -5,7 +5,8 @@
  * admitted only if SO_PEERCRED says it runs as root or as the bridge's own uid: anyone else
  * could hand the bridge memory to serve in another application's name. It gets BRIDGE_INFO (the
  * bridge's address and region parameters, from which it sizes regions under its policy) and
- * the bridge's eventfd (MSG_WAKER, which it passes on to each application), then sends requests
+ * the bridge's eventfd (MSG_WAKER, which it passes on to each application) and its stats page
+ * (MSG_STATS_PAGE, the memfd the proxy's stats server reads), then sends requests
  * (control.ts): reserve an id, MAP_REGION with the region's memfd and the application's pid,
  * WAIT_FD with a waiter's wake socket, UNMAP_REGION when the application's last process has
  * exited. Each is answered by a REPLY carrying its sequence number. An application attached
@@ -24,6 +25,7 @@ import {
   MSG_BRIDGE_INFO,
   MSG_MAP_REGION,
   MSG_REPLY,
+  MSG_STATS_PAGE,
   MSG_UNMAP_REGION,
   MSG_WAIT_FD,
   MSG_WAKER,
@@ -59,6 +61,7 @@ export class ProxyPeers {
     private readonly params: RegionParams,
     private readonly localIp: number,
     private readonly note: (message: string) => void,
+    private readonly statsPageFd = -1,
   ) {}
 
   /** Why `conn`'s peer may not act as a proxy, or null if it may (root or the bridge's uid). */
@@ -81,6 +84,9 @@ export class ProxyPeers {
       u32Payload(LAYOUT_VERSION, this.localIp, ...REGION_PARAM_NAMES.map((k) => this.params[k])),
     );
     conn.send(MSG_WAKER, new Uint8Array(4), this.waker.fd);
+    // The proxy serves the live stats from the bridge's page (read-only to it but for the
+    // connection-table request word, which the bridge only compares).
+    if (this.statsPageFd >= 0) conn.send(MSG_STATS_PAGE, new Uint8Array(4), this.statsPageFd);
     this.reserved.set(conn, new Set());
     try {
       for (;;) {

@@ -21,6 +21,9 @@ import { RingService } from "./ring_service.ts";
 import { TcpEngine } from "./tcp/engine.ts";
 import { type Services, startServices } from "./tcp/services.ts";
 import { InterfaceTcpLink } from "./tcp_link.ts";
+import { QueuePublisher } from "./stats_publisher.ts";
+import { mapFd, type Mapping, unmap } from "../rings/region.ts";
+import type { StatsSchema } from "@pno/stats";
 
 /** What one queue's stack is told when it starts. */
 export interface QueueStackConfig {
@@ -41,6 +44,8 @@ export interface QueueStackConfig {
   dma?: Partial<DmaKnobs>;
   /** Other queues of the port run engines of their own. */
   multiQueue: boolean;
+  /** The stats page's memfd (shared by every queue of the process) and its schema. */
+  statsPage?: { fd: number; schema: StatsSchema };
 }
 
 /** Counters of one queue's stack, as plain data. */
@@ -71,6 +76,9 @@ export class QueueStack {
   readonly services: Services | null;
   readonly rings: RingService;
   private readonly regionServer: RegionServer | null;
+  /** This queue's section of the stats page, when there is a page. */
+  private readonly statsMapping: Mapping | null = null;
+  private readonly publisher: QueuePublisher | null = null;
 
   constructor(dp: DpLibrary, pool: Uint8Array, readonly config: QueueStackConfig) {
     // The pool is native memory: ring copies between it and a region are one memcpy each.
@@ -98,8 +106,9 @@ export class QueueStack {
     this.services = config.services ? startServices(this.engine) : null;
     this.rings = new RingService(this.engine, config.ip, config.dma);
     this.regionServer = config.control
-      ? new RegionServer(config.control, this.rings, undefined, config.ip)
+      ? new RegionServer(config.control, this.rings, undefined, config.ip, config.statsPage?.fd)
       : null;
+
     const rs = this.regionServer, rings = this.rings;
     // With applications attached, the loop parks on the region server's eventfd: an
     // application posting commands to a parked bridge kicks it instead of waiting out the nap.
@@ -119,6 +128,16 @@ export class QueueStack {
       DEFAULT_BACKOFF,
       parking,
     );
+    if (config.statsPage) {
+      this.statsMapping = mapFd(config.statsPage.fd);
+      this.publisher = new QueuePublisher(this.statsMapping.buffer, config.statsPage.schema, {
+        queue: config.queue,
+        iface: this.iface.counters,
+        loop: this.loop.counters,
+        engine: this.engine,
+        rings: this.rings,
+      });
+    }
   }
 
   /** One round: receive and process a burst, run TCP timers and output, send the frames. */
@@ -132,6 +151,7 @@ export class QueueStack {
     // Frames the engine sent to our own address are received next round: work, not a nap.
     const work = n + commands + sent + this.iface.loopbackPending;
     if (work === 0) this.reclaimer.idle(this.engine.connectionCount(), nowMs);
+    this.publisher?.maybePublish(nowMs);
     return work;
   }
 
@@ -140,6 +160,8 @@ export class QueueStack {
     this.regionServer?.close();
     this.device.flush();
     this.capture?.close();
+    this.publisher?.publish();
+    if (this.statsMapping) unmap(this.statsMapping);
   }
 
   /** Every connection of this queue's engine, with its TCB and counters. */

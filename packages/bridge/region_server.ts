@@ -94,10 +94,19 @@ export class RegionServer {
     private readonly service: RingService,
     private readonly params: RegionParams = DEFAULT_REGION,
     private readonly localIp = 0,
+    /** The bridge's stats page, handed to each proxy (-1: none). */
+    statsPageFd = -1,
   ) {
     Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true });
     this.listener = ControlListener.listen(path);
-    this.proxies = new ProxyPeers(service, this.waker, params, localIp, (m) => this.note(m));
+    this.proxies = new ProxyPeers(
+      service,
+      this.waker,
+      params,
+      localIp,
+      (m) => this.note(m),
+      statsPageFd,
+    );
     this.reaper = setInterval(() => {
       for (const { app } of this.entries.values()) this.service.reapDeadProcesses(app);
       if (++this.reapRounds % 10 === 0) {

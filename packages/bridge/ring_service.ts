@@ -58,6 +58,7 @@ import {
   SOCK_LOCAL_PORT,
   SOCK_LOCK,
   SOCK_PEER_IP,
+  SOCK_PLACEHOLDER_INO,
   SOCK_RX_WANT,
   SOCK_SHUTDOWN,
   SOCK_TCP_STATE,
@@ -177,6 +178,9 @@ export class AppCounters {
   processesReaped = 0;
   /** Ring pages given back after connections closed. */
   pagesReleased = 0;
+  /** Payload bytes received and sent by connections since released (the stats page adds the open ones'). */
+  closedBytesIn = 0;
+  closedBytesOut = 0;
 }
 
 /** A waiter as the bridge serves it: its event queue and its wake socket. */
@@ -406,6 +410,8 @@ export class AttachedApp {
     if (!slot.inUse) return;
     this.dropPort(slot);
     if (slot.tcp !== null) {
+      this.counters.closedBytesIn += slot.tcp.bytesIn;
+      this.counters.closedBytesOut += slot.tcp.bytesOut;
       slot.tcp.tx = NO_STREAM;
       slot.tcp.rx = NO_STREAM;
       slot.tcp.userData = null;
@@ -440,7 +446,44 @@ export class AttachedApp {
     if (held.size === 0) this.ports.delete(slot.boundPort);
   }
 
-  /** Gives the pages of a freed slot's rings back to the host (the memfd is sparse). */
+  /**
+   * Stats page, at `out[at..at+5)`: bytes waiting in this application's rings (TX written by the
+   * host and not yet acknowledged, RX received and not yet read), its open connections and
+   * listeners, and the payload bytes its connections received and sent. Reads only indices;
+   * a hostile producer's can make the figure wrong, nothing else.
+   */
+  ringUse(out: Float64Array, at: number): void {
+    const layout = this.region.layout;
+    const words = this.words;
+    let bytes = 0, conns = 0, listeners = 0;
+    let bytesIn = this.counters.closedBytesIn, bytesOut = this.counters.closedBytesOut;
+    for (const slot of this.slots) {
+      if (!slot.inUse) continue;
+      if (slot.kind === KIND_LISTENER) listeners++;
+      if (slot.kind !== KIND_CONN || slot.tcp === null) continue;
+      conns++;
+      bytesIn += slot.tcp.bytesIn;
+      bytesOut += slot.tcp.bytesOut;
+      const pair = streamOffset(layout, slot.index);
+      const tx = Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) / 4) -
+        Atomics.load(words, (pair + layout.txCtrl + RING_CONS_OFFSET) / 4);
+      const rx = Atomics.load(words, (pair + layout.rxCtrl + RING_PROD_OFFSET) / 4) -
+        Atomics.load(words, (pair + layout.rxCtrl + RING_CONS_OFFSET) / 4);
+      bytes += (tx >>> 0) + (rx >>> 0);
+    }
+    out[at] = bytes;
+    out[at + 1] = conns;
+    out[at + 2] = listeners;
+    out[at + 3] = bytesIn;
+    out[at + 4] = bytesOut;
+  }
+
+  /** The placeholder inode the shim recorded for socket `s` (0: none, e.g. a Deno client). */
+  placeholderIno(s: number): number {
+    const w = this.sockWord(s, SOCK_PLACEHOLDER_INO);
+    return (Atomics.load(this.words, w) >>> 0) + (Atomics.load(this.words, w + 1) >>> 0) * 2 ** 32;
+  }
+
   /**
    * Gives back the ring pages of connections that went quiet with both rings empty, so that
    * an idle connection costs its state lines, not the pages its last burst touched. The RX
@@ -794,6 +837,19 @@ export class RingService {
   }
 
   /** Statistics of every attached application. */
+  /**
+   * Stats page: the application and socket of an engine socket, written at `out[at..at+3)` as
+   * region id, slot and placeholder inode; false for sockets of no application (services).
+   */
+  owner(s: TcpSocket, out: Float64Array, at: number): boolean {
+    const slot = s.userData;
+    if (!(slot instanceof Slot)) return false;
+    out[at] = slot.app.id;
+    out[at + 1] = slot.index;
+    out[at + 2] = slot.app.placeholderIno(slot.index);
+    return true;
+  }
+
   snapshot(): Array<Record<string, number>> {
     return [...this.apps.values()].map((app) => ({
       app: app.id,

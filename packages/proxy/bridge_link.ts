@@ -20,11 +20,14 @@ import {
   type ControlConn,
   HELLO_PROXY,
   LAYOUT_VERSION,
+  mapFd,
+  type Mapping,
   MSG_BRIDGE_INFO,
   MSG_ERROR,
   MSG_HELLO,
   MSG_MAP_REGION,
   MSG_REPLY,
+  MSG_STATS_PAGE,
   MSG_UNMAP_REGION,
   MSG_WAIT_FD,
   MSG_WAKER,
@@ -33,6 +36,7 @@ import {
   type RegionParams,
   u32Payload,
 } from "@pno/rings";
+import { StatsReader } from "@pno/stats";
 import { libc } from "../../ffi/libc.ts";
 
 /** What the bridge tells the proxy when it connects. */
@@ -53,6 +57,8 @@ export class BridgeLink {
   private nextSeq = 1;
   private readonly pending = new Map<number, Pending>();
   private lost: string | null = null;
+  /** A reader over the bridge's stats page. */
+  readonly stats: StatsReader;
   /** Resolves with the reason once the bridge has hung up. */
   readonly closed: Promise<string>;
 
@@ -61,7 +67,10 @@ export class BridgeLink {
     readonly info: BridgeInfo,
     /** The bridge's eventfd, passed on to every application (MSG_WAKER). */
     readonly wakerFd: number,
+    /** The bridge's stats page (MSG_STATS_PAGE), mapped here for the live stats server. */
+    statsPage: Mapping,
   ) {
+    this.stats = new StatsReader(statsPage.buffer);
     this.closed = this.readReplies();
   }
 
@@ -99,7 +108,27 @@ export class BridgeLink {
         if (waker.fd >= 0) libc().close(waker.fd);
         throw new Error(`expected the bridge's eventfd, got frame ${waker.type}`);
       }
-      return new BridgeLink(conn, { localIp: payloadU32(first.payload, 1), params }, waker.fd);
+      const page = await conn.recv();
+      if (page.type !== MSG_STATS_PAGE || page.fd < 0) {
+        if (page.fd >= 0) libc().close(page.fd);
+        libc().close(waker.fd);
+        throw new Error(`expected the bridge's stats page, got frame ${page.type}`);
+      }
+      let mapping: Mapping;
+      try {
+        mapping = mapFd(page.fd);
+        new StatsReader(mapping.buffer); // throws with what is wrong with the page
+      } catch (err) {
+        libc().close(page.fd);
+        libc().close(waker.fd);
+        throw new Error(`the bridge's stats page: ${(err as Error).message}`);
+      }
+      return new BridgeLink(
+        conn,
+        { localIp: payloadU32(first.payload, 1), params },
+        waker.fd,
+        mapping,
+      );
     } catch (err) {
       conn.close();
       throw err;
@@ -124,6 +153,11 @@ export class BridgeLink {
   /** The application is gone: resolves once the bridge has finished and freed its region. */
   async unmap(id: number): Promise<void> {
     await this.request(MSG_UNMAP_REGION, [id]);
+  }
+
+  /** True until the bridge hangs up. */
+  get alive(): boolean {
+    return this.lost === null;
   }
 
   /** Requests in flight. */
@@ -175,6 +209,8 @@ export class BridgeLink {
     this.pending.clear();
     this.conn.close();
     libc().close(this.wakerFd);
+    // The page froze with the bridge: the live stats server answers 503 from now on. It stays
+    // mapped (one small mapping) so that a request being served never reads unmapped memory.
     return why;
   }
 }

@@ -73,6 +73,11 @@ export const MSG_MAP_REGION = 7;
 export const MSG_UNMAP_REGION = 8;
 /** Bridge to proxy: the outcome of one request, by sequence number. */
 export const MSG_REPLY = 9;
+/**
+ * Bridge to proxy, right after WAKER: the bridge's stats page (a memfd, attached; see
+ * packages/stats/page.ts), which the proxy maps and serves.
+ */
+export const MSG_STATS_PAGE = 10;
 
 /** The order of region parameters in a BRIDGE_INFO frame. */
 export const REGION_PARAM_NAMES: readonly (keyof RegionParams)[] = [

@@ -606,6 +606,15 @@ export class TcpEngine {
     return this.table.lookup(localIp >>> 0, localPort, remoteIp >>> 0, remotePort);
   }
 
+  /** Calls `visit` on every socket of the table (the stats page's connection rows). */
+  eachSocket(visit: (s: TcpSocket) => void): void {
+    const table = this.tSock;
+    for (let i = 0; i < table.length; i++) {
+      const s = table[i];
+      if (s !== null) visit(s);
+    }
+  }
+
   /** Global counters and, if asked, every connection's snapshot, as plain objects. */
   snapshot(withConnections = false): {
     counters: Record<K.CounterName, number>;
