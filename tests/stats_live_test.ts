@@ -73,8 +73,10 @@ Deno.test({
       await waitUntil(
         async () => {
           s = await (await fetch(`${live}stats`)).json();
+          // The page is published every 100 ms: wait for one published after the last echo.
           return s.tcp.passiveOpens === ECHO_CONNS + APP_CONNS && s.apps.length === 1 &&
-            s.apps[0].connections === APP_CONNS;
+            s.apps[0].connections === APP_CONNS &&
+            s.tcp.bytesOut === ECHO_CONNS * ECHO_BYTES + APP_CONNS * APP_BYTES;
         },
         "the page shows every connection",
         10_000,

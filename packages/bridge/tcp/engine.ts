@@ -608,9 +608,9 @@ export class TcpEngine {
 
   /** Calls `visit` on every socket of the table (the stats page's connection rows). */
   eachSocket(visit: (s: TcpSocket) => void): void {
-    const table = this.tSock;
-    for (let i = 0; i < table.length; i++) {
-      const s = table[i];
+    const table = this.table;
+    for (let i = 0; i < table.capacity; i++) {
+      const s = table.at(i);
       if (s !== null) visit(s);
     }
   }
