@@ -68,7 +68,7 @@ const PAGE = `<!doctype html>
 <script>
 "use strict";
 const KEEP = 120;
-const dash = window.pnoDashboard = { samples: 0, updates: 0, connRows: 0, last: null };
+const dash = window.pnoDashboard = { samples: 0, updates: 0, connRows: 0, last: null, charts: null };
 function chart(el, title, labels, colors) {
   const series = [{}].concat(labels.map((label, i) => ({ label, stroke: colors[i], width: 2 })));
   const data = [[]].concat(labels.map(() => []));
@@ -84,6 +84,7 @@ const charts = {
     ["#9467bd", "#ff7f0e"]),
   ring: chart("g-ring", "Bytes waiting in application rings", ["ring bytes"], ["#17becf"]),
 };
+dash.charts = charts;
 function push(c, x, ys) {
   c.data[0].push(x);
   ys.forEach((y, i) => c.data[i + 1].push(y));
