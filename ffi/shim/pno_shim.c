@@ -202,6 +202,9 @@ static struct {
 	uint32_t local_ip;     /* the bridge's address, host order */
 	int ctl_fd, bridge_efd;
 	int region_fd;         /* the region's memfd, kept for exec (see "exec") */
+	uint32_t region_id;    /* the bridge's (or proxy's) id of the region, for HELLO_JOIN */
+	pid_t ctl_pid;         /* the process whose own connection ctl_fd is */
+	char ctl_path[108];
 	int bridge_dead;       /* the control socket hung up: every offloaded socket is reset */
 	int proc;              /* our process entry */
 	int required, debug, disabled;
@@ -404,6 +407,7 @@ static int do_attach(void)
 		goto broken;
 	uint64_t size;
 	memcpy(&size, payload + 8, 8);
+	memcpy(&g.region_id, payload + 4, 4);
 	void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0);
 	if (base == MAP_FAILED) {
 		real.close(rfd);
@@ -427,6 +431,8 @@ static int do_attach(void)
 	g.hdr = base;
 	g.local_ip = g.hdr->local_ip;
 	g.ctl_fd = fd;
+	g.ctl_pid = mypid();
+	snprintf(g.ctl_path, sizeof(g.ctl_path), "%s", path);
 	g.bridge_efd = hide_fd(efd);
 	g.proc = claim_proc(0);
 	if (g.proc < 0) {
@@ -896,6 +902,46 @@ static uint32_t sock_poll(struct psock *p)
 }
 
 /* Claims a waiter entry and registers a wake socket for it. 0, or -1. */
+/*
+ * A forked child (an nginx worker) inherits its parent's control connection, but frames from
+ * two processes on one stream would interleave, and each would read the other's
+ * acknowledgements. So the first time a process other than the connection's owner needs the
+ * control socket, it opens its own and says HELLO_JOIN with the region's id (the bridge or the
+ * proxy admits it because it maps the region), then puts it in place of the inherited one
+ * under the same fd number (dup2), so that nothing watching that number is disturbed.
+ * Caller holds g.ctl_mu. On failure the inherited connection stays in use.
+ */
+static void ctl_join(void)
+{
+	if (g.ctl_pid == mypid() || !g.ctl_path[0])
+		return;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", g.ctl_path);
+	int fd = real.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	uint32_t hello[3] = { PNO_LAYOUT_VERSION, 1 /* HELLO_JOIN */, g.region_id };
+	uint8_t type, payload[256];
+	int rfd = -1, efd = -1;
+	int ok = real.connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+		 send_frame(fd, 1 /* HELLO */, hello, sizeof(hello), -1) == 0 &&
+		 recv_frame(fd, &type, payload, sizeof(payload) - 1, &rfd) >= 0 && type == 2;
+	if (rfd >= 0)
+		real.close(rfd);
+	ok = ok && recv_frame(fd, &type, payload, sizeof(payload), &efd) >= 0 && type == 4;
+	if (efd >= 0)
+		real.close(efd); /* the same eventfd as the inherited one */
+	if (!ok || real.dup3(fd, g.ctl_fd, O_CLOEXEC) < 0) {
+		warnx_once("pno: process %d could not open its own control connection: it shares "
+			   "its parent's\n", (int)mypid());
+		real.close(fd);
+		g.ctl_pid = mypid(); /* tried once */
+		return;
+	}
+	real.close(fd);
+	g.ctl_pid = mypid();
+}
+
 static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dring *ev,
 			int blocking, int *wake_wr)
 {
@@ -922,6 +968,7 @@ static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dr
 			pno_dring_release(ev, (uint32_t)stale);
 		uint32_t idx = i;
 		pthread_mutex_lock(&g.ctl_mu);
+		ctl_join();
 		int r = send_frame(g.ctl_fd, 5 /* WAIT_FD */, &idx, 4, sv[1]);
 		if (r == 0) {
 			/* Wait for the acknowledgement: until then a wakeup could go nowhere. */
@@ -3201,7 +3248,7 @@ __attribute__((constructor)) static void pno_init(void)
  * again before main() and takes the fds back (inherit_adopt). If exec fails the process goes
  * on with the fds it had and claims thread entries anew on its next call.
  *
- * PNO_INHERIT=1,PID,REGION_FD,SIZE,CTL_FD,EFD,PROC;FD:SLOT:GEN:FLAGS;...
+ * PNO_INHERIT=1,PID,REGION_FD,SIZE,CTL_FD,EFD,PROC,CTL_PID,REGION_ID,CTL_PATH;FD:SLOT:GEN:FLAGS;...
  */
 #define INHERIT_VAR "PNO_INHERIT"
 enum {
@@ -3216,9 +3263,9 @@ static char *inherit_record(void)
 	char *rec = malloc(cap);
 	if (!rec)
 		return NULL;
-	len = (size_t)snprintf(rec, cap, INHERIT_VAR "=1,%d,%d,%llu,%d,%d,%d", (int)mypid(),
+	len = (size_t)snprintf(rec, cap, INHERIT_VAR "=1,%d,%d,%llu,%d,%d,%d,%d,%u,%s", (int)mypid(),
 			       g.region_fd, (unsigned long long)g.size, g.ctl_fd, g.bridge_efd,
-			       g.proc);
+			       g.proc, (int)g.ctl_pid, g.region_id, g.ctl_path);
 	int n = 0;
 	for (int fd = 0; fd < MAX_FDS; fd++) {
 		struct psock *p = g.files[fd];
@@ -3393,10 +3440,13 @@ static void inherit_adopt(void)
 	unsetenv(INHERIT_VAR);
 	if (!rec)
 		return;
-	int ver = 0, pid = 0, rfd = -1, ctl = -1, efd = -1, proc = -1, used = 0;
+	int ver = 0, pid = 0, rfd = -1, ctl = -1, efd = -1, proc = -1, ctl_pid = 0, used = 0;
 	unsigned long long size = 0;
-	if (sscanf(rec, "%d,%d,%d,%llu,%d,%d,%d%n", &ver, &pid, &rfd, &size, &ctl, &efd, &proc,
-		   &used) < 7 || ver != 1 || pid != (int)getpid()) {
+	unsigned region_id = 0;
+	char path[108] = "";
+	if (sscanf(rec, "%d,%d,%d,%llu,%d,%d,%d,%d,%u,%107[^;]%n", &ver, &pid, &rfd, &size, &ctl,
+		   &efd, &proc, &ctl_pid, &region_id, path, &used) < 10 ||
+	    ver != 1 || pid != (int)getpid()) {
 		free(rec);
 		return;
 	}
@@ -3423,6 +3473,9 @@ static void inherit_adopt(void)
 	g.local_ip = hdr->local_ip;
 	g.region_fd = rfd;
 	g.ctl_fd = ctl;
+	g.ctl_pid = ctl_pid;
+	g.region_id = region_id;
+	snprintf(g.ctl_path, sizeof(g.ctl_path), "%s", path);
 	g.bridge_efd = efd;
 	g.proc = proc;
 	reclaim_internal(rfd);
