@@ -905,21 +905,23 @@ static uint32_t sock_poll(struct psock *p)
 /*
  * A forked child (an nginx worker) inherits its parent's control connection, but frames from
  * two processes on one stream would interleave, and each would read the other's
- * acknowledgements. So the first time a process other than the connection's owner needs the
- * control socket, it opens its own and says HELLO_JOIN with the region's id (the bridge or the
- * proxy admits it because it maps the region), then puts it in place of the inherited one
- * under the same fd number (dup2), so that nothing watching that number is disturbed.
- * Caller holds g.ctl_mu. On failure the inherited connection stays in use.
+ * acknowledgements. So each process gets its own: fork() opens one for the child before it
+ * forks (the parent maps the region, so the bridge or the proxy admits the HELLO_JOIN, and a
+ * worker that later drops root to www-data needs no right to the control socket), and the
+ * child puts it in place of the inherited one under the same fd number (dup3), so that
+ * nothing watching that number is disturbed. A process forked behind our back (daemon(),
+ * posix_spawn) joins the same way the first time it needs the socket. Returns the new
+ * connection's fd, or -1 (the inherited connection then stays shared).
  */
-static void ctl_join(void)
+static int ctl_open_join(void)
 {
-	if (g.ctl_pid == mypid() || !g.ctl_path[0])
-		return;
+	if (!g.ctl_path[0])
+		return -1;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", g.ctl_path);
 	int fd = real.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return;
+		return -1;
 	uint32_t hello[3] = { PNO_LAYOUT_VERSION, 1 /* HELLO_JOIN */, g.region_id };
 	uint8_t type, payload[256];
 	int rfd = -1, efd = -1;
@@ -931,15 +933,29 @@ static void ctl_join(void)
 	ok = ok && recv_frame(fd, &type, payload, sizeof(payload), &efd) >= 0 && type == 4;
 	if (efd >= 0)
 		real.close(efd); /* the same eventfd as the inherited one */
-	if (!ok || real.dup3(fd, g.ctl_fd, O_CLOEXEC) < 0) {
-		warnx_once("pno: process %d could not open its own control connection: it shares "
-			   "its parent's\n", (int)mypid());
+	if (!ok) {
 		real.close(fd);
-		g.ctl_pid = mypid(); /* tried once */
-		return;
+		return -1;
 	}
-	real.close(fd);
+	return fd;
+}
+
+/* Puts this process's own connection `fd` in place of the inherited one. */
+static void ctl_adopt(int fd)
+{
+	if (fd < 0 || real.dup3(fd, g.ctl_fd, O_CLOEXEC) < 0)
+		warnx_once("pno: process %d shares its parent's control connection\n", (int)mypid());
+	if (fd >= 0)
+		real.close(fd);
 	g.ctl_pid = mypid();
+}
+
+/* Caller holds g.ctl_mu. */
+static void ctl_join(void)
+{
+	if (g.ctl_pid == mypid())
+		return;
+	ctl_adopt(ctl_open_join());
 }
 
 static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dring *ev,
@@ -3165,6 +3181,9 @@ EXPORT pid_t fork(void)
 				__atomic_add_fetch(&line(s)->holders, 1, __ATOMIC_SEQ_CST);
 		}
 	}
+	pthread_mutex_lock(&g.ctl_mu);
+	int child_ctl = ctl_open_join();
+	pthread_mutex_unlock(&g.ctl_mu);
 	pid_t pid = real.fork();
 	if (pid == 0) {
 		/* Child: its own entry, no thread rings or waiters of its own yet. */
@@ -3172,6 +3191,7 @@ EXPORT pid_t fork(void)
 		pthread_mutex_init(&g.mu, NULL);
 		pthread_mutex_init(&g.ctl_mu, NULL);
 		self = NULL;
+		ctl_adopt(child_ctl);
 		if (child_proc >= 0) {
 			g.proc = child_proc;
 			pno_region_proc(g.base, (uint32_t)child_proc)->parent = 0;
@@ -3180,6 +3200,8 @@ EXPORT pid_t fork(void)
 		}
 		return 0;
 	}
+	if (child_ctl >= 0)
+		real.close(child_ctl);
 	if (pid < 0 && child_proc >= 0) {
 		uint16_t *theirs = pno_region_proc_refs(g.base, (uint32_t)child_proc);
 		for (uint32_t s = 0; s < n; s++) {
