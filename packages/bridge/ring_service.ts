@@ -194,6 +194,11 @@ class Waiter {
 /** An application's region as the bridge serves it. */
 export class AttachedApp {
   readonly counters = new AppCounters();
+  /**
+   * The user the application runs as (its first process's real uid; -1 unknown): as on
+   * Linux, only listeners of one user share a port through SO_REUSEPORT.
+   */
+  uid = -1;
   readonly threads: Array<{ commands: DescRingConsumer; completions: DescRingProducer }>;
   readonly waiters: Waiter[];
   readonly slots: Slot[];
@@ -661,6 +666,7 @@ export class RingService {
   /** Starts serving a region; `pid` is the application's, for stats and logs. */
   attach(region: RegionMemory, pid: number, id: number = this.reserveId()): AttachedApp {
     const app = new AttachedApp(id, region, pid, this.dmaKnobs);
+    app.uid = uidOf(pid);
     this.apps.set(app.id, app);
     this.appList.push(app);
     this.counters.attached++;
@@ -1004,7 +1010,7 @@ export class RingService {
       return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EADDRNOTAVAIL);
     }
     if (port === 0) port = this.ephemeralPort();
-    else if (this.portTaken(port, opts)) {
+    else if (this.portTaken(port, opts, app.uid)) {
       return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EADDRINUSE);
     }
     if (port < 0) return this.complete(app, v, cpl, i, D.CPL_RESULT, -E.EADDRINUSE);
@@ -1023,7 +1029,10 @@ export class RingService {
     if (tcp !== null || slot.kind !== KIND_BOUND) return -E.EINVAL;
     // Linux clamps the backlog to somaxconn (4096) and takes <= 0 as 0 (then one connection).
     const backlog = Math.min(Math.max(backlogArg, 1), 4096);
-    const l = this.engine.listen(slot.boundPort, backlog, this.childOptions(app, slot));
+    const l = this.engine.listen(slot.boundPort, backlog, {
+      ...this.childOptions(app, slot),
+      reusePort: (slot.bindOpts & D.BIND_REUSEPORT) !== 0,
+    });
     l.userData = slot;
     slot.tcp = l;
     slot.kind = KIND_LISTENER;
@@ -1323,13 +1332,18 @@ export class RingService {
     return -1;
   }
 
-  /** A port is taken by a bound socket or listener unless both ask to share it. */
-  private portTaken(port: number, opts: number): boolean {
+  /**
+   * A port is taken by a bound socket or listener unless both ask to share it: SO_REUSEADDR
+   * between sockets not listening yet, SO_REUSEPORT between sockets of one user (Linux's
+   * inet_csk_bind_conflict), listening or not. `uid` -1 asks for no SO_REUSEPORT sharing.
+   */
+  private portTaken(port: number, opts: number, uid = -1): boolean {
     for (const app of this.apps.values()) {
       const held = app.ports.get(port);
       if (held === undefined) continue;
       for (const s of held) {
         if (s.kind === KIND_BOUND && (opts & s.bindOpts & D.BIND_REUSEADDR) !== 0) continue;
+        if ((opts & s.bindOpts & D.BIND_REUSEPORT) !== 0 && uid >= 0 && app.uid === uid) continue;
         if (s.kind === KIND_BOUND || s.kind === KIND_LISTENER) return true;
       }
     }
@@ -1500,4 +1514,15 @@ const ACCEPT_RECORD = new DataView(ACCEPT_BYTES.buffer);
 function needsCompletion(op: number): boolean {
   return op === D.CMD_BIND || op === D.CMD_CONNECT || op === D.CMD_LISTEN ||
     op === D.CMD_TCP_INFO;
+}
+
+/** The real uid of a process (from /proc), or -1 when it cannot be read. */
+function uidOf(pid: number): number {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const m = /^Uid:\s+(\d+)/m.exec(status);
+    return m ? Number(m[1]) : -1;
+  } catch {
+    return -1;
+  }
 }

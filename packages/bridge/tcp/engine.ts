@@ -140,6 +140,12 @@ export class TcpError extends Error {
 export interface ListenOptions extends SocketOptions {
   /** Accept only segments to this address (default: any). */
   localIp?: number;
+  /**
+   * SO_REUSEPORT: the port may be shared with other listeners that ask for it too; each new
+   * connection goes to one of them by a keyed hash of the peer's address and port, as Linux's
+   * reuseport groups spread them (nginx's `listen ... reuseport`, one listener per worker).
+   */
+  reusePort?: boolean;
 }
 
 /** Options for `connect`. */
@@ -184,7 +190,7 @@ export class TcpEngine {
   readonly ephHigh: number;
 
   /** Secret keys: ISN, cookies, table hash, timestamp offsets, port offsets. */
-  readonly k = new Uint32Array(10);
+  readonly k = new Uint32Array(12);
   ephCounter = 0;
 
   /** The clock of the call in progress (ms). */
@@ -313,7 +319,8 @@ export class TcpEngine {
       if (s.state === SYN_SENT) inputSynSent(this, s, seg);
       else inputSynchronized(this, s, seg);
     } else {
-      const l = this.listeners[seg.dstPort];
+      let l = this.listeners[seg.dstPort];
+      if (l !== null && l.reuseNext !== null) l = this.reuseportPick(l, srcIp, seg.srcPort);
       if (l !== null && (l.localIp === 0 || l.localIp === dstIp)) inputListen(this, l, seg);
       else inputClosed(this, seg);
     }
@@ -340,8 +347,12 @@ export class TcpEngine {
   /** Opens a listener on `port` with an accept queue (and SYN queue) bounded by `backlog`. */
   listen(port: number, backlog: number, opts: ListenOptions = {}): TcpSocket {
     if (!(port > 0 && port < 65536)) throw new TcpError(EINVAL, `bad port ${port}`);
-    if (this.listeners[port] !== null) throw new TcpError(EADDRINUSE, `port ${port} in use`);
+    const head = this.listeners[port];
+    if (head !== null && !(head.reusePort && opts.reusePort === true)) {
+      throw new TcpError(EADDRINUSE, `port ${port} in use`);
+    }
     const l = this.newSocket(opts);
+    l.reusePort = opts.reusePort === true;
     l.state = LISTEN;
     l.localIp = (opts.localIp ?? 0) >>> 0;
     l.localPort = port;
@@ -350,8 +361,29 @@ export class TcpEngine {
     l.childOpts = opts;
     l.rcvCap = this.rcvBuf;
     l.rcvWscale = this.wsEnabled ? wscaleFor(this.rcvBuf) : 0;
-    this.listeners[port] = l;
+    if (head === null) {
+      this.listeners[port] = l;
+    } else {
+      // Joins the end of the group: earlier members keep their share of the hash space's order.
+      let last = head;
+      while (last.reuseNext !== null) last = last.reuseNext;
+      last.reuseNext = l;
+    }
     return l;
+  }
+
+  /**
+   * The member of a SO_REUSEPORT group that takes a connection from `srcIp:srcPort`: a keyed
+   * hash, so a SYN and the ACK that completes it reach the same member and a peer cannot aim
+   * at one (Linux's reuseport_select_sock hashes the 4-tuple the same way).
+   */
+  private reuseportPick(head: TcpSocket, srcIp: number, srcPort: number): TcpSocket {
+    let n = 0;
+    for (let m: TcpSocket | null = head; m !== null; m = m.reuseNext) n++;
+    let i = (hash4(this.k[10], this.k[11], srcIp, srcPort, head.localPort, 3) >>> 0) % n;
+    let m = head;
+    while (i-- > 0) m = m.reuseNext!;
+    return m;
   }
 
   /** Takes the next established connection from a listener's queue, or null. */
@@ -695,7 +727,18 @@ export class TcpEngine {
   }
 
   closeListener(l: TcpSocket): void {
-    this.listeners[l.localPort] = null;
+    const head = this.listeners[l.localPort];
+    if (head === l) {
+      this.listeners[l.localPort] = l.reuseNext;
+    } else {
+      for (let m = head; m !== null; m = m.reuseNext) {
+        if (m.reuseNext === l) {
+          m.reuseNext = l.reuseNext;
+          break;
+        }
+      }
+    }
+    l.reuseNext = null;
     l.state = CLOSED;
     for (let i = 0; i < l.acceptLen; i++) {
       const c = l.acceptQueue[(l.acceptHead + i) % l.backlog];

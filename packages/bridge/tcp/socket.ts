@@ -177,6 +177,10 @@ export class TcpSocket implements CcState {
   // ---- listener ----
   backlog = 0;
   acceptQueue: (TcpSocket | null)[] = [];
+  /** Listener opened with SO_REUSEPORT: others with it may share the port (a group). */
+  reusePort = false;
+  /** The next listener of the port's SO_REUSEPORT group (the engine holds the head). */
+  reuseNext: TcpSocket | null = null;
   acceptHead = 0;
   acceptLen = 0;
   synQueueLen = 0;
