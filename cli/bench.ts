@@ -7,12 +7,14 @@
 import { parseArgs } from "@std/cli";
 import { echoSideBySide } from "../bench/echo_side_by_side.ts";
 import { formatRedisTable, redisSideBySide } from "../bench/redis_side_by_side.ts";
+import { formatNginxTable, nginxSideBySide } from "../bench/nginx_side_by_side.ts";
 import { runMicroBench } from "../bench/rings_micro.ts";
 import { tcpSideBySide } from "../bench/tcp_side_by_side.ts";
 
 export const BENCH_HELP = `pno bench: run the benchmarks
 
 Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
+                 [--nginx [--seconds N] [--connections N]]
                  [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile]]
 
 Options:
@@ -35,6 +37,12 @@ Options:
               RSS, the kernel's slab); ratios PnO/kernel
     --requests N  redis-benchmark -n for --redis (default 300000 per test)
     --idle N      idle connections for --redis's memory figure (default 10000; 0: skip)
+  --nginx     unmodified nginx (master + 1, then 2 workers, sendfile, 1 KiB file) under the
+              shim and on the host kernel (twin veth), wrk with keep-alive from pno-client:
+              req/s, p50/p99, errors, host CPU per request (master and workers), NIC CPU per
+              request (the bridge), host-kernel connections seen; ratios PnO/kernel
+    --seconds N      wrk duration per run (default 10)
+    --connections N  wrk -c (default 50)
   --tcp       PnO's TCP (the bridge's services) and Linux's (the same services on the host
               kernel, twin link) side by side, each link through a user-space forwarder
               (pno_fwd) with the same faults and seed: what the forwarder costs (direct
@@ -52,8 +60,8 @@ Options:
 /** Runs the benchmarks the flags select. */
 export async function benchMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    boolean: ["help", "micro", "engine", "echo", "redis", "tcp", "profile"],
-    string: ["requests", "idle", "mib", "lossy-mib", "seed"],
+    boolean: ["help", "micro", "engine", "echo", "redis", "tcp", "profile", "nginx"],
+    string: ["requests", "idle", "mib", "lossy-mib", "seed", "seconds", "connections"],
     alias: { h: "help" },
     default: {
       requests: "300000",
@@ -61,6 +69,8 @@ export async function benchMain(args: string[]): Promise<number> {
       mib: "256",
       "lossy-mib": "8",
       seed: "1",
+      seconds: "10",
+      connections: "50",
       profile: true,
     },
     negatable: ["profile"],
@@ -68,7 +78,10 @@ export async function benchMain(args: string[]): Promise<number> {
       throw new Error(`unknown option ${arg}; see pno bench --help`);
     },
   });
-  if (flags.help || !(flags.micro || flags.engine || flags.echo || flags.redis || flags.tcp)) {
+  if (
+    flags.help ||
+    !(flags.micro || flags.engine || flags.echo || flags.redis || flags.tcp || flags.nginx)
+  ) {
     console.log(BENCH_HELP);
     return flags.help ? 0 : 2;
   }
@@ -86,6 +99,19 @@ export async function benchMain(args: string[]): Promise<number> {
       log: (line) => console.log(line),
     });
     console.log(formatRedisTable(c));
+  }
+  if (flags.nginx) {
+    const seconds = Number(flags.seconds), connections = Number(flags.connections);
+    if (!(seconds > 0) || !(connections > 0)) {
+      throw new Error("--seconds and --connections take numbers");
+    }
+    const runs = await nginxSideBySide({
+      workers: [1, 2],
+      seconds,
+      connections,
+      log: (line) => console.log(line),
+    });
+    console.log(formatNginxTable(runs));
   }
   if (flags.tcp) {
     const mib = Number(flags.mib), lossyMib = Number(flags["lossy-mib"]), seed = Number(flags.seed);
