@@ -6,9 +6,12 @@
  */
 import { bridgeMain } from "../packages/bridge/main.ts";
 import { benchMain } from "./bench.ts";
+import { captureMain } from "./capture.ts";
 import { demoMain } from "./demo.ts";
+import { lsMain } from "./ls.ts";
 import { proxyMain } from "./proxy.ts";
 import { runMain } from "./run.ts";
+import { statsMain } from "./stats.ts";
 import { testMain } from "./run_tests.ts";
 import { wireMain } from "./wire.ts";
 
@@ -23,6 +26,9 @@ Commands:
   bridge         run the NIC-side bridge (DPDK on pno1, 10.88.0.2) in the foreground
   proxy          run the host proxy: admits applications (policy), creates and maps regions
   run            run an unmodified program under the shim: pno run [--control PATH] -- APP ARGS
+  ls [PID]       every socket of the attached applications: offloaded (pno) or kernel
+  stats          live figures like top (--json once); from the proxy's :9464 or the bridge's
+  capture        record what a running bridge sends and receives: --out FILE.pcapng
   bench          --redis / --echo: PnO against the kernel path; --micro: rings;
                  --engine: TCP engine
   test           run every test (unit and integration); ends with "N passed, N failed"
@@ -36,6 +42,9 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
   run: runMain,
   test: testMain,
   bench: benchMain,
+  ls: lsMain,
+  stats: statsMain,
+  capture: captureMain,
 };
 
 async function main(args: string[]): Promise<number> {

@@ -81,6 +81,7 @@ Deno.test({
             connRows: d.connRows,
             xMax: tput.data[0].length ? tput.data[0][tput.data[0].length - 1] : 0,
             rxMax: Math.max(0, ...tput.data[1]),
+            // deno-lint-ignore no-explicit-any
             rows: (globalThis as any).document.querySelectorAll("#conns tbody tr").length,
           };
         });

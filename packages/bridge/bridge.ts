@@ -13,6 +13,8 @@ import { openDp } from "../../ffi/dp.ts";
 import type { DmaKnobs } from "./dma.ts";
 import { type DpdkPort, type PortStats, startDpdkPort } from "./phy/dpdk_port.ts";
 import type { FaultSettings } from "./phy/fault_injector.ts";
+import type { BpfProgram } from "./phy/bpf.ts";
+import type { CaptureSession } from "./phy/capture_tap.ts";
 import { QueueStack, type QueueStackConfig, type QueueStats } from "./queue_stack.ts";
 import { formatMac } from "./wire/ethernet.ts";
 import { formatIpv4, parseCidr } from "./wire/ipv4.ts";
@@ -75,6 +77,11 @@ export interface Bridge {
   stats(): Promise<BridgeStats>;
   /** Every connection of every queue (state, windows, timers, counters). */
   connections(): Promise<Array<Record<string, number | string>>>;
+  /**
+   * Starts capturing what the port sends and receives (a single-queue bridge; throws
+   * otherwise, or if a capture runs already).
+   */
+  capture(count: number, filter: BpfProgram | null): CaptureSession;
   /** Ends the loops and releases the port and EAL. */
   stop(): Promise<void>;
 }
@@ -129,8 +136,9 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     statsPage: page,
   });
   let handles: QueueHandle[];
+  let single: QueueStack | null = null;
   if (workers === 1) {
-    const stack = new QueueStack(dp, port.pool, config(0));
+    const stack = single = new QueueStack(dp, port.pool, config(0));
     const running = stack.loop.run();
     handles = [{
       stats: () => Promise.resolve(stack.stats()),
@@ -163,6 +171,12 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   return {
     port,
     statsPage,
+    capture(count, filter) {
+      if (single === null) {
+        throw new Error(`capture needs a single-queue bridge (this one has ${workers} workers)`);
+      }
+      return single.tap.start(count, filter);
+    },
     async connections() {
       return (await Promise.all(handles.map((h) => h.connections()))).flat();
     },

@@ -13,6 +13,7 @@ import type { FrameDevice } from "./phy/device.ts";
 import { DpdkQueue } from "./phy/dpdk_port.ts";
 import { FaultInjector, type FaultSettings } from "./phy/fault_injector.ts";
 import { PcapWriter } from "./phy/pcap_writer.ts";
+import { CaptureTap } from "./phy/capture_tap.ts";
 import { registerNativeMemory } from "../rings/_native.ts";
 import { MemoryReclaimer } from "./memory_reclaimer.ts";
 import { DEFAULT_BACKOFF, type Parking, PollLoop } from "./poll_loop.ts";
@@ -66,6 +67,8 @@ export interface QueueStats {
 export class QueueStack {
   readonly device: FrameDevice;
   private readonly capture: PcapWriter | null = null;
+  /** Capture on demand (`pno capture`): outermost, so it sees what the stack sends and gets. */
+  readonly tap: CaptureTap;
   /** The fault injector between the DPDK queue and everything else, when configured. */
   readonly faults: FaultInjector | null = null;
   readonly iface: Interface;
@@ -91,7 +94,7 @@ export class QueueStack {
     let device: FrameDevice = queue;
     if (config.faults) device = this.faults = new FaultInjector(queue, config.faults);
     if (config.pcap) device = this.capture = PcapWriter.open(device, config.pcap);
-    this.device = device;
+    this.device = this.tap = new CaptureTap(device);
     this.iface = new Interface(this.device, {
       mac: config.mac,
       ip: config.ip,

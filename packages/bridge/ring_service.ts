@@ -483,6 +483,18 @@ export class AttachedApp {
     out[at + 4] = bytesOut;
   }
 
+  /**
+   * Calls `visit` with each bound socket that neither listens nor connects (it has no engine
+   * socket, so only the region knows it): slot, placeholder inode, port.
+   */
+  eachBound(visit: (slot: number, ino: number, port: number) => void): void {
+    for (const slot of this.slots) {
+      if (slot.inUse && slot.kind === KIND_BOUND && slot.tcp === null) {
+        visit(slot.index, this.placeholderIno(slot.index), slot.boundPort);
+      }
+    }
+  }
+
   /** The placeholder inode the shim recorded for socket `s` (0: none, e.g. a Deno client). */
   placeholderIno(s: number): number {
     const w = this.sockWord(s, SOCK_PLACEHOLDER_INO);

@@ -278,12 +278,29 @@ export class QueuePublisher {
       this.connRow = 0;
       this.connTotal = 0;
       src.engine.eachSocket(this.visit);
+      src.engine.eachListener(this.visit);
+      for (const app of src.rings.apps.values()) {
+        app.eachBound((slot, ino, port) => this.writeBound(app.id, slot, ino, port));
+      }
       v[at.connRows] = this.connRow;
       v[at.connTotal] = this.connTotal;
       v[at.connServed] = requests;
       this.lastServed = requests;
     }
     this.section.end();
+  }
+
+  /** A bound socket of an application: no engine socket, state CLOSED as Linux shows it. */
+  private writeBound(app: number, slot: number, ino: number, port: number): void {
+    this.connTotal++;
+    if (this.connRow >= this.schema.maxConns) return;
+    const v = this.section.values;
+    const r = this.connBase + this.connRow++ * this.connWidth;
+    v.fill(0, r, r + this.connWidth);
+    v[r] = app;
+    v[r + 1] = slot;
+    v[r + 2] = ino;
+    v[r + 4] = port;
   }
 
   private writeConn(s: TcpSocket): void {

@@ -638,6 +638,15 @@ export class TcpEngine {
     return this.table.lookup(localIp >>> 0, localPort, remoteIp >>> 0, remotePort);
   }
 
+  /** Calls `visit` on every listener (the stats page's rows; a scan of the port table). */
+  eachListener(visit: (s: TcpSocket) => void): void {
+    const ports = this.listeners;
+    for (let p = 0; p < ports.length; p++) {
+      const l = ports[p];
+      if (l !== null) visit(l);
+    }
+  }
+
   /** Calls `visit` on every socket of the table (the stats page's connection rows). */
   eachSocket(visit: (s: TcpSocket) => void): void {
     const table = this.table;
