@@ -25,7 +25,8 @@ Without PID: every application attached to the bridge and the processes it forke
   --json        one JSON array instead of the table
 
 Columns: PID FD WHERE (pno: offloaded to the bridge; kernel: kept by the policy, or not TCP)
-PROTO LOCAL REMOTE STATE BYTES-IN BYTES-OUT.`;
+PROTO LOCAL REMOTE STATE BYTES-IN BYTES-OUT (payload received in order and payload the peer
+acknowledged, as Linux's tcpi_bytes_received and tcpi_bytes_acked).`;
 
 /** One socket fd of a process. */
 export interface SocketLine {
@@ -63,7 +64,7 @@ async function kernelTcp(): Promise<Map<number, Omit<SocketLine, "pid" | "fd" | 
         return m ? Number(m[1]) : null;
       };
       last.bytesIn = num("bytes_received") ?? 0;
-      last.bytesOut = num("bytes_sent") ?? num("bytes_acked") ?? 0;
+      last.bytesOut = num("bytes_acked") ?? 0;
       continue;
     }
     const f = line.trim().split(/\s+/);
@@ -137,8 +138,8 @@ export async function listSockets(
           local: row.local,
           remote: row.state === "LISTEN" || row.state === "CLOSED" ? "*:*" : row.remote,
           state: row.state,
-          bytesIn: row.bytesIn,
-          bytesOut: row.bytesOut,
+          bytesIn: row.bytesReceived,
+          bytesOut: row.bytesAcked,
           inode,
         });
         continue;

@@ -178,7 +178,10 @@ export class AppCounters {
   processesReaped = 0;
   /** Ring pages given back after connections closed. */
   pagesReleased = 0;
-  /** Payload bytes received and sent by connections since released (the stats page adds the open ones'). */
+  /**
+   * Payload bytes received in order and acknowledged by connections since released (the stats
+   * page adds the open ones').
+   */
   closedBytesIn = 0;
   closedBytesOut = 0;
 }
@@ -415,8 +418,8 @@ export class AttachedApp {
     if (!slot.inUse) return;
     this.dropPort(slot);
     if (slot.tcp !== null) {
-      this.counters.closedBytesIn += slot.tcp.bytesIn;
-      this.counters.closedBytesOut += slot.tcp.bytesOut;
+      this.counters.closedBytesIn += slot.tcp.bytesReceived();
+      this.counters.closedBytesOut += slot.tcp.bytesAcked();
       slot.tcp.tx = NO_STREAM;
       slot.tcp.rx = NO_STREAM;
       slot.tcp.userData = null;
@@ -467,8 +470,8 @@ export class AttachedApp {
       if (slot.kind === KIND_LISTENER) listeners++;
       if (slot.kind !== KIND_CONN || slot.tcp === null) continue;
       conns++;
-      bytesIn += slot.tcp.bytesIn;
-      bytesOut += slot.tcp.bytesOut;
+      bytesIn += slot.tcp.bytesReceived();
+      bytesOut += slot.tcp.bytesAcked();
       const pair = streamOffset(layout, slot.index);
       const tx = Atomics.load(words, (pair + layout.txCtrl + RING_PROD_OFFSET) / 4) -
         Atomics.load(words, (pair + layout.txCtrl + RING_CONS_OFFSET) / 4);

@@ -45,7 +45,7 @@ const LOOP_FIELDS = Object.keys(new LoopCounters());
 /**
  * Per-application fields, in row order. `ringBytes`, `connections`, `listeners`,
  * `residentBytes` and `socketsOpen` are gauges; `bytesToHost` is payload its connections
- * received from the wire, `bytesFromHost` what they sent.
+ * received from the wire in order, `bytesFromHost` what they sent and the peers acknowledged.
  */
 export const APP_FIELDS = [
   "id",
@@ -90,6 +90,8 @@ export const CONN_FIELDS = [
   "segsOut",
   "retransSegs",
   "rtoEvents",
+  "bytesReceived",
+  "bytesAcked",
 ] as const;
 
 /** The field lists of this bridge's page. */
@@ -327,6 +329,8 @@ export class QueuePublisher {
     v[r + 18] = s.segsOut;
     v[r + 19] = s.retransSegs;
     v[r + 20] = s.rtoEvents;
+    v[r + 21] = s.bytesReceived();
+    v[r + 22] = s.bytesAcked();
   }
 }
 

@@ -133,7 +133,7 @@ async function pollConnections() {
       (page.total + page.unlisted) + ")";
     rows(document.querySelector("#conns tbody"), page.rows, (c) => [[c.pid], [c.name, "l"],
       [c.local, "l"], [c.remote, "l"], [c.state, "l"], [c.srttMs.toFixed(1)], [fmt(c.cwnd)],
-      [fmt(c.bytesIn)], [fmt(c.bytesOut)], [c.retransSegs]]);
+      [fmt(c.bytesReceived)], [fmt(c.bytesAcked)], [c.retransSegs]]);
   } catch (_) { /* the next round tries again */ }
   setTimeout(pollConnections, 1000);
 }

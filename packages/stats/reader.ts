@@ -75,6 +75,9 @@ export interface ConnectionRow {
   segsOut: number;
   retransSegs: number;
   rtoEvents: number;
+  /** Payload received in order, each byte once; payload the peer acknowledged. */
+  bytesReceived: number;
+  bytesAcked: number;
 }
 
 /** Which connections `connections()` returns. */
@@ -244,6 +247,8 @@ export class StatsReader {
           segsOut: o.segsOut,
           retransSegs: o.retransSegs,
           rtoEvents: o.rtoEvents,
+          bytesReceived: o.bytesReceived ?? 0,
+          bytesAcked: o.bytesAcked ?? 0,
         });
       }
     }

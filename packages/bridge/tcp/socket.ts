@@ -316,6 +316,24 @@ export class TcpSocket implements CcState {
   }
 
   /** A plain-object snapshot of the connection's state and counters. */
+  /**
+   * Payload bytes received in order, each once (Linux's tcpi_bytes_received: not the
+   * duplicates `bytesIn` also counts, not the FIN). 0 for a socket that never synchronized.
+   */
+  bytesReceived(): number {
+    if (this.state === LISTEN || this.state === SYN_SENT) return 0;
+    if (this.rcvNxt === 0 && this.irs === 0) return 0;
+    return (this.rcvNxt - this.irs - 1 - (this.rcvFin ? 1 : 0)) >>> 0;
+  }
+
+  /** Payload bytes the peer acknowledged (Linux's tcpi_bytes_acked, without SYN and FIN). */
+  bytesAcked(): number {
+    if (this.state === LISTEN || this.state === SYN_SENT || this.state === SYN_RECEIVED) return 0;
+    if (this.sndUna === 0 && this.iss === 0) return 0;
+    const finAcked = this.finSent && ((this.sndUna - this.finSeq) | 0) > 0 ? 1 : 0;
+    return (this.sndUna - this.iss - 1 - finAcked) >>> 0;
+  }
+
   snapshot(): Record<string, number | string> {
     return {
       id: this.id,
