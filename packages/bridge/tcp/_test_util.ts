@@ -5,11 +5,11 @@
  * @module
  */
 
-import { TcpEngine, type TcpEngineOptions } from "./engine.ts";
+import { type ConnectOptions, TcpEngine, type TcpEngineOptions } from "./engine.ts";
 import { MemWire, type MemWireOptions } from "./mem_wire.ts";
 import { ESTABLISHED, type TcpSocket } from "./socket.ts";
 import type { IpLink } from "./link.ts";
-import { TcpSegment, tcpSetChecksum } from "../wire/tcp.ts";
+import { TCP_ACK, TCP_FIN, TCP_SYN, TcpSegment, tcpSetChecksum } from "../wire/tcp.ts";
 
 export function patternAB(i: number): number {
   return i % 251;
@@ -132,7 +132,12 @@ export class ScriptPeer {
   private readonly tx = new Uint8Array(4096);
 
   constructor(opts: TcpEngineOptions = {}) {
-    this.engine = new TcpEngine(this.link, { localIp: this.engineIp, seed: 5, ...opts });
+    this.engine = new TcpEngine(this.link, {
+      localIp: this.engineIp,
+      seed: 5,
+      clock: () => this.now,
+      ...opts,
+    });
   }
 
   /** Sends one crafted segment to `dstPort` of the engine, then polls. */
@@ -185,4 +190,142 @@ export class ScriptPeer {
     this.link.out.length = 0;
     return r;
   }
+}
+
+/** A connection between the scripted peer and the engine, with the peer's view of the numbers. */
+export interface ScriptConn {
+  p: ScriptPeer;
+  s: TcpSocket;
+  /** The engine's local port (what the peer sends to) and the peer's port. */
+  port: number;
+  peerPort: number;
+  /** Next sequence number the peer sends, and the next it expects from the engine. */
+  seq: number;
+  ack: number;
+  /** The peer's next TSval and the TSecr it echoes (the engine's last TSval). */
+  ts: number;
+  ecr: number;
+}
+
+/** What the scripted peer offers in its SYN or SYN-ACK. */
+export interface PeerSynOptions {
+  isn?: number;
+  window?: number;
+  wscale?: number;
+  mss?: number;
+  sack?: boolean;
+  /** The peer's first TSval; null: no timestamps. */
+  ts?: number | null;
+}
+
+/** Scripted peer -> engine on an open connection: ACK set, current numbers, timestamps. */
+export function peerSend(
+  c: ScriptConn,
+  flags: number,
+  data?: Uint8Array,
+  extra: { seq?: number; ack?: number; sack?: number[]; window?: number; ts?: number } = {},
+): void {
+  c.p.send(c.port, {
+    srcPort: c.peerPort,
+    flags: flags | TCP_ACK,
+    seq: extra.seq ?? c.seq,
+    ack: extra.ack ?? c.ack,
+    data,
+    sack: extra.sack,
+    window: extra.window,
+    ts: c.ts >= 0 ? [extra.ts ?? c.ts++, c.ecr] : undefined,
+  });
+  if (extra.seq === undefined) {
+    c.seq = (c.seq + (data?.length ?? 0) + (flags & (TCP_FIN | TCP_SYN) ? 1 : 0)) >>> 0;
+  }
+}
+
+/**
+ * The engine opens a connection to the scripted peer (the engine is the active opener): SYN
+ * out, the peer's SYN-ACK in (window field `window`, unscaled as every SYN's is), the engine's
+ * ACK out.
+ */
+export function activeOpen(
+  opts: TcpEngineOptions = {},
+  peer: PeerSynOptions = {},
+  connectOpts: ConnectOptions = {},
+): ScriptConn {
+  const p = new ScriptPeer(opts);
+  const peerPort = 5555;
+  const s = p.engine.connect(p.ip, peerPort, connectOpts);
+  const [syn] = p.take();
+  if (syn === undefined || syn.flags !== TCP_SYN) throw new Error("no SYN");
+  const isn = (peer.isn ?? 7000) >>> 0;
+  const ts = peer.ts === undefined ? 500 : peer.ts;
+  p.send(syn.srcPort, {
+    srcPort: peerPort,
+    flags: TCP_SYN | TCP_ACK,
+    seq: isn,
+    ack: (syn.seq + 1) >>> 0,
+    window: peer.window ?? 65535,
+    wscale: peer.wscale ?? 7,
+    mss: peer.mss ?? 1460,
+    sackPermitted: peer.sack ?? true,
+    ts: ts === null ? undefined : [ts, syn.tsVal],
+  });
+  if (s.state !== ESTABLISHED) throw new Error(`state ${s.state} after the SYN-ACK`);
+  const out = p.take();
+  const ack = out.find((r) => r.flags === TCP_ACK);
+  if (ack === undefined) throw new Error("no ACK of the SYN-ACK");
+  return {
+    p,
+    s,
+    port: syn.srcPort,
+    peerPort,
+    seq: (isn + 1) >>> 0,
+    ack: (syn.seq + 1) >>> 0,
+    ts: ts === null ? -1 : (ts + 1) >>> 0,
+    ecr: ack.tsVal,
+  };
+}
+
+/** The engine accepts a connection from the scripted peer (passive open) on `port`. */
+export function passiveOpen(
+  opts: TcpEngineOptions = {},
+  peer: PeerSynOptions = {},
+  port = 80,
+): ScriptConn {
+  const p = new ScriptPeer(opts);
+  const l = p.engine.listen(port, 4);
+  const isn = (peer.isn ?? 1000) >>> 0;
+  const ts = peer.ts === undefined ? 100 : peer.ts;
+  p.send(port, {
+    flags: TCP_SYN,
+    seq: isn,
+    window: peer.window ?? 65535,
+    mss: peer.mss ?? 1460,
+    wscale: peer.wscale ?? 7,
+    sackPermitted: peer.sack ?? true,
+    ts: ts === null ? undefined : [ts, 0],
+  });
+  const [sa] = p.take();
+  if (sa === undefined || sa.flags !== (TCP_SYN | TCP_ACK)) throw new Error("no SYN-ACK");
+  p.send(port, {
+    flags: TCP_ACK,
+    seq: (isn + 1) >>> 0,
+    ack: (sa.seq + 1) >>> 0,
+    ts: ts === null ? undefined : [(ts + 1) >>> 0, sa.tsVal],
+  });
+  const s = p.engine.accept(l);
+  if (s === null) throw new Error("nothing to accept");
+  return {
+    p,
+    s,
+    port,
+    peerPort: p.port,
+    seq: (isn + 1) >>> 0,
+    ack: (sa.seq + 1) >>> 0,
+    ts: ts === null ? -1 : (ts + 2) >>> 0,
+    ecr: sa.tsVal,
+  };
+}
+
+/** Data segments the engine sent since the last take(), as [seq, length] pairs. */
+export function dataSent(c: ScriptConn): [number, number][] {
+  return c.p.take().filter((r) => r.payloadLen > 0).map((r) => [r.seq, r.payloadLen]);
 }

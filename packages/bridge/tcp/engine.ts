@@ -124,6 +124,12 @@ export interface TcpEngineOptions {
    * the connection; TCP's retransmission delivers it again. SYNs are still answered.
    */
   multiQueue?: boolean;
+  /**
+   * The clock (ms) that socket calls made between polls (connect, close, abort) read, so that
+   * a SYN's timestamp, its RTT sample and the ISN clock are those of the call, not of the last
+   * poll (default: performance.now, the bridge's clock; the in-memory wire gives its own).
+   */
+  clock?: () => number;
   /** Ephemeral port range (Linux: 32768-60999). */
   ephemeralLow?: number;
   ephemeralHigh?: number;
@@ -186,6 +192,7 @@ export class TcpEngine {
   readonly wsEnabled: boolean;
   readonly cookiesEnabled: boolean;
   readonly multiQueue: boolean;
+  clock: () => number;
   readonly ephLow: number;
   readonly ephHigh: number;
 
@@ -240,6 +247,7 @@ export class TcpEngine {
     this.wsEnabled = opts.windowScaling ?? true;
     this.cookiesEnabled = opts.synCookies ?? true;
     this.multiQueue = opts.multiQueue ?? false;
+    this.clock = opts.clock ?? (() => performance.now());
     this.ephLow = opts.ephemeralLow ?? 32768;
     this.ephHigh = opts.ephemeralHigh ?? 60999;
     if (opts.seed !== undefined) {
@@ -268,7 +276,7 @@ export class TcpEngine {
     dstIp: number,
     nowMs: number,
   ): void {
-    this.now = nowMs;
+    if (nowMs > this.now) this.now = nowMs;
     const c = this.counters;
     c[K.C_SEGS_IN]++;
     if (len < 20 || off < 0 || off + len > buf.length) {
@@ -326,9 +334,15 @@ export class TcpEngine {
     }
   }
 
+  /** Brings `now` up to the clock for a socket call made between polls. */
+  private readClock(): void {
+    const t = this.clock();
+    if (t > this.now) this.now = t;
+  }
+
   /** Delivers pending readiness events, runs due timers and sends pending output. */
   poll(nowMs: number): void {
-    this.now = nowMs;
+    if (nowMs > this.now) this.now = nowMs;
     this.wheel.run(nowMs, this.fire);
     this.dispatchEvents();
     flush(this);
@@ -399,6 +413,7 @@ export class TcpEngine {
 
   /** Active open toward `dstIp:dstPort`; completion is signalled by EV_CONNECTED. */
   connect(dstIp: number, dstPort: number, opts: ConnectOptions = {}): TcpSocket {
+    this.readClock();
     dstIp >>>= 0;
     const srcIp = (opts.srcIp ?? this.localIp) >>> 0;
     if (!(dstPort > 0 && dstPort < 65536) || dstIp === 0 || srcIp === 0) {
@@ -497,6 +512,7 @@ export class TcpEngine {
 
   /** SHUT_WR: FIN after the queued data. */
   shutdown(s: TcpSocket): number {
+    this.readClock();
     switch (s.state) {
       case SYN_SENT:
         this.destroy(s);
@@ -525,6 +541,7 @@ export class TcpEngine {
    * the queued data is delivered, then FIN, and the engine finishes the close in background.
    */
   close(s: TcpSocket): void {
+    this.readClock();
     if (s.state === LISTEN) {
       this.closeListener(s);
       return;
@@ -553,6 +570,7 @@ export class TcpEngine {
 
   /** Resets the connection at once (RST if synchronized) and frees it. */
   abort(s: TcpSocket): void {
+    this.readClock();
     if (s.state === LISTEN) {
       this.closeListener(s);
       return;

@@ -191,7 +191,7 @@ export function inputSynSent(e: TcpEngine, s: TcpSocket, seg: TcpSegment): void 
   s.lastRecvAt = e.now;
   if (f & TCP_ACK) {
     ackSyn(e, s, seg);
-    s.sndWnd = seg.window << s.sndWscale;
+    s.sndWnd = seg.window; // a SYN's window is never scaled (RFC 7323 §2.2)
     s.sndWl1 = seg.seq;
     s.sndWl2 = seg.ack;
     s.maxSndWnd = s.sndWnd;
@@ -255,7 +255,7 @@ export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): 
     s.parent === null && ((seg.seq + 1) >>> 0) === s.rcvNxt && seg.ack === s.sndNxt
   ) {
     ackSyn(e, s, seg);
-    s.sndWnd = seg.window << s.sndWscale;
+    s.sndWnd = seg.window; // a SYN's window is never scaled (RFC 7323 §2.2)
     s.sndWl1 = seg.seq;
     s.sndWl2 = seg.ack;
     s.state = ESTABLISHED;

@@ -27,6 +27,8 @@ export interface SegmentSink {
   input(buf: Uint8Array, off: number, len: number, srcIp: number, dstIp: number, now: number): void;
   poll(nowMs: number): void;
   nextDeadline(): number;
+  /** The clock socket calls read between polls; the wire sets it to its own. */
+  clock?: () => number;
 }
 
 const HEADROOM = 64;
@@ -316,6 +318,8 @@ export class MemWire {
   attach(a: SegmentSink, b: SegmentSink): void {
     this.engA = a;
     this.engB = b;
+    if (a.clock !== undefined) a.clock = () => this.now;
+    if (b.clock !== undefined) b.clock = () => this.now;
   }
 
   /** Advances the clock to `now`: delivers due packets, then polls both engines. */
