@@ -46,6 +46,22 @@ export const C_SPURIOUS_DATA = 37;
 export const C_CONN_RESETS = 38;
 export const C_TIME_WAIT_REUSE = 39;
 export const C_TLP_PROBES = 40;
+/** Tail loss probes that repaired a loss (RFC 8985 §7.4; Linux TCPLossProbeRecovery). */
+export const C_TLP_RECOVERIES = 41;
+/** D-SACK blocks received (RFC 2883): a segment arrived twice at the peer. */
+export const C_DSACKS_IN = 42;
+/** D-SACK blocks sent for duplicate data received. */
+export const C_DSACKS_OUT = 43;
+/** Recoveries undone because every retransmission in them proved spurious (Linux TCPFullUndo). */
+export const C_UNDO_RECOVERIES = 44;
+/** The peer dropped data it had SACKed (Linux TCPSACKReneging). */
+export const C_SACK_RENEGING = 45;
+/** Challenge and out-of-window ACKs not sent because of the per-socket or global limit. */
+export const C_ACKS_RATE_LIMITED = 46;
+/** Segments marked lost by RACK's time-based detection (RFC 8985 §6.2). */
+export const C_RACK_LOSSES = 47;
+/** Path MTU reductions from ICMP "fragmentation needed" (RFC 1191). */
+export const C_PMTU_UPDATES = 48;
 
 /** Counter names, in index order (snapshot keys). */
 export const COUNTER_NAMES = [
@@ -90,6 +106,14 @@ export const COUNTER_NAMES = [
   "connResets",
   "timeWaitReuse",
   "tlpProbes",
+  "tlpRecoveries",
+  "dsacksIn",
+  "dsacksOut",
+  "undoRecoveries",
+  "sackReneging",
+  "acksRateLimited",
+  "rackLosses",
+  "pmtuUpdates",
 ] as const;
 
 export type CounterName = typeof COUNTER_NAMES[number];

@@ -45,7 +45,7 @@ import {
 import * as K from "./counters.ts";
 import { queueOut, sendRaw, sendRst, sendSyn } from "./output.ts";
 import { sackUpdate } from "./sack.ts";
-import { armPto, dupAck, enterRecovery, holeLost, prrUpdate } from "./recovery.ts";
+import { armPto, dupAck, enterRecovery, holeLost, prrUpdate, tlpAck } from "./recovery.ts";
 import { cookieAck, sendCookieSynAck } from "./syncache.ts";
 import { arm } from "./timers.ts";
 import { rttSample } from "./rtt.ts";
@@ -421,12 +421,12 @@ export function processAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): boolean
   }
   const wnd = seg.window << s.sndWscale;
   const oldSacked = s.sb.bytes;
-  if (s.sackOn && seg.sackCount > 0) sackUpdate(s, seg);
+  if (s.sackOn && seg.sackCount > 0 && sackUpdate(s, seg)) e.counters[K.C_DSACKS_IN]++;
   const sackGrew = s.sb.bytes > oldSacked;
   const acked = seqDiff(ack, s.sndUna);
   const flightBefore = seqDiff(s.sndNxt, s.sndUna);
   if (acked > 0) {
-    ackAdvance(e, s, seg, acked, flightBefore, s.sb.bytes - oldSacked);
+    ackAdvance(e, s, seg, acked, flightBefore, oldSacked);
     if (s.state === CLOSED) return false;
   } else if (
     acked === 0 && !(seg.flags & (TCP_SYN | TCP_FIN)) && flightBefore > 0 &&
@@ -437,6 +437,7 @@ export function processAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): boolean
   ) {
     dupAck(e, s, s.sb.bytes - oldSacked);
   }
+  if (s.tlpActive) tlpAck(e, s, seg, acked, s.sb.bytes > oldSacked);
   // Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2 rule).
   if (seqLt(s.sndWl1, seg.seq) || (s.sndWl1 === seg.seq && seqLe(s.sndWl2, ack))) {
     const opened = wnd > s.sndWnd;
@@ -479,7 +480,7 @@ export function ackAdvance(
   seg: TcpSegment,
   acked: number,
   flightBefore: number,
-  newlySacked: number,
+  oldSacked: number,
 ): void {
   const now = e.now;
   let dataAcked = acked;
@@ -509,7 +510,9 @@ export function ackAdvance(
       s.cwnd = Math.max(Math.min(s.cwnd, s.ssthresh), s.sndMss);
       s.ccEpoch = -1;
     } else {
-      prrUpdate(s, acked + newlySacked);
+      // RFC 6937 DeliveredData: the change in SND.UNA plus the change in SACKed bytes, counted
+      // after the cumulative ACK absorbed what it covers (else those bytes count twice).
+      prrUpdate(s, acked + s.sb.bytes - oldSacked);
       if (!s.sackOn) s.rxmitHead = true; // NewReno partial ACK (RFC 6582 §3.2 step 5)
       if (seqLt(s.highRxt, s.sndUna)) s.highRxt = s.sndUna;
     }
@@ -528,6 +531,13 @@ export function ackAdvance(
   }
   // Retransmission timer (RFC 6298 §5.2, 5.3), and the tail loss probe before it.
   s.rtoAt = s.sndUna === s.sndNxt ? 0 : now + s.rto;
+  if (s.sb.count > 0 && s.sb.left(0) === s.sndUna) {
+    // The ACK stops at data the peer SACKed: it has dropped what it held out of order
+    // (reneging, RFC 2018 §8). Give it a moment (a late ACK may follow), then time out, which
+    // forgets the scoreboard and resends from SND.UNA (Linux's tcp_check_sack_reneging).
+    e.counters[K.C_SACK_RENEGING]++;
+    s.rtoAt = now + Math.max(s.srtt / 2, 10);
+  }
   armPto(e, s);
   arm(e, s);
   if (dataAcked > 0) e.event(s, EV_WRITABLE);

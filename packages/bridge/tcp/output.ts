@@ -30,12 +30,13 @@ import {
   CLOSED,
   isSynchronized,
   RECOVERY_FAST,
+  RECOVERY_NONE,
   RECOVERY_RTO,
   SYN_SENT,
   type TcpSocket,
 } from "./socket.ts";
 import * as K from "./counters.ts";
-import { holeLost, pipe } from "./recovery.ts";
+import { armPto, holeLost, pipe } from "./recovery.ts";
 import { arm } from "./timers.ts";
 
 export function queueOut(e: TcpEngine, s: TcpSocket): void {
@@ -279,6 +280,12 @@ export function emit(
     s.persist = false;
     s.rtoAt = now + s.rto;
     arm(e, s);
+  }
+  // RFC 8985 §7.2: the probe timer restarts when new data goes out, not only on an ACK (a
+  // response sent after idle, then lost, would otherwise wait for the RTO).
+  if (!rexmit && !s.tlpActive && s.recovery === RECOVERY_NONE) {
+    armPto(e, s);
+    if (s.ptoAt !== 0) arm(e, s);
   }
   return true;
 }

@@ -6,7 +6,7 @@
  */
 
 import type { TcpEngine } from "./engine.ts";
-import { seqDiff, seqGt, seqLt } from "../wire/tcp.ts";
+import { seqDiff, seqGt, seqLe, seqLt, TCP_ACK, TCP_FIN, type TcpSegment } from "../wire/tcp.ts";
 import {
   canSendData,
   RECOVERY_FAST,
@@ -15,7 +15,7 @@ import {
   type TcpSocket,
 } from "./socket.ts";
 import * as K from "./counters.ts";
-import { emitRange, queueOut } from "./output.ts";
+import { emit, emitRange, queueOut } from "./output.ts";
 
 /** Duplicate ACKs (or SACKed segments) that mean a loss (RFC 5681 §3.2, RFC 6675). */
 export const DUP_THRESH = 3;
@@ -154,15 +154,66 @@ export function armPto(e: TcpEngine, s: TcpSocket): void {
 }
 
 /**
- * The ACK clock stopped with data out: retransmit the last segment (RFC 8985 §7.3), so the
- * peer's ACK carries SACK blocks that reveal what was lost, and recovery starts without
- * waiting for the RTO. One probe per flight: the next comes only after an ACK advances.
+ * The ACK clock stopped with data out (RFC 8985 §7.3): send one probe so that the peer's ACK,
+ * with its SACK blocks, reveals a tail loss without waiting for the RTO. New data when there
+ * is some and the peer's window allows it (it probes and makes progress at once), else the
+ * last segment again. One probe per episode; the RTO is armed behind it.
  */
 export function onPto(e: TcpEngine, s: TcpSocket): void {
   if (s.recovery !== RECOVERY_NONE || s.sndUna === s.sndNxt || !canSendData(s.state)) return;
+  if (s.tlpActive) return;
   const flight = seqDiff(s.sndNxt, s.sndUna);
-  const len = Math.min(flight, s.sndMss);
-  const seq = (s.sndNxt - len) >>> 0;
-  if (emitRange(e, s, seq, len) > 0) e.counters[K.C_TLP_PROBES]++;
-  if (s.rtoAt === 0) s.rtoAt = e.now + s.rto;
+  let sent = false;
+  if (!s.finSent) {
+    const unsent = s.tx.readable() - flight;
+    const room = s.sndWnd - flight;
+    if (unsent > 0 && room > 0) {
+      const len = Math.min(unsent, s.sndMss, room);
+      const fin = s.finQueued && len === unsent;
+      if (emit(e, s, s.sndNxt, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, false)) {
+        sent = true;
+        s.tlpRetrans = false;
+      }
+    }
+  }
+  if (!sent) {
+    const len = Math.min(flight, s.sndMss);
+    const seq = (s.sndNxt - len) >>> 0;
+    if (emitRange(e, s, seq, len) <= 0) return;
+    s.tlpRetrans = true;
+  }
+  e.counters[K.C_TLP_PROBES]++;
+  s.tlpActive = true;
+  s.tlpEndSeq = s.sndNxt;
+  s.ptoAt = 0;
+  s.rtoAt = e.now + s.rto;
+}
+
+/**
+ * An ACK while a probe is out (RFC 8985 §7.4.2): decides whether the probe repaired a loss,
+ * and if so responds as to any loss (here, as Linux does, by a one-off reduction to ssthresh).
+ */
+export function tlpAck(
+  e: TcpEngine,
+  s: TcpSocket,
+  seg: TcpSegment,
+  acked: number,
+  sacked: boolean,
+) {
+  if (seqLt(seg.ack, s.tlpEndSeq)) return;
+  if (!s.tlpRetrans) {
+    s.tlpActive = false; // a probe of new data: it says nothing about loss
+  } else if (s.dsackLeft !== s.dsackRight && seqLe(s.dsackRight, s.tlpEndSeq)) {
+    s.tlpActive = false; // the original and the probe both arrived: nothing was lost
+  } else if (seqGt(seg.ack, s.tlpEndSeq)) {
+    s.tlpActive = false;
+    e.counters[K.C_TLP_RECOVERIES]++;
+    if (s.recovery === RECOVERY_NONE) {
+      s.cc.onLoss(s, seqDiff(s.sndNxt, s.sndUna), e.now);
+      s.cwnd = Math.max(s.ssthresh, 2 * s.sndMss);
+      s.recoverMark = s.sndNxt;
+    }
+  } else if (acked === 0 && !sacked && seg.payloadLen === 0) {
+    s.tlpActive = false; // a pure duplicate ACK: both arrived
+  }
 }

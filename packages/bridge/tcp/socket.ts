@@ -268,6 +268,14 @@ export class TcpSocket implements CcState {
   rtoAt = 0;
   /** Tail loss probe (RFC 8985 §7): fires before the RTO when the ACK clock stops. */
   ptoAt = 0;
+  /** A probe is out (RFC 8985 TLP.end_seq is not None): SND.NXT when it was sent. */
+  tlpActive = false;
+  tlpEndSeq = 0;
+  /** The probe was a retransmission (TLP.is_retrans). */
+  tlpRetrans = false;
+  /** The D-SACK block of the last ACK (RFC 2883), valid when `dsackLeft !== dsackRight`. */
+  dsackLeft = 0;
+  dsackRight = 0;
   dackAt = 0;
   kaAt = 0;
   /** TIME_WAIT expiry, FIN_WAIT_2 orphan timeout. */

@@ -105,6 +105,10 @@ export function onRto(e: TcpEngine, s: TcpSocket): void {
   const flight = seqDiff(s.sndNxt, s.sndUna);
   s.cc.onRto(s, flight, s.retries === 1 && s.recovery !== RECOVERY_RTO);
   s.recovery = RECOVERY_RTO;
+  // RFC 2018 §8: after a timeout the SACK information is not trusted (the peer may have
+  // reneged); everything from SND.UNA is resent, as FreeBSD's tcp_timer_rexmt does.
+  s.sb.clear();
+  s.tlpActive = false;
   s.recoverySeq = s.sndNxt;
   s.recoverMark = s.sndNxt;
   s.highRxt = s.sndUna;
