@@ -121,6 +121,9 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     throw err;
   }
   const page = { fd: statsPage.mapping.fd, schema: statsPage.schema };
+  // One set of TCP secrets for every queue's engine: a SYN cookie made on one queue must hold
+  // on the queue its ACK lands on, and the timestamps it started must continue there.
+  const tcpKeys = Array.from(crypto.getRandomValues(new Uint32Array(12)));
   const config = (queue: number): QueueStackConfig => ({
     portId: port.portId,
     queue,
@@ -134,6 +137,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     dma: opts.dma,
     multiQueue: workers > 1,
     statsPage: page,
+    tcpKeys,
   });
   let handles: QueueHandle[];
   let single: QueueStack | null = null;

@@ -47,6 +47,8 @@ export interface QueueStackConfig {
   multiQueue: boolean;
   /** The stats page's memfd (shared by every queue of the process) and its schema. */
   statsPage?: { fd: number; schema: StatsSchema };
+  /** The TCP engines' secret keys, shared by the port's queues (see TcpEngineOptions.keys). */
+  tcpKeys?: number[];
 }
 
 /** Counters of one queue's stack, as plain data. */
@@ -103,6 +105,7 @@ export class QueueStack {
     this.engine = new TcpEngine(new InterfaceTcpLink(this.iface), {
       localIp: config.ip,
       multiQueue: config.multiQueue,
+      keys: config.tcpKeys && Uint32Array.from(config.tcpKeys),
     });
     this.iface.tcpHandler = (buf, off, len, src, dst, now) =>
       this.engine.input(buf, off, len, src, dst, now);

@@ -169,6 +169,14 @@ export class ScriptPeer {
     this.engine.poll(this.now);
   }
 
+  /** Hands the engine raw TCP bytes (header and payload) with a correct checksum, then polls. */
+  sendRaw(bytes: Uint8Array): void {
+    this.tx.set(bytes, 0);
+    tcpSetChecksum(this.tx, 0, bytes.length, this.ip, this.engineIp);
+    this.engine.input(this.tx, 0, bytes.length, this.ip, this.engineIp, this.now);
+    this.engine.poll(this.now);
+  }
+
   /** Advances the clock by `ms` (in 1 ms steps, so timers fire in order). */
   advance(ms: number): void {
     const end = this.now + ms;

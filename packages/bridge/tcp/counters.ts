@@ -30,7 +30,8 @@ export const C_NO_BUFFER = 21;
 export const C_DROP_SHORT = 22;
 export const C_DROP_CHECKSUM = 23;
 export const C_DROP_DATA_OFFSET = 24;
-export const C_DROP_OPTIONS = 25;
+/** Segments with a malformed option, which was ignored (the segment was not). */
+export const C_BAD_OPTIONS = 25;
 export const C_DROP_ADDRESS = 26;
 export const C_DROP_NO_SOCKET = 27;
 export const C_DROP_OUT_OF_WINDOW = 28;
@@ -90,7 +91,7 @@ export const COUNTER_NAMES = [
   "dropShort",
   "dropChecksum",
   "dropDataOffset",
-  "dropOptions",
+  "badOptions",
   "dropAddress",
   "dropNoSocket",
   "dropOutOfWindow",

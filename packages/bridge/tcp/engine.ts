@@ -25,7 +25,6 @@ import {
   seqGt,
   TCP_ACK,
   TCP_ERR_DATA_OFFSET,
-  TCP_ERR_OPTIONS,
   TCP_OK,
   TCP_RST,
   TCP_SYN,
@@ -100,6 +99,19 @@ export interface TcpEngineOptions {
   synAckRetries?: number;
   /** Data retransmission timeouts before the connection is dropped (Linux tcp_retries2: 15). */
   maxRetries?: number;
+  /**
+   * Retransmission timeouts and zero-window probes an orphan (a connection the application
+   * closed) gets before it is dropped (Linux tcp_orphan_retries, whose 0 means 8).
+   */
+  orphanRetries?: number;
+  /**
+   * The secret keys (ISN, SYN cookies, table hash, timestamp offsets, port offsets, reuseport;
+   * 12 words).
+   * The engines of one port's queues share them: a SYN cookie made by one queue's engine is
+   * honoured by the queue the flow's ACK lands on, and its timestamps continue the clock the
+   * SYN-ACK started. Default: random per engine (or from `seed`).
+   */
+  keys?: Uint32Array;
   /** Orphaned FIN-WAIT-2 lifetime (Linux tcp_fin_timeout: 60 s). */
   finTimeoutMs?: number;
   /** Delayed ACK timeout (40 ms like Linux; RFC 1122 allows up to 500 ms). */
@@ -180,6 +192,9 @@ export class TcpEngine {
   readonly synRetries: number;
   readonly synAckRetries: number;
   readonly maxRetries: number;
+  readonly orphanRetries: number;
+  /** Unpredictable 32-bit numbers (a seeded sequence when `seed` is given). */
+  readonly random: () => number;
   readonly finTimeout: number;
   readonly dackMs: number;
   readonly minRto: number;
@@ -197,16 +212,16 @@ export class TcpEngine {
   readonly ephHigh: number;
 
   /** Secret keys: ISN, cookies, table hash, timestamp offsets, port offsets. */
-  readonly k = new Uint32Array(12);
+  readonly k: Uint32Array = new Uint32Array(12);
   ephCounter = 0;
 
   /** The clock of the call in progress (ms). */
   now = 0;
-  readonly seg = new TcpSegment();
+  readonly seg: TcpSegment = new TcpSegment();
   inBuf: Uint8Array = new Uint8Array(0);
   inSrc = 0;
   inDst = 0;
-  readonly sackScratch = new Uint32Array(8);
+  readonly sackScratch: Uint32Array = new Uint32Array(8);
 
   readonly table: ConnTable<TcpSocket>;
   readonly listeners: (TcpSocket | null)[] = new Array(65536).fill(null);
@@ -253,7 +268,15 @@ export class TcpEngine {
     if (opts.seed !== undefined) {
       const r = mulberry32(opts.seed);
       for (let i = 0; i < this.k.length; i++) this.k[i] = r();
-    } else crypto.getRandomValues(this.k);
+      const rr = mulberry32(opts.seed ^ 0x5bd1e995);
+      this.random = rr;
+    } else {
+      crypto.getRandomValues(this.k);
+      const one = new Uint32Array(1);
+      this.random = () => crypto.getRandomValues(one)[0];
+    }
+    if (opts.keys !== undefined) this.k.set(opts.keys.subarray(0, this.k.length));
+    this.orphanRetries = opts.orphanRetries ?? 8;
     let size = 1024;
     while (size < (opts.tableSize ?? 4096)) size *= 2;
     this.table = new ConnTable(size, this.k[4], this.k[5]);
@@ -291,11 +314,7 @@ export class TcpEngine {
     const rc = seg.parse(buf, off, len);
     if (rc !== TCP_OK) {
       c[
-        rc === TCP_ERR_DATA_OFFSET
-          ? K.C_DROP_DATA_OFFSET
-          : rc === TCP_ERR_OPTIONS
-          ? K.C_DROP_OPTIONS
-          : K.C_DROP_SHORT
+        rc === TCP_ERR_DATA_OFFSET ? K.C_DROP_DATA_OFFSET : K.C_DROP_SHORT
       ]++;
       return;
     }
@@ -310,6 +329,7 @@ export class TcpEngine {
       return;
     }
     c[K.C_BYTES_IN] += seg.payloadLen;
+    if (seg.badOptions) c[K.C_BAD_OPTIONS]++;
     if (seg.flags & TCP_RST) c[K.C_RST_IN]++;
     this.inBuf = buf;
     this.inSrc = srcIp;

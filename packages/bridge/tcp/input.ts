@@ -240,13 +240,13 @@ export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): 
   const c = e.counters;
   const f = seg.flags;
   const now = e.now;
-  // PAWS (RFC 7323 §5).
+  // PAWS (RFC 7323 §5). TS.Recent 0 is a value like any other (the peer's clock wraps).
   if (
-    s.tsOn && seg.hasTimestamp && !(f & TCP_RST) && s.tsRecent !== 0 &&
-    seqLt(seg.tsVal, s.tsRecent) && now - s.tsRecentAt < PAWS_IDLE_MS
+    s.tsOn && seg.hasTimestamp && !(f & TCP_RST) && seqLt(seg.tsVal, s.tsRecent) &&
+    now - s.tsRecentAt < PAWS_IDLE_MS && !disorderedAck(s, seg)
   ) {
     c[K.C_DROP_PAWS]++;
-    ackLater(e, s);
+    outOfWindowAck(e, s, seg);
     return;
   }
   // Simultaneous open: the peer's SYN-ACK in SYN-RECEIVED acknowledges our SYN.
@@ -287,7 +287,7 @@ export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): 
       s.closeAt = now + 2 * e.msl;
       arm(e, s);
     }
-    ackLater(e, s);
+    outOfWindowAck(e, s, seg);
     return;
   }
   s.lastRecvAt = now;
@@ -324,6 +324,13 @@ export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): 
     return;
   }
   if (s.state === SYN_RECEIVED) {
+    const l = s.parent;
+    if (l !== null && l.state === LISTEN && l.acceptLen >= l.backlog) {
+      // The accept queue is full: drop the ACK and stay in SYN-RECEIVED; the SYN-ACK timer
+      // draws the ACK again once the application accepted (Linux, tcp_abort_on_overflow=0).
+      c[K.C_DROP_BACKLOG]++;
+      return;
+    }
     if (seqLt(s.sndUna, seg.ack) && seqLe(seg.ack, s.sndNxt)) {
       ackSyn(e, s, seg);
       s.sndWnd = seg.window << s.sndWscale;
@@ -376,7 +383,7 @@ export function toAcceptQueue(e: TcpEngine, s: TcpSocket): void {
   }
   l.synQueueLen--;
   if (l.state !== LISTEN || l.acceptLen >= l.backlog) {
-    // The listener is gone or its queue is full: reset, like Linux with tcp_abort_on_overflow.
+    // The listener is gone (a full queue was checked before the handshake completed).
     e.counters[K.C_DROP_BACKLOG]++;
     s.parent = null;
     sendRst(e, s);
@@ -388,13 +395,66 @@ export function toAcceptQueue(e: TcpEngine, s: TcpSocket): void {
   e.event(l, EV_ACCEPT);
 }
 
+/**
+ * Linux's tcp_disordered_ack: a duplicate ACK that only arrived late (reordered) fails PAWS by
+ * a little but is harmless, and its SACK blocks are news: a pure ACK at RCV.NXT, acknowledging
+ * SND.UNA, not updating the window, with a TSval within one RTO of TS.Recent.
+ */
+function disorderedAck(s: TcpSocket, seg: TcpSegment): boolean {
+  if (seg.seqLen() !== 0 || seg.seq !== s.rcvNxt || seg.ack !== s.sndUna) return false;
+  if (!(seg.flags & TCP_ACK)) return false;
+  const wnd = seg.window << s.sndWscale;
+  if (seqGt(seg.seq, s.sndWl1) || (seg.seq === s.sndWl1 && (wnd > s.sndWnd || wnd === 0))) {
+    return false;
+  }
+  // The peer's timestamp clock runs at 1 ms or coarser (Linux: 1 ms): an RTO in its units.
+  return seqDiff(s.tsRecent, seg.tsVal) <= Math.max(s.rto, 1);
+}
+
+/** Linux's sysctl_tcp_invalid_ratelimit: one out-of-window or challenge ACK per 500 ms. */
+export const INVALID_RATELIMIT_MS = 500;
+
+/** True (and counted) when this socket answered an invalid segment less than 500 ms ago. */
+function rateLimited(e: TcpEngine, s: TcpSocket): boolean {
+  const since = e.now - s.lastInvalidAckAt;
+  if (s.lastInvalidAckAt >= 0 && since >= 0 && since < INVALID_RATELIMIT_MS) {
+    e.counters[K.C_ACKS_RATE_LIMITED]++;
+    return true;
+  }
+  s.lastInvalidAckAt = e.now;
+  return false;
+}
+
+/**
+ * The duplicate ACK for an unacceptable (or PAWS-failed) segment (RFC 9293 §3.10.7.4). Data
+ * is always answered, a peer's loss recovery needs those ACKs; a segment without data (or a
+ * SYN) at most once per 500 ms per socket, which stops ACK storms between two confused ends
+ * (Linux's tcp_oow_rate_limited).
+ */
+function outOfWindowAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): void {
+  if ((seg.seqLen() === 0 || (seg.flags & TCP_SYN)) && rateLimited(e, s)) return;
+  ackLater(e, s);
+}
+
+/**
+ * RFC 5961 challenge ACK, limited as Linux limits it since CVE-2016-5696: per socket first
+ * (one per 500 ms), then host-wide by a budget drawn at random each second between half and
+ * one and a half times the limit, so that an off-path attacker cannot count the ACKs a
+ * connection sent by exhausting a fixed global budget.
+ */
 export function challengeAck(e: TcpEngine, s: TcpSocket): void {
+  if (rateLimited(e, s)) return;
   const sec = Math.floor(e.now / 1000);
   if (sec !== e.chSecond) {
     e.chSecond = sec;
-    e.chCount = 0;
+    const half = (e.challengeLimit + 1) >>> 1;
+    e.chCount = half + (e.random() % (e.challengeLimit + 1));
   }
-  if (++e.chCount > e.challengeLimit) return;
+  if (e.chCount <= 0) {
+    e.counters[K.C_ACKS_RATE_LIMITED]++;
+    return;
+  }
+  e.chCount--;
   e.counters[K.C_CHALLENGE_ACKS]++;
   ackLater(e, s);
 }

@@ -281,6 +281,8 @@ export class TcpSocket implements CcState {
   /** TIME_WAIT expiry, FIN_WAIT_2 orphan timeout. */
   closeAt = 0;
   lastRecvAt = 0;
+  /** When this socket last answered an invalid segment (rate limit), -1 never. */
+  lastInvalidAckAt = -1;
   kaProbes = 0;
   tAt = 0;
   tSlot = 0;

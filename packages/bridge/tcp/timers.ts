@@ -86,6 +86,13 @@ export function onRto(e: TcpEngine, s: TcpSocket): void {
     return;
   }
   if (s.persist) {
+    // A peer that keeps its window shut is probed forever while the application holds the
+    // socket (RFC 9293 §3.8.6.1), but an orphan gives up after tcp_orphan_retries probes,
+    // as Linux's tcp_probe_timer does: nobody waits for its data any more.
+    if (s.orphan && s.probes >= e.orphanRetries) {
+      e.fail(s, ETIMEDOUT);
+      return;
+    }
     // Zero-window probe (Linux style: an old sequence number that forces an ACK).
     c[K.C_WINDOW_PROBES]++;
     s.probes++;
@@ -95,7 +102,7 @@ export function onRto(e: TcpEngine, s: TcpSocket): void {
     return;
   }
   if (s.sndUna === s.sndNxt || !canSendData(s.state)) return;
-  if (s.retries >= e.maxRetries) {
+  if (s.retries >= (s.orphan ? e.orphanRetries : e.maxRetries)) {
     e.fail(s, ETIMEDOUT);
     return;
   }

@@ -54,7 +54,6 @@ export const TCPOPT_TIMESTAMP = 8;
 export const TCP_OK = 0;
 export const TCP_ERR_SHORT = 1;
 export const TCP_ERR_DATA_OFFSET = 2;
-export const TCP_ERR_OPTIONS = 3;
 
 /** Largest RFC 7323 window shift. */
 export const TCP_MAX_WSCALE = 14;
@@ -254,12 +253,16 @@ export class TcpSegment {
   tsEcr = 0;
   /** Number of SACK blocks (at most 4); their edges are in `sack` as (left, right) pairs. */
   sackCount = 0;
-  readonly sack = new Uint32Array(8);
+  readonly sack: Uint32Array = new Uint32Array(8);
+  /** An option was malformed and ignored (with those after it, if its length was bad). */
+  badOptions = false;
 
   /**
    * Parses `len` bytes at `off` (header + payload). Returns TCP_OK or a TCP_ERR_* code; the
-   * checksum is not checked here (see {@linkcode tcpChecksumOk}). Malformed options are an
-   * error; unknown options are skipped.
+   * checksum is not checked here (see {@linkcode tcpChecksumOk}). Unknown options are skipped;
+   * malformed ones are ignored and flagged in `badOptions`, never fatal to the segment, as
+   * Linux's tcp_parse_options does: an option with the wrong length for its kind is skipped,
+   * one whose length is impossible ends the parse.
    */
   parse(b: Uint8Array, off: number, len: number): number {
     if (len < TCP_HEADER_LEN || off < 0 || off + len > b.length) return TCP_ERR_SHORT;
@@ -282,11 +285,13 @@ export class TcpSegment {
     this.tsVal = 0;
     this.tsEcr = 0;
     this.sackCount = 0;
+    this.badOptions = false;
     if (hl === TCP_HEADER_LEN) return TCP_OK;
-    return this.parseOptions(b, off + TCP_HEADER_LEN, off + hl);
+    this.parseOptions(b, off + TCP_HEADER_LEN, off + hl);
+    return TCP_OK;
   }
 
-  private parseOptions(b: Uint8Array, p: number, end: number): number {
+  private parseOptions(b: Uint8Array, p: number, end: number): void {
     const syn = (this.flags & TCP_SYN) !== 0;
     while (p < end) {
       const kind = b[p];
@@ -295,31 +300,43 @@ export class TcpSegment {
         p++;
         continue;
       }
-      if (p + 1 >= end) return TCP_ERR_OPTIONS;
+      if (p + 1 >= end) {
+        this.badOptions = true;
+        return;
+      }
       const ol = b[p + 1];
-      if (ol < 2 || p + ol > end) return TCP_ERR_OPTIONS;
+      if (ol < 2 || p + ol > end) {
+        this.badOptions = true;
+        return;
+      }
       switch (kind) {
         case TCPOPT_MSS:
-          if (ol !== 4) return TCP_ERR_OPTIONS;
-          if (syn) this.mss = (b[p + 2] << 8) | b[p + 3];
+          if (ol !== 4) this.badOptions = true;
+          else if (syn) this.mss = (b[p + 2] << 8) | b[p + 3];
           break;
         case TCPOPT_WSCALE:
-          if (ol !== 3) return TCP_ERR_OPTIONS;
           // RFC 7323 §2.3: a shift above 14 is used as 14.
-          if (syn) this.wscale = b[p + 2] > TCP_MAX_WSCALE ? TCP_MAX_WSCALE : b[p + 2];
+          if (ol !== 3) this.badOptions = true;
+          else if (syn) this.wscale = b[p + 2] > TCP_MAX_WSCALE ? TCP_MAX_WSCALE : b[p + 2];
           break;
         case TCPOPT_SACK_PERMITTED:
-          if (ol !== 2) return TCP_ERR_OPTIONS;
-          if (syn) this.sackPermitted = true;
+          if (ol !== 2) this.badOptions = true;
+          else if (syn) this.sackPermitted = true;
           break;
         case TCPOPT_TIMESTAMP:
-          if (ol !== 10) return TCP_ERR_OPTIONS;
+          if (ol !== 10) {
+            this.badOptions = true;
+            break;
+          }
           this.hasTimestamp = true;
           this.tsVal = tcpSeq(b, p - 2);
           this.tsEcr = tcpSeq(b, p + 2);
           break;
         case TCPOPT_SACK: {
-          if (ol < 10 || ((ol - 2) & 7) !== 0) return TCP_ERR_OPTIONS;
+          if (ol < 10 || ((ol - 2) & 7) !== 0) {
+            this.badOptions = true;
+            break;
+          }
           const n = (ol - 2) >> 3;
           let q = p + 2;
           for (let i = 0; i < n && this.sackCount < 4; i++, q += 8) {
@@ -334,7 +351,6 @@ export class TcpSegment {
       }
       p += ol;
     }
-    return TCP_OK;
   }
 
   /** Length of the options `emit` would write, header included. */
