@@ -19,7 +19,13 @@ import {
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
 } from "./wire/ethernet.ts";
-import { emitEchoReply, ICMP_ECHO_REQUEST, IcmpMessage } from "./wire/icmp.ts";
+import {
+  emitEchoReply,
+  ICMP_DEST_UNREACHABLE,
+  ICMP_ECHO_REQUEST,
+  ICMP_FRAG_NEEDED,
+  IcmpMessage,
+} from "./wire/icmp.ts";
 import {
   emitIpv4,
   IP_PROTO_ICMP,
@@ -29,6 +35,7 @@ import {
   IPV4_HEADER_LEN,
   Ipv4Error,
   Ipv4Packet,
+  readU32,
 } from "./wire/ipv4.ts";
 import { UdpDatagram } from "./wire/udp.ts";
 
@@ -40,6 +47,19 @@ export type TcpHandler = (
   src: number,
   dst: number,
   nowMs: number,
+) => void;
+
+/**
+ * ICMP "fragmentation needed" about a TCP segment we sent: its addresses and ports as we sent
+ * them, the sequence number it carried, and the next hop's MTU.
+ */
+export type TcpPmtuHandler = (
+  localIp: number,
+  localPort: number,
+  remoteIp: number,
+  remotePort: number,
+  seq: number,
+  mtu: number,
 ) => void;
 
 /** Address configuration of the interface. */
@@ -61,6 +81,8 @@ export class InterfaceCounters {
   arpRequestsOut = 0;
   icmpEchoIn = 0;
   icmpEchoOut = 0;
+  /** ICMP "fragmentation needed" messages about our TCP segments, passed to TCP. */
+  icmpFragNeeded = 0;
   tcpIn = 0;
   tcpOut = 0;
   udpIn = 0;
@@ -125,6 +147,8 @@ export class Interface {
   readonly arp: ArpCache;
   /** The transport layer's entry for TCP; unset, TCP segments are counted and dropped. */
   tcpHandler: TcpHandler | null = null;
+  /** TCP's entry for path MTU discovery (ICMP "fragmentation needed"). */
+  tcpPmtuHandler: TcpPmtuHandler | null = null;
   private readonly eth = new EthernetFrame();
   private readonly arpPkt = new ArpPacket();
   private readonly ip = new Ipv4Packet();
@@ -312,10 +336,38 @@ export class Interface {
     }
   }
 
+  /**
+   * Passes "fragmentation needed" to TCP when it quotes a TCP segment from our address (IPv4
+   * header and at least the 8 bytes with ports and sequence number, RFC 792). False if not.
+   */
+  private fragNeeded(icmp: IcmpMessage): boolean {
+    const b = icmp.buf, q = icmp.quoteOffset, end = icmp.offset + icmp.length;
+    if (q + 20 > end || (b[q] >> 4) !== 4) return false;
+    const ihl = (b[q] & 15) * 4;
+    if (ihl < 20 || q + ihl + 8 > end || b[q + 9] !== IP_PROTO_TCP) return false;
+    const from = readU32(b, q + 12), to = readU32(b, q + 16);
+    if (from !== this.config.ip || this.tcpPmtuHandler === null) return false;
+    const t = q + ihl;
+    this.counters.icmpFragNeeded++;
+    this.tcpPmtuHandler(
+      from,
+      (b[t] << 8) | b[t + 1],
+      to,
+      (b[t + 2] << 8) | b[t + 3],
+      readU32(b, t + 4),
+      icmp.nextHopMtu,
+    );
+    return true;
+  }
+
   private receiveIcmp(src: number, nowMs: number): void {
     const c = this.counters, ip = this.ip, icmp = this.icmp;
     if (!icmp.wrap(ip.buf, ip.payloadOffset, ip.payloadLength)) {
       c.dropBadIcmp++;
+      return;
+    }
+    if (icmp.type === ICMP_DEST_UNREACHABLE && icmp.code === ICMP_FRAG_NEEDED) {
+      if (!this.fragNeeded(icmp)) c.dropIcmpUnhandled++;
       return;
     }
     if (icmp.type !== ICMP_ECHO_REQUEST || icmp.code !== 0) {

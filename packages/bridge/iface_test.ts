@@ -3,6 +3,7 @@ import { Interface } from "./iface.ts";
 import { MemoryDevice } from "./phy/mem_device.ts";
 import { ARP_REPLY, ArpPacket } from "./wire/arp.ts";
 import {
+  emitEthernet,
   EthernetFrame,
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
@@ -10,7 +11,16 @@ import {
   parseMac,
 } from "./wire/ethernet.ts";
 import { ICMP_ECHO_REPLY, IcmpMessage } from "./wire/icmp.ts";
-import { formatIpv4, Ipv4Error, Ipv4Packet, parseIpv4 } from "./wire/ipv4.ts";
+import {
+  emitIpv4,
+  formatIpv4,
+  IP_PROTO_ICMP,
+  IP_PROTO_TCP,
+  Ipv4Error,
+  Ipv4Packet,
+  parseIpv4,
+} from "./wire/ipv4.ts";
+import { checksumAdd, checksumFinish } from "./wire/checksum.ts";
 import { ARP_REQUEST_FRAME, ECHO_REQUEST_FRAME } from "./wire/_frames_test_data.ts";
 
 // The captured frames ask for 10.88.0.77 at 02:00:00:00:00:77.
@@ -105,3 +115,30 @@ function withByte(frame: Uint8Array, at: number, value: number): Uint8Array {
   copy[at] = value;
   return copy;
 }
+
+Deno.test("interface passes ICMP fragmentation-needed about our TCP segments to TCP", () => {
+  const { dev, iface } = setup();
+  const seen: number[][] = [];
+  iface.tcpPmtuHandler = (lip, lport, rip, rport, seq, mtu) =>
+    seen.push([lip, lport, rip, rport, seq, mtu]);
+  const me = parseIpv4("10.88.0.77"), router = parseIpv4("10.88.0.1");
+  const far = parseIpv4("10.88.0.5");
+  const frame = (quotedSrc: number) => {
+    const f = new Uint8Array(14 + 20 + 8 + 20 + 8);
+    emitEthernet(f, 0, MY_MAC, 0, parseMac("02:00:00:00:00:01"), ETHERTYPE_IPV4);
+    const icmp = emitIpv4(f, 14, router, me, IP_PROTO_ICMP, 36, 1);
+    f.set([3, 4, 0, 0, 0, 0, 1000 >> 8, 1000 & 255], icmp); // type 3 code 4, MTU 1000
+    emitIpv4(f, icmp + 8, quotedSrc, far, IP_PROTO_TCP, 8 + 20, 2);
+    f.set([0, 80, 0x9c, 0x40, 0, 0, 0x30, 0x39], icmp + 28); // 80 -> 40000, seq 12345
+    const sum = checksumFinish(checksumAdd(0, f, icmp, 36));
+    f[icmp + 2] = sum >> 8;
+    f[icmp + 3] = sum & 255;
+    return f;
+  };
+  dev.inject(frame(me));
+  dev.inject(frame(far)); // quotes a packet we did not send: ignored
+  iface.poll(0);
+  assertEquals(seen, [[me, 80, far, 40000, 12345, 1000]]);
+  assertEquals(iface.counters.icmpFragNeeded, 1);
+  assertEquals(iface.counters.dropIcmpUnhandled, 1);
+});

@@ -109,6 +109,8 @@ export class QueueStack {
     });
     this.iface.tcpHandler = (buf, off, len, src, dst, now) =>
       this.engine.input(buf, off, len, src, dst, now);
+    this.iface.tcpPmtuHandler = (lip, lport, rip, rport, seq, mtu) =>
+      this.engine.icmpFragNeeded(lip, lport, rip, rport, seq, mtu);
     this.services = config.services ? startServices(this.engine) : null;
     this.rings = new RingService(this.engine, config.ip, config.dma);
     this.regionServer = config.control

@@ -23,6 +23,7 @@
 import {
   seqDiff,
   seqGt,
+  seqLt,
   TCP_ACK,
   TCP_ERR_DATA_OFFSET,
   TCP_OK,
@@ -41,6 +42,7 @@ import { TimerWheel } from "./timer_wheel.ts";
 import { inputClosed, inputListen, inputSynchronized, inputSynSent } from "./input.ts";
 import { flush, queueOut, sendRst, sendSyn } from "./output.ts";
 import { arm, onTimer } from "./timers.ts";
+import { MIN_SND_MSS } from "./input.ts";
 import {
   canSendData,
   CLOSE_WAIT,
@@ -73,6 +75,7 @@ import {
   OPT_KEEPINTVL,
   OPT_LINGER,
   OPT_NODELAY,
+  RECOVERY_RTO,
   type SocketOptions,
   type SocketStreams,
   SYN_RECEIVED,
@@ -172,6 +175,9 @@ export interface ConnectOptions extends SocketOptions {
   /** Fixed source port; default: an ephemeral port (RFC 6056). */
   srcPort?: number;
 }
+
+/** The smallest path MTU believed from ICMP (Linux's net.ipv4.route.min_pmtu). */
+const MIN_PMTU = 552;
 
 function wscaleFor(cap: number): number {
   let ws = 0;
@@ -664,6 +670,46 @@ export class TcpEngine {
         return s.cc.id;
     }
     return EINVAL;
+  }
+
+  /**
+   * ICMP "fragmentation needed" (type 3 code 4) about a segment this engine sent from
+   * `localIp:localPort` to `remoteIp:remotePort`, quoting sequence number `seq`, with the
+   * next hop's `mtu`. Path MTU discovery (RFC 1191): our segments carry DF, so a router that
+   * cannot forward them drops them and says so; ignoring it is a black hole. The message is
+   * believed only if `seq` lies in the flight (RFC 5927 §5.1), and the MTU is never taken
+   * below 552 (Linux's min_pmtu), so a forged message cannot shrink segments to nothing.
+   */
+  icmpFragNeeded(
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+    seq: number,
+    mtu: number,
+  ): void {
+    const s = this.table.lookup(localIp >>> 0, localPort, remoteIp >>> 0, remotePort);
+    if (s === null || !isSynchronized(s.state) || s.state === TIME_WAIT) return;
+    if (seqLt(seq, s.sndUna) || !seqLt(seq, s.sndNxt)) return;
+    const cur = s.pmtu > 0 ? s.pmtu : this.link.mtu;
+    if (mtu < MIN_PMTU) mtu = MIN_PMTU;
+    if (mtu >= cur) return;
+    s.pmtu = mtu;
+    let mss = Math.min(s.peerMss, mtu - 40) - (s.tsOn ? 12 : 0);
+    if (mss < MIN_SND_MSS) mss = MIN_SND_MSS;
+    if (mss >= s.sndMss) return;
+    s.sndMss = mss;
+    this.counters[K.C_PMTU_UPDATES]++;
+    // Everything in flight was too big and is gone: resend it at the new size, without a
+    // congestion response (Linux's tcp_simple_retransmit; the path did not congest).
+    if (s.sndUna !== s.sndNxt && canSendData(s.state)) {
+      s.sb.clear();
+      s.recovery = RECOVERY_RTO;
+      s.recoverySeq = s.sndNxt;
+      s.highRxt = s.sndUna;
+      s.rttStart = -1;
+      queueOut(this, s);
+    }
   }
 
   /** Live connections (table entries, TIME_WAIT included). */

@@ -217,3 +217,29 @@ Deno.test("SYN cookies made by one queue's engine are honoured by another's (sha
   data.parse(d.bytes, 0, d.bytes.length);
   assert(((data.tsVal - out.tsVal) | 0) >= 0, `TSval went back: ${out.tsVal} -> ${data.tsVal}`);
 });
+
+Deno.test("ICMP fragmentation needed lowers the MSS and resends smaller (RFC 1191, RFC 5927)", () => {
+  const c = passiveOpen({}, { mss: 1460 });
+  const e = c.p.engine;
+  e.setOption(c.s, OPT_NODELAY, 1);
+  assertEquals(c.s.sndMss, 1448);
+  e.send(c.s, new Uint8Array(4 * 1448), 0, 4 * 1448);
+  e.poll(c.p.now);
+  const sent = c.p.take().filter((r) => r.payloadLen > 0);
+  assertEquals(sent.length, 4);
+  // A stale or forged message (sequence number outside the flight) is ignored.
+  e.icmpFragNeeded(c.p.engineIp, c.port, c.p.ip, c.peerPort, (sent[0].seq - 5000) >>> 0, 1000);
+  assertEquals(c.s.sndMss, 1448);
+  // A router on the path takes 1000-byte packets only (DF set: the segments were dropped).
+  e.icmpFragNeeded(c.p.engineIp, c.port, c.p.ip, c.peerPort, sent[0].seq, 1000);
+  assertEquals(c.s.sndMss, 1000 - 40 - 12);
+  assertEquals(e.counters[K.C_PMTU_UPDATES], 1);
+  e.poll(c.p.now);
+  const resent = c.p.take().filter((r) => r.payloadLen > 0);
+  assert(resent.length > 0, "nothing resent after the path MTU fell");
+  assertEquals(resent[0].seq, sent[0].seq);
+  for (const r of resent) assert(r.payloadLen <= 948, `${r.payloadLen}-byte segment`);
+  // A claimed MTU below the minimum is clamped (an attacker cannot shrink segments to nothing).
+  e.icmpFragNeeded(c.p.engineIp, c.port, c.p.ip, c.peerPort, sent[0].seq, 68);
+  assert(c.s.sndMss >= 552 - 40 - 12, `MSS ${c.s.sndMss}`);
+});

@@ -157,7 +157,7 @@ export function synOptions(e: TcpEngine, s: TcpSocket, seg: TcpSegment, ourWscal
 }
 
 export function setMss(e: TcpEngine, s: TcpSocket): void {
-  let mss = Math.min(s.peerMss, e.link.mtu - 40);
+  let mss = Math.min(s.peerMss, (s.pmtu > 0 ? s.pmtu : e.link.mtu) - 40);
   if (s.tsOn) mss -= 12;
   if (mss < MIN_SND_MSS) mss = MIN_SND_MSS;
   s.sndMss = mss;

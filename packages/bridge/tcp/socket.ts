@@ -200,6 +200,8 @@ export class TcpSocket implements CcState {
   /** Payload bytes per segment (options excluded). */
   sndMss = 536;
   peerMss = 536;
+  /** Path MTU learnt from ICMP "fragmentation needed" (RFC 1191); 0: the link's MTU. */
+  pmtu = 0;
 
   // ---- receive sequence space ----
   irs = 0;

@@ -8,6 +8,8 @@ import { checksumAdd, checksumFinish } from "./checksum.ts";
 export const ICMP_ECHO_REPLY = 0;
 export const ICMP_DEST_UNREACHABLE = 3;
 export const ICMP_ECHO_REQUEST = 8;
+/** Destination unreachable code: fragmentation needed and DF set (RFC 1191). */
+export const ICMP_FRAG_NEEDED = 4;
 /** Smallest ICMP message: type, code, checksum and four bytes of rest-of-header. */
 export const ICMP_HEADER_LEN = 8;
 
@@ -40,6 +42,16 @@ export class IcmpMessage {
 
   get echoSequence(): number {
     return (this.buf[this.offset + 6] << 8) | this.buf[this.offset + 7];
+  }
+
+  /** "Fragmentation needed": the next hop's MTU (RFC 1191 §4). */
+  get nextHopMtu(): number {
+    return (this.buf[this.offset + 6] << 8) | this.buf[this.offset + 7];
+  }
+
+  /** Offset of the quoted datagram (its IPv4 header) in an error message. */
+  get quoteOffset(): number {
+    return this.offset + ICMP_HEADER_LEN;
   }
 }
 
