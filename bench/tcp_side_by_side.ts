@@ -275,6 +275,7 @@ async function profiled(pid: number, body: () => Promise<void>): Promise<string[
     "1",
   ]);
   await Deno.remove(data).catch(() => {});
+
   return report.split("\n").filter((l) => /^\s+\d/.test(l)).slice(0, 20).map((l) =>
     l.trim().replace(/\s+/g, " ")
   );
@@ -312,6 +313,8 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
   let kernelText = "";
   const startEndpoints = async (): Promise<Endpoints> => {
     bridge = await BridgeProcess.start(w, [], {
+      // perf names JIT frames from /tmp/perf-PID.map (V8 also writes a log in the working
+      // directory, removed with the map).
       v8Flags: o.profile ? ["--perf-basic-prof"] : [],
     });
     if (kernel === null) {
@@ -337,8 +340,16 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
     return { bridge: bridge!, kernelLines: () => Promise.resolve(kernelText) };
   };
   const stopBridge = async () => {
-    if (bridge !== null) await (bridge as BridgeProcess).stop();
+    if (bridge === null) return;
+    const pid = (bridge as BridgeProcess).ready.pid;
+    await (bridge as BridgeProcess).stop();
     bridge = null;
+    await Deno.remove(`/tmp/perf-${pid}.map`).catch(() => {});
+    for (const f of Deno.readDirSync(".")) {
+      if (f.name.startsWith("isolate-") && f.name.endsWith(`-${pid}-v8.log`)) {
+        Deno.removeSync(f.name);
+      }
+    }
   };
   const both = async (ep: Endpoints, mode: Mode, bytes: number, imp: Impairments | null) => {
     const out: Run[] = [];
@@ -371,7 +382,7 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       o.log(`  Linux ${mode} ${o.mib} MiB...`);
       forwarded.push(await runOnce(w, ep, "Linux", mode, o.mib * MiB));
       await restartForwarders(w, clean);
-      o.log(`  PnO ${mode} ${o.mib} MiB${o.profile ? " (perf)" : ""}...`);
+      o.log(`  PnO ${mode} ${o.mib} MiB${o.profile && mode === "discard" ? " (perf)" : ""}...`);
       let pno: Run | null = null;
       const run = async () => {
         pno = await runOnce(w, ep, "PnO", mode, o.mib * MiB);

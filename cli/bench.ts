@@ -10,12 +10,13 @@ import { formatRedisTable, redisSideBySide } from "../bench/redis_side_by_side.t
 import { formatNginxTable, nginxSideBySide } from "../bench/nginx_side_by_side.ts";
 import { runMicroBench } from "../bench/rings_micro.ts";
 import { tcpSideBySide } from "../bench/tcp_side_by_side.ts";
+import { wakeSideBySide } from "../bench/wake_side_by_side.ts";
 
 export const BENCH_HELP = `pno bench: run the benchmarks
 
 Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
                  [--nginx [--seconds N] [--connections N]]
-                 [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile]]
+                 [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile]] [--wake]
 
 Options:
   --micro     host-NIC ring micro-benchmarks in one process: descriptors per second
@@ -55,12 +56,15 @@ Options:
     --lossy-mib N MiB per faulty run (default 8)
     --seed N      the forwarders' PRNG seed (default 1)
     --no-profile  skip the perf profile
+  --wake      an idle bridge's answer time and cost: ping RTT while busy and after a quiet
+              second, and the bridge's CPU while idle, with timer naps only
+              (PNO_WIRE_WAKE=0) and with the wire's wakeup armed; the host kernel alongside
   -h, --help  show this help`;
 
 /** Runs the benchmarks the flags select. */
 export async function benchMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    boolean: ["help", "micro", "engine", "echo", "redis", "tcp", "profile", "nginx"],
+    boolean: ["help", "micro", "engine", "echo", "redis", "tcp", "profile", "nginx", "wake"],
     string: ["requests", "idle", "mib", "lossy-mib", "seed", "seconds", "connections"],
     alias: { h: "help" },
     default: {
@@ -80,7 +84,8 @@ export async function benchMain(args: string[]): Promise<number> {
   });
   if (
     flags.help ||
-    !(flags.micro || flags.engine || flags.echo || flags.redis || flags.tcp || flags.nginx)
+    !(flags.micro || flags.engine || flags.echo || flags.redis || flags.tcp || flags.nginx ||
+      flags.wake)
   ) {
     console.log(BENCH_HELP);
     return flags.help ? 0 : 2;
@@ -127,6 +132,7 @@ export async function benchMain(args: string[]): Promise<number> {
     });
     console.log(lines.join("\n"));
   }
+  if (flags.wake) console.log((await wakeSideBySide()).join("\n"));
   if (flags.engine) {
     // The engine benchmark measures allocation with V8 flags of its own: it runs as a child.
     const bench = new URL("../bench/tcp_engine.ts", import.meta.url).pathname;

@@ -25,6 +25,10 @@ export const DP_STATS_FIELDS = [
   "mbufsFree",
 ] as const;
 
+/** `pno_dp_wait`'s answer: bits saying what ended the wait (0: its timeout). */
+export const DP_WOKE_WIRE = 1;
+export const DP_WOKE_KICK = 2;
+
 /** The symbol table, kept in step with ffi/dp/pno_dp.h by hand. */
 export const dpSymbols = {
   pno_dp_last_error: { parameters: [], result: "pointer" },
@@ -44,6 +48,13 @@ export const dpSymbols = {
   pno_dp_mac: { parameters: ["u16", "buffer"], result: "i32" },
   pno_dp_link: { parameters: ["u16", "buffer"], result: "i32" },
   pno_dp_shutdown: { parameters: ["u16"], result: "i32" },
+  pno_dp_rx_intr_probe: { parameters: ["u16", "u16"], result: "i32" },
+  pno_dp_wake_open: { parameters: ["buffer"], result: "i32" },
+  pno_dp_wake_arm: { parameters: ["i32", "i32"], result: "i32" },
+  // Blocks in poll(2): on a thread of Deno's pool, so the event loop turns meanwhile.
+  pno_dp_wait: { parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: true },
+  // The same, blocking the calling thread (the poll loop's, between its I/O turns).
+  pno_dp_wait_here: { name: "pno_dp_wait", parameters: ["i32", "i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded library's functions. */

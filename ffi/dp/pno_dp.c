@@ -8,10 +8,19 @@
  * metadata arrays that TypeScript also views directly. Each function reports failure with a
  * negative value and leaves a message naming the failing step in pno_dp_last_error().
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -316,4 +325,96 @@ int pno_dp_shutdown(uint16_t port)
 	if (ret != 0)
 		return fail(ret, "rte_eal_cleanup: %s", rte_strerror(-ret));
 	return 0;
+}
+
+/*
+ * Waking on the wire. A NIC driver's poll loop sleeps with the RX interrupt armed (NAPI, DPDK's
+ * rx-interrupt mode); net_af_packet has no RX interrupt (rte_eth_dev_rx_intr_enable answers
+ * -ENOTSUP: pno_dp_rx_intr_probe), so the bridge opens a second AF_PACKET socket on the same
+ * interface whose only use is to become readable when a frame arrives. While the bridge is
+ * busy its filter drops everything (a BPF `ret #0` per frame, no copy); armed before a sleep, it
+ * keeps one byte of each frame, enough to end a poll().
+ */
+
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+
+/* What rte_eth_dev_rx_intr_enable says for this port and queue (0 if it has RX interrupts). */
+int pno_dp_rx_intr_probe(uint16_t port, uint16_t queue)
+{
+	return rte_eth_dev_rx_intr_enable(port, queue);
+}
+
+static int wake_filter(int fd, uint32_t keep)
+{
+	struct sock_filter code[] = {{BPF_RET | BPF_K, 0, 0, keep}};
+	struct sock_fprog prog = {.len = 1, .filter = code};
+	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
+}
+
+int pno_dp_wake_open(const char *ifname)
+{
+	unsigned idx = if_nametoindex(ifname);
+	if (idx == 0)
+		return fail(-1, "wake socket: no interface %s", ifname);
+	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL));
+	if (fd < 0)
+		return fail(-1, "wake socket: socket(AF_PACKET): %s", strerror(errno));
+	int one = 1, small = 4096;
+	/* Filter first: nothing queues between bind and the first arm. */
+	if (wake_filter(fd, 0) != 0 ||
+	    setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0) {
+		int e = errno;
+		close(fd);
+		return fail(-1, "wake socket on %s: setsockopt: %s", ifname, strerror(e));
+	}
+	struct sockaddr_ll sll = {0};
+	sll.sll_family = AF_PACKET;
+	sll.sll_protocol = htons(ETH_P_ALL);
+	sll.sll_ifindex = (int)idx;
+	if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) != 0) {
+		int e = errno;
+		close(fd);
+		return fail(-1, "wake socket: bind to %s: %s", ifname, strerror(e));
+	}
+	return fd;
+}
+
+static void drain_wake(int fd)
+{
+	uint8_t byte[64];
+	for (int i = 0; i < 256 && recv(fd, byte, sizeof(byte), MSG_DONTWAIT) >= 0; i++)
+		;
+}
+
+int pno_dp_wake_arm(int fd, int armed)
+{
+	if (wake_filter(fd, armed ? 1 : 0) != 0)
+		return fail(-1, "wake socket: SO_ATTACH_FILTER: %s", strerror(errno));
+	/* Frames taken while disarmed never queued; any left from the last sleep go now. */
+	if (armed)
+		drain_wake(fd);
+	return 0;
+}
+
+int pno_dp_wait(int wake_fd, int event_fd, int timeout_ms)
+{
+	struct pollfd pfd[2] = {{.fd = wake_fd, .events = POLLIN}, {.fd = event_fd, .events = POLLIN}};
+	int n = poll(pfd, 2, timeout_ms);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	int why = 0;
+	if (pfd[0].revents & POLLIN) {
+		drain_wake(wake_fd);
+		why |= PNO_DP_WOKE_WIRE;
+	}
+	if (pfd[1].revents & POLLIN) {
+		uint64_t count;
+		ssize_t r = read(event_fd, &count, sizeof(count)); /* -1: another reader took it */
+		(void)r;
+		why |= PNO_DP_WOKE_KICK;
+	}
+	return why;
 }

@@ -24,4 +24,12 @@ int pno_dp_mac(uint16_t port, uint8_t *out);
 int pno_dp_link(uint16_t port, uint32_t *out);
 int pno_dp_shutdown(uint16_t port);
 
+/* Waking on the wire (net_af_packet has no RX interrupt): see pno_dp.c. */
+#define PNO_DP_WOKE_WIRE 1 /* a frame arrived */
+#define PNO_DP_WOKE_KICK 2 /* the eventfd was written */
+int pno_dp_rx_intr_probe(uint16_t port, uint16_t queue);
+int pno_dp_wake_open(const char *ifname);
+int pno_dp_wake_arm(int fd, int armed);
+int pno_dp_wait(int wake_fd, int event_fd, int timeout_ms);
+
 #endif

@@ -126,6 +126,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const tcpKeys = Array.from(crypto.getRandomValues(new Uint32Array(12)));
   const config = (queue: number): QueueStackConfig => ({
     portId: port.portId,
+    iface: opts.iface,
     queue,
     mac: port.mac,
     ip: addr,

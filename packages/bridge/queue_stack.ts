@@ -16,7 +16,9 @@ import { PcapWriter } from "./phy/pcap_writer.ts";
 import { CaptureTap } from "./phy/capture_tap.ts";
 import { registerNativeMemory } from "../rings/_native.ts";
 import { MemoryReclaimer } from "./memory_reclaimer.ts";
-import { DEFAULT_BACKOFF, type Parking, PollLoop } from "./poll_loop.ts";
+import { DEFAULT_BACKOFF, type Parking, PollLoop, WOKE_KICK } from "./poll_loop.ts";
+import { WireWake } from "./phy/wire_wake.ts";
+import { Waker } from "../rings/waker.ts";
 import { RegionServer } from "./region_server.ts";
 import { RingService } from "./ring_service.ts";
 import { TcpEngine } from "./tcp/engine.ts";
@@ -29,6 +31,8 @@ import type { StatsSchema } from "@pno/stats";
 /** What one queue's stack is told when it starts. */
 export interface QueueStackConfig {
   portId: number;
+  /** The interface DPDK drives: a frame on it wakes a sleeping loop (null: naps only). */
+  iface: string | null;
   queue: number;
   mac: Uint8Array;
   ip: number;
@@ -84,6 +88,12 @@ export class QueueStack {
   /** This queue's section of the stats page, when there is a page. */
   private readonly statsMapping: Mapping | null = null;
   private readonly publisher: QueuePublisher | null = null;
+  /** Wakes the sleeping loop on a frame (PNO_WIRE_WAKE=0 turns it off, for comparison). */
+  private readonly wireWake: WireWake | null;
+  /** The eventfd a sleeping loop also waits on: the region server's, or one of its own. */
+  private readonly waker: Waker | null;
+  /** rte_eth_dev_rx_intr_enable's answer for this queue (net_af_packet: -ENOTSUP). */
+  private readonly rxInterrupt: number;
 
   constructor(dp: DpLibrary, pool: Uint8Array, readonly config: QueueStackConfig) {
     // The pool is native memory: ring copies between it and a region are one memcpy each.
@@ -118,13 +128,29 @@ export class QueueStack {
       : null;
 
     const rs = this.regionServer, rings = this.rings;
-    // With applications attached, the loop parks on the region server's eventfd: an
-    // application posting commands to a parked bridge kicks it instead of waiting out the nap.
-    const parking: Parking | null = rs === null ? null : {
-      park: () => rings.park(),
-      unpark: () => rings.unpark(),
-      wait: (ms) => rs.waker.wait(ms),
-      kick: () => rs.waker.kick(),
+    this.rxInterrupt = dp.pno_dp_rx_intr_probe(config.portId, config.queue);
+    const wake = this.wireWake = config.iface !== null && Deno.env.get("PNO_WIRE_WAKE") !== "0"
+      ? WireWake.open(dp, config.iface)
+      : null;
+    // The loop parks on the wire's wake socket (a frame ends the nap, as an RX interrupt would)
+    // and on the region server's eventfd (an application posting commands to a parked bridge
+    // kicks it); stop() kicks the eventfd, so a bridge without regions gets one of its own.
+    const waker = this.waker = rs !== null ? rs.waker : wake !== null ? Waker.create() : null;
+    const parking: Parking | null = waker === null ? null : {
+      park: () => {
+        if (rs !== null && !rings.park()) return false;
+        wake?.arm();
+        return true;
+      },
+      unpark: () => {
+        if (rs !== null) rings.unpark();
+        wake?.disarm();
+      },
+      wait: wake !== null
+        ? (ms) => wake.wait(waker.fd, ms)
+        : async (ms) => (await waker.wait(ms)) ? WOKE_KICK : 0,
+      ...(wake !== null ? { waitHere: (ms: number) => wake.waitHere(waker.fd, ms) } : {}),
+      kick: () => waker.kick(),
     };
     const faults = this.faults, engine = this.engine;
     this.loop = new PollLoop(
@@ -133,7 +159,9 @@ export class QueueStack {
       faults === null
         ? () => engine.nextDeadline()
         : () => Math.min(engine.nextDeadline(), faults.nextDue()),
-      DEFAULT_BACKOFF,
+      // A frame wakes the loop, so an idle one may sleep until its next deadline (capped: the
+      // memory reclaimer looks at idle rounds).
+      wake !== null ? { ...DEFAULT_BACKOFF, maxSleepMs: 100 } : DEFAULT_BACKOFF,
       parking,
     );
     if (config.statsPage) {
@@ -166,6 +194,8 @@ export class QueueStack {
   /** Sends what is pending and closes the capture file, once the loop has ended. */
   finish(): void {
     this.regionServer?.close();
+    this.wireWake?.close();
+    if (this.waker !== null && this.regionServer === null) this.waker.close();
     this.device.flush();
     this.capture?.close();
     this.publisher?.publish();
@@ -187,7 +217,11 @@ export class QueueStack {
       tcp: this.engine.snapshot(),
       memoryReclaims: this.reclaimer.reclaims,
       apps: this.rings.snapshot(),
-      loop: { ...this.loop.counters },
+      loop: {
+        ...this.loop.counters,
+        wireWake: this.wireWake ? 1 : 0,
+        rxInterrupt: this.rxInterrupt,
+      },
       neighbours: this.iface.arp.size(performance.now()),
       ...(this.faults ? { faults: this.faults.counters.snapshot() } : {}),
       ...(this.regionServer
