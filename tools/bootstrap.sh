@@ -10,7 +10,7 @@ say() { [ "$quiet" = 1 ] || echo "bootstrap: $*" >&2; }
 
 packages=(libdpdk-dev pkg-config build-essential make iproute2 iputils-ping iputils-arping
   ethtool tcpdump tshark strace procps netcat-openbsd redis-server redis-tools lighttpd haproxy
-  wrk iperf3 curl prometheus chromium)
+  nginx-light memcached libmemcached-tools wrk iperf3 curl prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,7 +22,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts these services on install; PnO starts its own instances when it needs them.
-  for svc in redis-server lighttpd haproxy iperf3 prometheus; do
+  for svc in redis-server lighttpd haproxy nginx memcached iperf3 prometheus; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
   done
 fi
