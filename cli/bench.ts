@@ -24,7 +24,8 @@ Options:
               writes with the ratio to plain memcpy measured in the same run, and one-way
               latency to a polling consumer
   --engine    the TCP engine alone on the in-memory wire, one thread: segments per second
-              for 64 B and 1460 B payloads and heap bytes allocated per segment
+              for 64 B and 1460 B payloads and heap bytes allocated per segment, with the
+              TypeScript checksum and with the native one
   --echo      the kernel path and PnO side by side in one run: a kernel client in pno-client
               against an echo server on the host kernel (twin veth), the same echo on the
               rings (TCP in the bridge) and the bridge's echo service; request/response rate
@@ -135,13 +136,20 @@ export async function benchMain(args: string[]): Promise<number> {
   if (flags.wake) console.log((await wakeSideBySide()).join("\n"));
   if (flags.engine) {
     // The engine benchmark measures allocation with V8 flags of its own: it runs as a child.
+    // Twice: with the TypeScript checksum (PNO_NATIVE_CSUM=0), then with libpno_copy's.
     const bench = new URL("../bench/tcp_engine.ts", import.meta.url).pathname;
-    const status = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", bench],
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn().status;
-    if (!status.success) return 1;
+    for (const native of [false, true]) {
+      console.log(
+        `checksum: ${native ? "native (libpno_copy)" : "TypeScript (PNO_NATIVE_CSUM=0)"}`,
+      );
+      const status = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--unstable-ffi", bench],
+        env: { PNO_NATIVE_CSUM: native ? "1" : "0" },
+        stdout: "inherit",
+        stderr: "inherit",
+      }).spawn().status;
+      if (!status.success) return 1;
+    }
   }
   return 0;
 }

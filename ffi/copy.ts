@@ -1,7 +1,7 @@
 /**
  * The typed dlopen table of libpno_copy (ffi/copy/pno_copy.h): memcpy between native memory
  * areas given as (base pointer, offset), for the ring copies whose both sides are native (the
- * mapped region, the DPDK mbuf pool). Every symbol is a fast call (pointers and u32 only), so
+ * mapped region, the DPDK mbuf pool); the Internet checksum, alone or fused with a ring copy. Every symbol is a fast call (pointers and u32 only), so
  * a copy costs a few nanoseconds plus memcpy and allocates nothing.
  *
  * @module
@@ -17,6 +17,18 @@ export const copySymbols = {
   pno_copy_to_ring: {
     parameters: ["pointer", "u32", "u32", "pointer", "u32", "u32"],
     result: "void",
+  },
+  // The Internet checksum of any byte array (V8's or native): "buffer" passes its address.
+  pno_csum: { parameters: ["u32", "buffer", "u32", "u32"], result: "u32" },
+  pno_copy_from_ring_csum: {
+    parameters: ["pointer", "u32", "pointer", "u32", "u32", "u32"],
+    result: "u32",
+  },
+  // The same copy and sum between byte arrays (a ring of the bridge's own services).
+  pno_copy_from_ring_csum_arrays: {
+    name: "pno_copy_from_ring_csum",
+    parameters: ["buffer", "u32", "buffer", "u32", "u32", "u32"],
+    result: "u32",
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 

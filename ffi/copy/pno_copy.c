@@ -27,3 +27,79 @@ void pno_copy_to_ring(void *ring, uint32_t cap, uint32_t pos, const void *src, u
 	if (len > first)
 		memcpy(ring, (const char *)src + src_off + first, len - first);
 }
+
+/*
+ * Checksums add 16-bit words in one's complement. The sum is independent of byte order
+ * (RFC 1071 section 2(B)): words are added as this little-endian machine loads them, 32 bits
+ * at a time into a 64-bit accumulator (no carry is lost for 2^32 words), and the folded sum is
+ * byte-swapped once at the end.
+ */
+static inline uint32_t fold(uint64_t acc)
+{
+	acc = (acc & 0xffffffffu) + (acc >> 32);
+	acc = (acc & 0xffffffffu) + (acc >> 32);
+	while (acc > 0xffff)
+		acc = (acc & 0xffff) + (acc >> 16);
+	return (uint32_t)acc;
+}
+
+static inline uint32_t swap16(uint32_t v)
+{
+	return ((v & 0xff) << 8) | (v >> 8);
+}
+
+/* Little-endian sum of len bytes (an odd last byte as a word's low byte), optionally copied. */
+static inline uint64_t sum_copy(uint8_t *dst, const uint8_t *src, uint32_t len)
+{
+	uint64_t acc = 0;
+	while (len >= 16) {
+		uint64_t a, b;
+		memcpy(&a, src, 8);
+		memcpy(&b, src + 8, 8);
+		if (dst) {
+			memcpy(dst, &a, 8);
+			memcpy(dst + 8, &b, 8);
+			dst += 16;
+		}
+		acc += (a & 0xffffffffu) + (a >> 32) + (b & 0xffffffffu) + (b >> 32);
+		src += 16;
+		len -= 16;
+	}
+	while (len >= 2) {
+		uint16_t w;
+		memcpy(&w, src, 2);
+		if (dst) {
+			memcpy(dst, &w, 2);
+			dst += 2;
+		}
+		acc += w;
+		src += 2;
+		len -= 2;
+	}
+	if (len) {
+		if (dst)
+			*dst = *src;
+		acc += *src;
+	}
+	return acc;
+}
+
+uint32_t pno_csum(uint32_t sum, const uint8_t *buf, uint32_t off, uint32_t len)
+{
+	uint32_t data = swap16(fold(sum_copy(NULL, buf + off, len)));
+	return fold((uint64_t)sum + data);
+}
+
+uint32_t pno_copy_from_ring_csum(uint8_t *dst, uint32_t dst_off, const uint8_t *ring,
+                                 uint32_t cap, uint32_t pos, uint32_t len)
+{
+	uint32_t at = pos & (cap - 1);
+	uint32_t first = cap - at < len ? cap - at : len;
+	uint32_t sum = fold(sum_copy(dst + dst_off, ring + at, first));
+	if (len > first) {
+		uint32_t rest = fold(sum_copy(dst + dst_off + first, ring, len - first));
+		/* The wrapped part starts on an odd byte of the copy when the first part is odd. */
+		sum = fold((uint64_t)sum + ((first & 1) ? swap16(rest) : rest));
+	}
+	return swap16(sum);
+}

@@ -21,4 +21,18 @@ void pno_copy_from_ring(void *dst, uint32_t dst_off, const void *ring, uint32_t 
 void pno_copy_to_ring(void *ring, uint32_t cap, uint32_t pos, const void *src, uint32_t src_off,
                       uint32_t len);
 
+/*
+ * The Internet checksum (RFC 1071): adds len bytes of buf + off, taken as big-endian 16-bit
+ * words starting on an even byte (an odd last byte is padded with zero), to the running sum
+ * `sum`; returns the sum folded to 16 bits (0 only if both were 0). The caller complements it.
+ */
+uint32_t pno_csum(uint32_t sum, const uint8_t *buf, uint32_t off, uint32_t len);
+
+/*
+ * pno_copy_from_ring, and the checksum of the bytes copied (as pno_csum(0, ...) over the copy)
+ * computed in the same pass: a TCP segment's payload leaves the send ring summed.
+ */
+uint32_t pno_copy_from_ring_csum(uint8_t *dst, uint32_t dst_off, const uint8_t *ring,
+                                 uint32_t cap, uint32_t pos, uint32_t len);
+
 #endif

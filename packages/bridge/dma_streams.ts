@@ -21,6 +21,15 @@ export class DmaTxStream implements TxStream {
     this.inner.copyOut(offset, dst, dstOffset, len);
   }
 
+  copyOutSum(offset: number, dst: Uint8Array, dstOffset: number, len: number): number {
+    this.link.charge(len, false);
+    if (this.inner.copyOutSum !== undefined) {
+      return this.inner.copyOutSum(offset, dst, dstOffset, len);
+    }
+    this.inner.copyOut(offset, dst, dstOffset, len);
+    return -1;
+  }
+
   release(n: number): void {
     this.inner.release(n);
   }

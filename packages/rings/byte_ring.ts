@@ -266,6 +266,30 @@ export class NicTxConsumer extends _ConsumerSide implements TxStream {
     this.fromRing((this.cons + offset) >>> 0, dst, dstOffset, len);
   }
 
+  /** `copyOut` summed in the same pass when both sides are native; else -1 (TxStream). */
+  copyOutSum(offset: number, dst: Uint8Array, dstOffset: number, len: number): number {
+    if (this.nativeData !== null) {
+      const p = this.callerNative.pointerOf(dst);
+      if (p !== null) {
+        checkSpan(dst, dstOffset, len);
+        if (!(offset >= 0 && offset + len <= this.available(offset + len))) {
+          throw new RangeError(`copyOut ${offset}+${len} past readable bytes`);
+        }
+        const at = (this.cons + offset) >>> 0;
+        return this.native!.pno_copy_from_ring_csum(
+          p,
+          dstOffset,
+          this.nativeData,
+          this.capacity,
+          at,
+          len,
+        );
+      }
+    }
+    this.copyOut(offset, dst, dstOffset, len);
+    return -1;
+  }
+
   /** Releases `n` acknowledged bytes at the consumer index. */
   release(n: number): void {
     if (!(n >= 0 && n <= ((this.cachedProd - this.cons) >>> 0))) {

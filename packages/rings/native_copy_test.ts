@@ -36,6 +36,14 @@ Deno.test("native copies: region <-> native pool through libpno_copy, wrapping, 
     // copyOut (TX ring -> pool frame) at an offset, across the wrap.
     nic.tx.copyOut(100, pool, 777, 2500);
     assertEquals(pool.subarray(777, 777 + 2500), pattern.subarray(100, 2600));
+    // copyOutSum: the same copy with the Internet checksum of the bytes in the same pass.
+    pool.fill(0, 777, 777 + 2500);
+    const sum = nic.tx.copyOutSum(100, pool, 777, 2500);
+    assertEquals(pool.subarray(777, 777 + 2500), pattern.subarray(100, 2600));
+    assertEquals(sum, nativeCopy()!.pno_csum(0, pattern, 100, 2500));
+    const unsummed = new Uint8Array(2500);
+    assertEquals(nic.tx.copyOutSum(100, unsummed, 0, 2500), -1, "a plain buffer: copy only");
+    assertEquals(unsummed, pattern.subarray(100, 2600));
     // copyIn (pool frame -> RX ring), across the wrap, then the host reads it back.
     const rxStart = new Uint8Array(3000);
     nic.rx.copyIn(0, pool, 777, 2500);

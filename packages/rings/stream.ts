@@ -16,6 +16,12 @@ export interface TxStream {
   readable(): number;
   /** Copies `len` bytes that start `offset` bytes past the consumer index into `dst`. */
   copyOut(offset: number, dst: Uint8Array, dstOffset: number, len: number): void;
+  /**
+   * `copyOut`, also summing the bytes copied for the Internet checksum in the same pass (the
+   * sum `checksumAdd(0, dst, dstOffset, len)` would give, folded to 16 bits). Returns -1 when
+   * this stream copied without summing (no native library): the caller sums `dst` itself.
+   */
+  copyOutSum?(offset: number, dst: Uint8Array, dstOffset: number, len: number): number;
   /** Releases `n` bytes at the consumer index (they were acknowledged). */
   release(n: number): void;
 }

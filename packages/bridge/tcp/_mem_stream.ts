@@ -7,6 +7,11 @@
  */
 
 import type { RxStream, TxStream } from "../../rings/stream.ts";
+import { openCopy } from "../../../ffi/copy.ts";
+
+const nativeCopySum = Deno.env.get("PNO_NATIVE_CSUM") === "0"
+  ? null
+  : openCopy()?.pno_copy_from_ring_csum_arrays ?? null;
 
 /** A single-producer single-consumer byte ring with a power-of-two capacity. */
 export class MemStream implements TxStream, RxStream {
@@ -52,6 +57,19 @@ export class MemStream implements TxStream, RxStream {
     }
     dst.set(this.data.subarray(start, start + first), dstOffset);
     if (first < len) dst.set(this.data.subarray(0, len - first), dstOffset + first);
+  }
+
+  /** `copyOut` summed in the same pass by libpno_copy; -1 without it (TxStream). */
+  copyOutSum(offset: number, dst: Uint8Array, dstOffset: number, len: number): number {
+    if (
+      nativeCopySum === null || this.loopCopy ||
+      !(dstOffset >= 0 && dstOffset + len <= dst.length && len <= this.capacity)
+    ) {
+      this.copyOut(offset, dst, dstOffset, len);
+      return -1;
+    }
+    const start = (this.cons + offset) & this.mask;
+    return nativeCopySum(dst, dstOffset, this.data, this.capacity, start, len);
   }
 
   /** Consumes `n` bytes. */

@@ -23,6 +23,7 @@ import {
   TCP_RST,
   TCP_SYN,
   tcpSetChecksum,
+  tcpSetChecksumSummed,
   tcpWriteHeader,
 } from "../wire/tcp.ts";
 import {
@@ -234,14 +235,19 @@ export function emit(
     if (wnd > 65535) wnd = 65535;
     s.rcvAdvEdge = (s.rcvNxt + wnd) >>> 0;
   } else wnd = windowField(s);
+  // The payload is summed for the checksum as it is copied out of the send ring, when it can be.
+  let dataSum = -1;
   if (dataLen > 0) {
-    s.tx.copyOut(seqDiff(seq, s.sndUna), b, off + hl, dataLen);
+    const from = seqDiff(seq, s.sndUna);
+    if (s.tx.copyOutSum !== undefined) dataSum = s.tx.copyOutSum(from, b, off + hl, dataLen);
+    else s.tx.copyOut(from, b, off + hl, dataLen);
     if (((seq + dataLen) >>> 0) === ((s.sndUna + s.tx.readable()) >>> 0)) flags |= TCP_PSH;
   }
   const ackNum = flags & TCP_ACK ? s.rcvNxt : 0;
   tcpWriteHeader(b, off, s.localPort, s.remotePort, seq, ackNum, hl, flags, wnd);
   const tcpLen = hl + dataLen;
-  tcpSetChecksum(b, off, tcpLen, s.localIp, s.remoteIp);
+  if (dataSum >= 0) tcpSetChecksumSummed(b, off, hl, dataLen, dataSum, s.localIp, s.remoteIp);
+  else tcpSetChecksum(b, off, tcpLen, s.localIp, s.remoteIp);
   link.send(s.localIp, s.remoteIp, tcpLen);
   const c = e.counters;
   c[K.C_SEGS_OUT]++;

@@ -152,6 +152,28 @@ export function tcpSetChecksum(b: Uint8Array, o: number, len: number, src: numbe
   b[o + 17] = c;
 }
 
+/**
+ * As `tcpSetChecksum`, for a segment whose payload (the `payloadLen` bytes after `hdrLen` header
+ * bytes, a multiple of 4) was summed as it was copied in: `payloadSum` is its `checksumAdd`
+ * partial sum, so only the header is read here.
+ */
+export function tcpSetChecksumSummed(
+  b: Uint8Array,
+  o: number,
+  hdrLen: number,
+  payloadLen: number,
+  payloadSum: number,
+  src: number,
+  dst: number,
+) {
+  b[o + 16] = 0;
+  b[o + 17] = 0;
+  const s = checksumAddPseudoV4(payloadSum, src, dst, IPPROTO_TCP, hdrLen + payloadLen);
+  const c = checksumFinish(checksumAdd(s, b, o, hdrLen));
+  b[o + 16] = c >>> 8;
+  b[o + 17] = c;
+}
+
 /** True when the checksum of a received segment verifies (sums to zero with the pseudo-header). */
 export function tcpChecksumOk(
   b: Uint8Array,
