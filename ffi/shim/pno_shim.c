@@ -664,6 +664,20 @@ static void kick_bridge(void)
 	}
 }
 
+/*
+ * After a frame on the control socket: a bridge asleep on its own thread serves control I/O
+ * only at its next I/O turn (up to 100 ms away); a kick that brings no ring work makes it take
+ * one at once.
+ */
+static void kick_control(void)
+{
+	if (g.bridge_efd >= 0 && g.base &&
+	    __atomic_load_n(&pno_region_doorbell(g.base)->sleeping, __ATOMIC_SEQ_CST)) {
+		uint64_t one = 1;
+		(void)!real.write(g.bridge_efd, &one, 8);
+	}
+}
+
 /* Reserves a command slot (waiting while the ring is full), cleared, header written. */
 static uint8_t *cmd_begin(struct thr *t, uint16_t op, uint32_t slot, uint32_t gen)
 {
@@ -926,8 +940,10 @@ static int ctl_open_join(void)
 	uint8_t type, payload[256];
 	int rfd = -1, efd = -1;
 	int ok = real.connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-		 send_frame(fd, 1 /* HELLO */, hello, sizeof(hello), -1) == 0 &&
-		 recv_frame(fd, &type, payload, sizeof(payload) - 1, &rfd) >= 0 && type == 2;
+		 send_frame(fd, 1 /* HELLO */, hello, sizeof(hello), -1) == 0;
+	if (ok)
+		kick_control();
+	ok = ok && recv_frame(fd, &type, payload, sizeof(payload) - 1, &rfd) >= 0 && type == 2;
 	if (rfd >= 0)
 		real.close(rfd);
 	ok = ok && recv_frame(fd, &type, payload, sizeof(payload), &efd) >= 0 && type == 4;
@@ -987,6 +1003,7 @@ static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dr
 		ctl_join();
 		int r = send_frame(g.ctl_fd, 5 /* WAIT_FD */, &idx, 4, sv[1]);
 		if (r == 0) {
+			kick_control();
 			/* Wait for the acknowledgement: until then a wakeup could go nowhere. */
 			uint8_t type, ack[8];
 			int afd = -1;

@@ -64,6 +64,9 @@ export const DEFAULT_BACKOFF: BackoffOptions = {
   ioSleepMs: 1,
 };
 
+/** After a kick for control I/O, how long the loop naps only in ways that let I/O run. */
+const CONTROL_WINDOW_MS = 250;
+
 /** What ended a `Parking.wait` (bits; 0: the nap's timeout). */
 export const WOKE_WIRE = 1;
 export const WOKE_KICK = 2;
@@ -112,6 +115,8 @@ export class LoopCounters {
 export class PollLoop {
   readonly counters = new LoopCounters();
   private stopping = false;
+  /** Until then naps let the event loop run (control I/O in progress; see run()). */
+  private controlUntil = 0;
   private readonly channel = new MessageChannel();
   private wake: (() => void) | null = null;
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -159,7 +164,8 @@ export class PollLoop {
               continue;
             }
             c.sleeps++;
-            const held = p.waitHere !== undefined && now - lastNap < o.ioEveryMs;
+            const held = p.waitHere !== undefined && now - lastNap < o.ioEveryMs &&
+              now >= this.controlUntil;
             let why: number;
             if (held) {
               c.heldSleeps++;
@@ -172,6 +178,27 @@ export class PollLoop {
             p.unpark();
             c.sleptMs += performance.now() - now;
             nap = Math.min(nap * 2, o.maxSleepMs);
+            if (held && (why & WOKE_KICK) !== 0) {
+              // A kick that brings no ring work is an application waiting on the control
+              // socket (a wake socket to register, a forked child joining), which only an I/O
+              // turn serves: take it now rather than at the next one, up to ioEveryMs away.
+              const work = this.step(performance.now());
+              if (work > 0) {
+                c.busyRounds++;
+                lastWork = performance.now();
+                nap = o.minSleepMs;
+              } else {
+                // A control exchange takes several turns of the event loop (accept, a frame's
+                // header, its body, the reply): for a while the naps are ones that let the
+                // loop run, not held ones (measured: a thread's first epoll_ctl took 150 ms,
+                // a fork and its first epoll_ctl 360 ms, with held naps only).
+                this.controlUntil = performance.now() + CONTROL_WINDOW_MS;
+                c.ioYields++;
+                await this.ioYield();
+                lastYield = lastNap = performance.now();
+              }
+              continue;
+            }
             // After a held nap the round comes first; tasks queued meanwhile (workers'
             // messages, settled promises) run at the next yield or I/O turn.
             if (!held) lastYield = lastNap = performance.now();
