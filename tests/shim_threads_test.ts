@@ -13,12 +13,16 @@
  * @module
  */
 import { assert, assertEquals } from "@std/assert";
-import { inNs, sh, testWire, type WireConfig, wireDown, wireUp } from "../cli/wire.ts";
+import { inNs, type WireConfig } from "../cli/wire.ts";
 import { SHIM_LIBRARY, shimEnv } from "../packages/shim/launcher.ts";
-import { addressOf, BridgeProcess } from "./_harness.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
-const BIN = `${ROOT}ffi/build/tests`;
+import { addressOf } from "./_harness.ts";
+import {
+  buildShimPrograms,
+  establishedOn,
+  LineProc,
+  PROGS as BIN,
+  withTwinWire,
+} from "./_oracle_runner.ts";
 const SUBNET = 232;
 /** The kernel does a scenario in about 3 s; the bridge is given 30 times that. */
 const DEADLINE_MS = 90_000;
@@ -37,72 +41,6 @@ interface Run {
   kernelSockets: string[] | null;
   stderr: string;
   timedOut: boolean;
-}
-
-/** A child whose stdout is read line by line; ended by PID. */
-class LineProc {
-  readonly child: Deno.ChildProcess;
-  private readonly reader: ReadableStreamDefaultReader<string>;
-  private buffered = "";
-  readonly stderr: Promise<string>;
-  readonly stdin: WritableStreamDefaultWriter<Uint8Array> | null;
-
-  constructor(argv: string[], env: Record<string, string> = {}, stdin = false) {
-    this.child = new Deno.Command(argv[0], {
-      args: argv.slice(1),
-      env,
-      stdin: stdin ? "piped" : "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.reader = this.child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    this.stderr = new Response(this.child.stderr).text().catch(() => "");
-    this.stdin = stdin ? this.child.stdin.getWriter() : null;
-  }
-
-  async nextLine(): Promise<{ line: string; done: boolean }> {
-    while (!this.buffered.includes("\n")) {
-      const { value, done } = await this.reader.read().catch(() => ({ value: "", done: true }));
-      if (done) {
-        const line = this.buffered;
-        this.buffered = "";
-        return { line, done: line === "" };
-      }
-      this.buffered += value;
-    }
-    const i = this.buffered.indexOf("\n");
-    const line = this.buffered.slice(0, i);
-    this.buffered = this.buffered.slice(i + 1);
-    return { line, done: false };
-  }
-
-  kill(): void {
-    try {
-      this.child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-
-  async end(): Promise<number> {
-    this.kill();
-    await this.stdin?.close().catch(() => {});
-    await this.reader.cancel().catch(() => {});
-    return (await this.child.status).code;
-  }
-}
-
-async function establishedOn(port: number): Promise<string[]> {
-  const out = await sh(["ss", "-tanH", "state", "established"]);
-  const re = new RegExp(`:${port}(\\s|$)`);
-  return out.split("\n").filter((l) => re.test(l));
-}
-
-let built: Promise<string> | null = null;
-
-function buildPrograms(): Promise<string> {
-  built ??= sh(["make", "-s", "-C", `${ROOT}ffi`, "tests"]);
-  return built;
 }
 
 /** The program on the host (under the shim when `env` says so), the peer in the namespace. */
@@ -194,24 +132,6 @@ function assertClean(label: string, r: Run): void {
   assert(![...r.prog, ...r.peer].some((l) => l.startsWith("FAIL")), text);
 }
 
-async function withWire(
-  tag: string,
-  control: string | null,
-  body: (w: WireConfig) => Promise<void>,
-): Promise<void> {
-  const w = testWire(tag, SUBNET, true);
-  let bridge: BridgeProcess | null = null;
-  try {
-    await wireUp(w);
-    if (control) bridge = await BridgeProcess.start(w, ["--control", control]);
-    await body(w);
-  } finally {
-    if (bridge) await bridge.stop();
-    await wireDown(w);
-    if (control) await Deno.remove(control).catch(() => {});
-  }
-}
-
 const kernelRuns = new Map<string, Run>();
 
 async function kernelRun(name: string, port: number, w: WireConfig): Promise<Run> {
@@ -238,17 +158,17 @@ async function kernelRun(name: string, port: number, w: WireConfig): Promise<Run
 
 SCENARIOS.forEach(({ name, port }, i) => {
   Deno.test(`threads kernel: ${name}`, async () => {
-    await buildPrograms();
-    await withWire(`tmpthk${i}`, null, async (w) => {
+    await buildShimPrograms();
+    await withTwinWire(`tmpthk${i}`, SUBNET, null, async (w) => {
       kernelRuns.delete(name);
       await kernelRun(name, port, w);
     });
   });
 
   Deno.test(`threads shim: ${name}`, async () => {
-    await buildPrograms();
+    await buildShimPrograms();
     const control = `/tmp/pno-threads-${Deno.pid}-${i}.sock`;
-    await withWire(`tmpths${i}`, control, async (w) => {
+    await withTwinWire(`tmpths${i}`, SUBNET, control, async (w) => {
       const kernel = await kernelRun(name, port, w);
       await Deno.stat(SHIM_LIBRARY);
       const shim = await runScenario(name, port, w, "shim", shimEnv({ control, required: true }));
