@@ -3468,6 +3468,85 @@ EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 	return exec_failed(&prep);
 }
 
+/*
+ * execl, execlp and execle call execve inside libc, past our execve: they are taken here and
+ * made into the vector forms, as libc itself does.
+ */
+#define EXEC_MAX_ARGS 4096
+
+static int collect_args(const char *arg0, va_list ap, char **argv, char ***envp)
+{
+	int n = 0;
+	argv[n++] = (char *)arg0;
+	while (arg0 && n < EXEC_MAX_ARGS) {
+		char *a = va_arg(ap, char *);
+		argv[n++] = a;
+		if (!a)
+			break;
+	}
+	if (n == EXEC_MAX_ARGS && argv[n - 1]) {
+		errno = E2BIG;
+		return -1;
+	}
+	if (!arg0)
+		argv[0] = NULL;
+	if (envp)
+		*envp = va_arg(ap, char **);
+	return 0;
+}
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+	char **argv = malloc(EXEC_MAX_ARGS * sizeof(char *));
+	if (!argv)
+		return fail(ENOMEM);
+	va_list ap;
+	va_start(ap, arg);
+	int r = collect_args(arg, ap, argv, NULL);
+	va_end(ap);
+	if (r == 0)
+		r = execv(path, argv);
+	int e = errno;
+	free(argv);
+	errno = e;
+	return r;
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+	char **argv = malloc(EXEC_MAX_ARGS * sizeof(char *));
+	if (!argv)
+		return fail(ENOMEM);
+	va_list ap;
+	va_start(ap, arg);
+	int r = collect_args(arg, ap, argv, NULL);
+	va_end(ap);
+	if (r == 0)
+		r = execvp(file, argv);
+	int e = errno;
+	free(argv);
+	errno = e;
+	return r;
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+	char **argv = malloc(EXEC_MAX_ARGS * sizeof(char *));
+	if (!argv)
+		return fail(ENOMEM);
+	char **envp = NULL;
+	va_list ap;
+	va_start(ap, arg);
+	int r = collect_args(arg, ap, argv, &envp);
+	va_end(ap);
+	if (r == 0)
+		r = execve(path, argv, envp);
+	int e = errno;
+	free(argv);
+	errno = e;
+	return r;
+}
+
 /* Marks an fd the new image inherited from the shim as internal again (and close-on-exec). */
 static void reclaim_internal(int fd)
 {

@@ -66,6 +66,9 @@ export const DEFAULT_REGION: RegionParams = {
 /** How often the process tables are read for processes that died. */
 const REAP_INTERVAL_MS = 100;
 
+/** Applications attached directly at once (each a region; the proxy's policy is finer). */
+export const MAX_REGIONS = 1024;
+
 /** An attached application: its region, its connections, its processes. */
 interface AppEntry {
   readonly app: AttachedApp;
@@ -99,6 +102,11 @@ export class RegionServer {
   ) {
     Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true });
     this.listener = ControlListener.listen(path);
+    // Any local user may open TCP sockets on Linux, so any user's program may attach here
+    // (memcached and nginx's workers drop root before their first socket); what one
+    // application may take is bounded per region (sockets, threads, waiters) and by
+    // MAX_REGIONS, and admission by user is the host proxy's policy.
+    Deno.chmodSync(path, 0o666);
     this.proxies = new ProxyPeers(
       service,
       this.waker,
@@ -165,6 +173,9 @@ export class RegionServer {
         entry.connections++;
         sendRegion(conn, entry.region, parsed.regionId, false);
       } else {
+        if (this.entries.size >= MAX_REGIONS) {
+          throw new Error(`the bridge serves ${MAX_REGIONS} applications already`);
+        }
         const id = this.service.reserveId();
         const region = createRegion(this.params, regionName(id), {
           localIp: this.localIp,
