@@ -9,6 +9,8 @@
  *   connection and accepts on the listener; a SOCK_CLOEXEC connection is closed by the exec.
  * - scm-rights-fork: a connection and a listener passed to a forked child with SCM_RIGHTS
  *   (the parent closes its copies); the child serves both.
+ * - holder-dies: a forked child sharing a connection and the listener is killed; the parent
+ *   keeps both (only the last holder's end finishes a connection).
  * - scm-send: a connection passed with SCM_RIGHTS to a second program started on its own
  *   (another application under the shim). Linux lets the receiver use it; under the shim it
  *   must work the same way, or fail with a clear, documented error -- this test compares with
@@ -17,7 +19,7 @@
  * Each scenario runs on the kernel (twin link) and under the shim (bridge); every program's
  * and the peer's lines must be what they were on the kernel, and at the checkpoint (the first
  * connection accepted) the host kernel holds no ESTABLISHED socket on the scenario's port.
- * Wires on 10.230/10.231; ports 22920-22926.
+ * Wires on 10.230/10.231; ports 22920-22928.
  *
  * @module
  */
@@ -52,6 +54,7 @@ const SCENARIOS: Scenario[] = [
   { name: "exec-listener", port: 22920 },
   { name: "exec-listener-execl", port: 22926 },
   { name: "scm-rights-fork", port: 22922 },
+  { name: "holder-dies", port: 22928 },
   {
     name: "scm-send",
     port: 22924,

@@ -10,6 +10,10 @@
  * scm-rights-fork: the parent passes an accepted connection, then a listener made after the
  *   fork, to its child over a Unix socket (SCM_RIGHTS) and closes its own copies; the child
  *   serves the connection and accepts on the listener.
+ * holder-dies: a forked child that shares a connection and the listener answers on the
+ *   connection and is killed (SIGKILL: nothing closed); the parent, still holding both, goes
+ *   on: it answers on the connection and accepts and serves a new one (a socket lives until
+ *   its last holder is gone).
  * scm-send / scm-recv: two programs started apart (two applications): scm-send passes an
  *   accepted connection to scm-recv over UNIX-PATH and closes it; scm-recv reads the peer's
  *   "ping" on it and answers "pong". Whatever each call returns is printed.
@@ -227,6 +231,39 @@ static void sc_scm_rights_fork(void) {
   close(l);
 }
 
+static void sc_holder_dies(void) {
+  int l = listen_on(g_port);
+  int c1 = accept_one(l);
+  pid_t pid = fork();
+  if (pid < 0) fail("fork");
+  if (pid == 0) {
+    /* The child answers, then dies holding c1 and the listener. */
+    char buf[4];
+    read_exact(c1, buf, 4);
+    write_all(c1, "pong", 4);
+    raise(SIGKILL);
+    _exit(1);
+  }
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  say("child killed: %s", WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL ? "yes" : "no");
+  say_write("c1 write after the child died", c1, "still here");
+  int c2;
+  do c2 = accept(l, NULL, NULL);
+  while (c2 < 0 && errno == EINTR);
+  if (c2 < 0) {
+    say("accept after the child died: -1 %s", ename(errno));
+  } else {
+    say("accept after the child died: ok");
+    say_read("c2 read", c2, 4);
+    say_write("c2 write", c2, "fine");
+    close(c2);
+  }
+  close(c1);
+  close(l);
+}
+
 static struct sockaddr_un unix_addr(void) {
   struct sockaddr_un a;
   memset(&a, 0, sizeof a);
@@ -282,6 +319,7 @@ int main(int argc, char **argv) {
       {"exec-listener-execl", sc_exec_listener_execl},
       {"exec-listener-after", sc_exec_listener_after},
       {"scm-rights-fork", sc_scm_rights_fork},
+      {"holder-dies", sc_holder_dies},
       {"scm-send", sc_scm_send},
       {"scm-recv", sc_scm_recv},
   };

@@ -83,6 +83,20 @@ static void sc_scm_rights_fork(void) {
   close(c2);
 }
 
+static void sc_holder_dies(void) {
+  int c1 = dial(0);
+  write_all(c1, "ping", 4);
+  say_read("c1 read", c1, 4);
+  say_read("c1 read after the child died", c1, 10);
+  int c2 = dial(0);
+  write_all(c2, "new!", 4);
+  say_read("c2 read", c2, 4);
+  say_eof("c2 after the answer", c2);
+  say_eof("c1 at the end", c1);
+  close(c1);
+  close(c2);
+}
+
 static void sc_scm_other(void) {
   int c1 = dial(0);
   write_all(c1, "ping", 4);
@@ -102,6 +116,7 @@ int main(int argc, char **argv) {
       {"exec-listener", sc_exec_listener},
       {"exec-listener-execl", sc_exec_listener},
       {"scm-rights-fork", sc_scm_rights_fork},
+      {"holder-dies", sc_holder_dies},
       {"scm-send", sc_scm_other},
   };
   for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
