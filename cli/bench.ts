@@ -11,12 +11,14 @@ import { formatNginxTable, nginxSideBySide } from "../bench/nginx_side_by_side.t
 import { runMicroBench } from "../bench/rings_micro.ts";
 import { tcpSideBySide } from "../bench/tcp_side_by_side.ts";
 import { wakeSideBySide } from "../bench/wake_side_by_side.ts";
+import { statsSideBySide } from "../bench/stats_side_by_side.ts";
 
 export const BENCH_HELP = `pno bench: run the benchmarks
 
 Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
                  [--nginx [--seconds N] [--connections N]]
                  [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile]] [--wake]
+                 [--stats [--reps N]]
 
 Options:
   --micro     host-NIC ring micro-benchmarks in one process: descriptors per second
@@ -60,13 +62,31 @@ Options:
   --wake      an idle bridge's answer time and cost: ping RTT while busy and after a quiet
               second, and the bridge's CPU while idle, with timer naps only
               (PNO_WIRE_WAKE=0) and with the wire's wakeup armed; the host kernel alongside
+  --stats     what serving the live stats costs the data path: the bridge's echo service
+              driven from a namespace (64 B request/response, then bulk), in interleaved
+              rounds with nobody reading the stats, with a client polling the proxy's /stats
+              and /events every 100 ms, and polling the bridge's own /live endpoints; medians,
+              paired ratios to the quiet rounds, the quiet rounds' spread (the noise), and the
+              bridge loop's own measure of what publishing the stats page costs it
+    --reps N      rounds of each kind (default 9)
   -h, --help  show this help`;
 
 /** Runs the benchmarks the flags select. */
 export async function benchMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
-    boolean: ["help", "micro", "engine", "echo", "redis", "tcp", "profile", "nginx", "wake"],
-    string: ["requests", "idle", "mib", "lossy-mib", "seed", "seconds", "connections"],
+    boolean: [
+      "help",
+      "micro",
+      "engine",
+      "echo",
+      "redis",
+      "tcp",
+      "profile",
+      "nginx",
+      "wake",
+      "stats",
+    ],
+    string: ["requests", "idle", "mib", "lossy-mib", "seed", "seconds", "connections", "reps"],
     alias: { h: "help" },
     default: {
       requests: "300000",
@@ -76,6 +96,7 @@ export async function benchMain(args: string[]): Promise<number> {
       seed: "1",
       seconds: "10",
       connections: "50",
+      reps: "9",
       profile: true,
     },
     negatable: ["profile"],
@@ -86,7 +107,7 @@ export async function benchMain(args: string[]): Promise<number> {
   if (
     flags.help ||
     !(flags.micro || flags.engine || flags.echo || flags.redis || flags.tcp || flags.nginx ||
-      flags.wake)
+      flags.wake || flags.stats)
   ) {
     console.log(BENCH_HELP);
     return flags.help ? 0 : 2;
@@ -134,6 +155,17 @@ export async function benchMain(args: string[]): Promise<number> {
     console.log(lines.join("\n"));
   }
   if (flags.wake) console.log((await wakeSideBySide()).join("\n"));
+  if (flags.stats) {
+    const reps = Number(flags.reps);
+    if (!(Number.isInteger(reps) && reps >= 1)) throw new Error("--reps takes a count");
+    const lines = await statsSideBySide({
+      reps,
+      rr: 10_000,
+      mib: 32,
+      log: (line) => console.error(line),
+    });
+    console.log(lines.join("\n"));
+  }
   if (flags.engine) {
     // The engine benchmark measures allocation with V8 flags of its own: it runs as a child.
     // Twice: with the TypeScript checksum (PNO_NATIVE_CSUM=0), then with libpno_copy's.

@@ -76,7 +76,7 @@ Deno.test({
           // The page is published every 100 ms: wait for one published after the last echo.
           return s.tcp.passiveOpens === ECHO_CONNS + APP_CONNS && s.apps.length === 1 &&
             s.apps[0].connections === APP_CONNS &&
-            s.tcp.bytesOut === ECHO_CONNS * ECHO_BYTES + APP_CONNS * APP_BYTES;
+            s.apps[0].bytesFromHost === APP_CONNS * APP_BYTES;
         },
         "the page shows every connection",
         10_000,
@@ -88,8 +88,10 @@ Deno.test({
       assertEquals(validateJson(s, SCHEMA), []);
       assertEquals(s.iface.icmpEchoIn, PINGS);
       assertEquals(s.iface.icmpEchoOut, PINGS);
-      assertEquals(s.tcp.bytesIn, ECHO_CONNS * ECHO_BYTES + APP_CONNS * APP_BYTES);
-      assertEquals(s.tcp.bytesOut, ECHO_CONNS * ECHO_BYTES + APP_CONNS * APP_BYTES);
+      // Segment payload counts duplicates too (a peer's retransmission on a loaded host): at
+      // least what was echoed. The per-application figures are Linux's, exact.
+      assert(s.tcp.bytesIn >= ECHO_CONNS * ECHO_BYTES + APP_CONNS * APP_BYTES);
+      assert(s.tcp.bytesOut >= ECHO_CONNS * ECHO_BYTES + APP_CONNS * APP_BYTES);
       assertEquals(s.tcp.connections >= APP_CONNS, true);
       const a = s.apps[0];
       assertEquals(a.pid, app.pid);
@@ -110,6 +112,7 @@ Deno.test({
         assertEquals(c.name, "python3");
         assertEquals([c.bytesReceived, c.bytesAcked], [APP_BYTES, APP_BYTES]);
         assert(c.ino > 0, "the shim recorded the placeholder's inode");
+        assert(c.fd > 2, `the application's fd for it: ${c.fd}`);
       }
       const paged = await (await fetch(`${live}connections?limit=2&offset=1`)).json();
       assertEquals(paged.rows.length, Math.min(2, paged.total - 1));
@@ -130,7 +133,7 @@ Deno.test({
       const expect: Array<[string, number]> = [
         ["pno_iface_icmp_echo_in_total", PINGS],
         ["pno_tcp_passive_opens_total", ECHO_CONNS + APP_CONNS],
-        ["pno_tcp_bytes_in_total", ECHO_CONNS * ECHO_BYTES + APP_CONNS * APP_BYTES],
+        [`pno_app_bytes_total{pid="${app.pid}",direction="to_host"}`, APP_CONNS * APP_BYTES],
         [`pno_app_connections{pid="${app.pid}"}`, APP_CONNS],
         [`pno_app_bytes_total{pid="${app.pid}",direction="from_host"}`, APP_CONNS * APP_BYTES],
       ];

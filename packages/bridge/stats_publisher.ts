@@ -126,6 +126,8 @@ export function statsSchemaInput(
       "dma.bytesRead",
       "dma.bytesWritten",
       "dma.injectedNs",
+      "stats.publishes",
+      "stats.publishUs",
     ],
     app: [...APP_FIELDS],
     conn: [...CONN_FIELDS],
@@ -207,6 +209,10 @@ export class QueuePublisher {
   private connRow = 0;
   private connTotal = 0;
   private readonly visit = (s: TcpSocket) => this.writeConn(s);
+  /** What publishing itself costs this loop: calls and time spent, measured here. */
+  private publishes = 0;
+  private publishUs = 0;
+  private readonly publishesAt: number;
 
   constructor(
     buffer: ArrayBufferLike,
@@ -217,6 +223,7 @@ export class QueuePublisher {
       schema.maxConns * this.connWidth;
     this.section = new SectionWriter(buffer, schema.queueAt[src.queue], count);
     this.at = Object.fromEntries(schema.queue.map((n, i) => [n, i]));
+    this.publishesAt = this.at["stats.publishes"];
     this.appBase = schema.queue.length;
     this.connBase = this.appBase + schema.maxApps * this.appWidth;
   }
@@ -230,6 +237,7 @@ export class QueuePublisher {
 
   /** Writes every field (and the connection rows, if a reader asked). */
   publish(): void {
+    const t0 = performance.now();
     const v = this.section.values, at = this.at, src = this.src;
     const requests = this.section.requests();
     const wantConns = requests !== this.lastServed;
@@ -289,6 +297,9 @@ export class QueuePublisher {
       v[at.connServed] = requests;
       this.lastServed = requests;
     }
+    v[this.publishesAt] = ++this.publishes;
+    this.publishUs += (performance.now() - t0) * 1000;
+    v[this.publishesAt + 1] = this.publishUs;
     this.section.end();
   }
 

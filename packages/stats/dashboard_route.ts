@@ -61,7 +61,7 @@ const PAGE = `<!doctype html>
 <th>listeners</th><th>ring bytes</th><th>resident</th><th>from host</th><th>to host</th>
 <th>host CPU s</th></tr></thead><tbody></tbody></table>
 <h2>Connections <span id="conn-count"></span></h2>
-<table id="conns"><thead><tr><th>pid</th><th class="l">name</th><th class="l">local</th>
+<table id="conns"><thead><tr><th>pid</th><th>fd</th><th class="l">name</th><th class="l">local</th>
 <th class="l">remote</th><th class="l">state</th><th>srtt ms</th><th>cwnd</th><th>bytes in</th>
 <th>bytes out</th><th>retrans</th></tr></thead><tbody></tbody></table>
 <script src="uplot.js"></script>
@@ -131,7 +131,7 @@ async function pollConnections() {
     dash.connRows = page.rows.length;
     document.getElementById("conn-count").textContent = "(" + page.total + " shown of " +
       (page.total + page.unlisted) + ")";
-    rows(document.querySelector("#conns tbody"), page.rows, (c) => [[c.pid], [c.name, "l"],
+    rows(document.querySelector("#conns tbody"), page.rows, (c) => [[c.pid], [c.fd < 0 ? "-" : c.fd], [c.name, "l"],
       [c.local, "l"], [c.remote, "l"], [c.state, "l"], [c.srttMs.toFixed(1)], [fmt(c.cwnd)],
       [fmt(c.bytesReceived)], [fmt(c.bytesAcked)], [c.retransSegs]]);
   } catch (_) { /* the next round tries again */ }

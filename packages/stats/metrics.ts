@@ -107,6 +107,15 @@ export function metricsText(s: StatsSnapshot): string {
     e.counter("pno_worker_cpu_seconds_total", "CPU time of a worker's thread", w.cpuMs / 1e3, {
       worker,
     });
+    e.counter("pno_worker_stats_publishes_total", "Publications into the stats page", w.publishes, {
+      worker,
+    });
+    e.counter(
+      "pno_worker_stats_publish_seconds_total",
+      "Time a worker's loop spent publishing into the stats page",
+      w.publishUs / 1e6,
+      { worker },
+    );
     e.counter("pno_worker_sleeps_total", "Naps of a worker's loop", w.loop.sleeps ?? 0, { worker });
     e.gauge(
       "pno_worker_frames_per_busy_poll",

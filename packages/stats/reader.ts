@@ -39,6 +39,9 @@ export interface WorkerStats {
   idlePolls: number;
   /** Frames received per busy poll round (the batch the loop works on). */
   framesPerBusyPoll: number;
+  /** The stats page's cost to this worker's loop: publications, and time they took (µs). */
+  publishes: number;
+  publishUs: number;
   loop: Record<string, number>;
   iface: Record<string, number>;
   tcp: Record<string, number>;
@@ -59,6 +62,8 @@ export interface ConnectionRow {
   app: number;
   pid: number;
   name: string;
+  /** The application's fd for it (its placeholder, found by inode in /proc/PID/fd), or -1. */
+  fd: number;
   slot: number;
   ino: number;
   local: string;
@@ -139,7 +144,12 @@ export class StatsReader {
       const r = this.queues[q];
       r.read(appRowsAt + s.maxApps * s.app.length);
       const v = r.copy;
-      const grouped: Record<string, Record<string, number>> = { loop: {}, iface: {}, tcp: {} };
+      const grouped: Record<string, Record<string, number>> = {
+        loop: {},
+        iface: {},
+        tcp: {},
+        stats: {},
+      };
       for (let i = 0; i < s.queue.length; i++) {
         const name = s.queue[i];
         const dot = name.indexOf(".");
@@ -159,6 +169,8 @@ export class StatsReader {
         busyPolls: loop.busyRounds ?? 0,
         idlePolls: (loop.rounds ?? 0) - (loop.busyRounds ?? 0),
         framesPerBusyPoll: loop.busyRounds ? (grouped.iface.rxFrames ?? 0) / loop.busyRounds : 0,
+        publishes: grouped.stats.publishes ?? 0,
+        publishUs: grouped.stats.publishUs ?? 0,
         loop,
         iface: grouped.iface,
         tcp: grouped.tcp,
@@ -213,6 +225,13 @@ export class StatsReader {
     const appBase = s.queue.length, connBase = appBase + s.maxApps * s.app.length;
     const rows: ConnectionRow[] = [];
     let unlisted = 0;
+    const fds = new Map<number, Map<number, number>>();
+    const fdOf = (pid: number, ino: number) => {
+      if (ino <= 0 || pid <= 0) return -1;
+      let byIno = fds.get(pid);
+      if (byIno === undefined) fds.set(pid, byIno = socketFds(pid));
+      return byIno.get(ino) ?? -1;
+    };
     for (let q = 0; q < this.queues.length; q++) {
       const r = this.queues[q];
       r.read();
@@ -231,6 +250,7 @@ export class StatsReader {
           app: o.app,
           pid,
           name: o.app ? processName(pid) : "pno-bridge",
+          fd: o.app ? fdOf(pid, o.ino) : -1,
           slot: o.slot,
           ino: o.ino,
           local: `${ipText(o.localIp)}:${o.localPort}`,
@@ -267,6 +287,24 @@ export class StatsReader {
       rows: picked.slice(offset, offset + limit),
     };
   }
+}
+
+/** Socket inode to fd of `pid`'s open sockets (/proc/PID/fd), empty if unreadable. */
+export function socketFds(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  try {
+    for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`).match(/^socket:\[(\d+)\]$/);
+        if (m) out.set(Number(m[1]), Number(e.name));
+      } catch {
+        // closed meanwhile
+      }
+    }
+  } catch {
+    // gone, or not ours to read
+  }
+  return out;
 }
 
 /** The command name of `pid` (/proc/PID/comm), or "" if it is gone. */
