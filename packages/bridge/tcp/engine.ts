@@ -703,7 +703,7 @@ export class TcpEngine {
     // Everything in flight was too big and is gone: resend it at the new size, without a
     // congestion response (Linux's tcp_simple_retransmit; the path did not congest).
     if (s.sndUna !== s.sndNxt && canSendData(s.state)) {
-      s.sb.clear();
+      if (s.sackOn) s.sm.markAllLost();
       s.recovery = RECOVERY_RTO;
       s.recoverySeq = s.sndNxt;
       s.highRxt = s.sndUna;

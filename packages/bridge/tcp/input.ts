@@ -45,7 +45,17 @@ import {
 import * as K from "./counters.ts";
 import { queueOut, sendRaw, sendRst, sendSyn } from "./output.ts";
 import { sackUpdate } from "./sack.ts";
-import { armPto, dupAck, enterRecovery, holeLost, prrUpdate, tlpAck } from "./recovery.ts";
+import {
+  armPto,
+  dupAck,
+  enterRecovery,
+  onDsack,
+  prrUpdate,
+  rackBegin,
+  rackDetectLoss,
+  tlpAck,
+} from "./recovery.ts";
+import { SM_SACKED } from "./sendmap.ts";
 import { cookieAck, sendCookieSynAck } from "./syncache.ts";
 import { arm } from "./timers.ts";
 import { rttSample } from "./rtt.ts";
@@ -282,7 +292,13 @@ export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): 
       return;
     }
     c[K.C_DROP_OUT_OF_WINDOW]++;
-    if (segLen > 0 && seqLt(seg.seq, s.rcvNxt)) c[K.C_SPURIOUS_DATA]++;
+    if (segLen > 0 && seqLt(seg.seq, s.rcvNxt)) {
+      c[K.C_SPURIOUS_DATA]++;
+      if (seg.payloadLen > 0) {
+        const end = (seg.seq + seg.payloadLen) >>> 0;
+        duplicate(s, seg.seq, seqLt(end, s.rcvNxt) ? end : s.rcvNxt);
+      }
+    }
     if (s.state === TIME_WAIT && (f & TCP_FIN)) {
       s.closeAt = now + 2 * e.msl;
       arm(e, s);
@@ -480,9 +496,15 @@ export function processAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): boolean
     return false;
   }
   const wnd = seg.window << s.sndWscale;
-  const oldSacked = s.sb.bytes;
-  if (s.sackOn && seg.sackCount > 0 && sackUpdate(s, seg)) e.counters[K.C_DSACKS_IN]++;
-  const sackGrew = s.sb.bytes > oldSacked;
+  const oldSacked = s.sm.sackedBytes;
+  const priorUna = s.sndUna;
+  const delivered = rackBegin(s, e.now);
+  let dsack = false;
+  if (s.sackOn && seg.sackCount > 0 && sackUpdate(s, seg, delivered)) {
+    e.counters[K.C_DSACKS_IN]++;
+    dsack = true;
+  }
+  const sackGrew = s.sm.sackedBytes > oldSacked;
   const acked = seqDiff(ack, s.sndUna);
   const flightBefore = seqDiff(s.sndNxt, s.sndUna);
   if (acked > 0) {
@@ -495,9 +517,19 @@ export function processAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): boolean
     // segment of the peer carries data, and only its SACK blocks reveal our losses.
     ((seg.payloadLen === 0 && wnd === s.sndWnd) || sackGrew)
   ) {
-    dupAck(e, s, s.sb.bytes - oldSacked);
+    rackCheck(e, s);
+    dupAck(e, s, s.sm.sackedBytes - oldSacked);
+  } else if (acked <= 0) rackCheck(e, s);
+  if (dsack) {
+    // A D-SACK for data we retransmitted in the recovery being judged (Linux's
+    // tcp_check_dsack: above the undo marker, below the prior SND.UNA).
+    onDsack(
+      e,
+      s,
+      s.undoActive && seqGt(s.dsackRight, s.undoMarker) && seqLe(s.dsackRight, priorUna),
+    );
   }
-  if (s.tlpActive) tlpAck(e, s, seg, acked, s.sb.bytes > oldSacked);
+  if (s.tlpActive) tlpAck(e, s, seg, acked, sackGrew);
   // Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2 rule).
   if (seqLt(s.sndWl1, seg.seq) || (s.sndWl1 === seg.seq && seqLe(s.sndWl2, ack))) {
     const opened = wnd > s.sndWnd;
@@ -533,6 +565,20 @@ export function processAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): boolean
   return true;
 }
 
+/**
+ * RACK's loss detection after an ACK delivered something sent later than anything before
+ * (RFC 8985 §6.2): newly lost segments start fast recovery (once per window, RFC 6582's
+ * `recover`), and are resent in any case.
+ */
+function rackCheck(e: TcpEngine, s: TcpSocket): void {
+  if (!s.sackOn || !s.rackAdvanced) return;
+  if (rackDetectLoss(e, s)) {
+    if (s.recovery === RECOVERY_NONE && !seqLt(s.sndUna, s.recoverMark)) enterRecovery(e, s);
+    else queueOut(e, s);
+  }
+  arm(e, s);
+}
+
 /** Cumulative ACK of new data. */
 export function ackAdvance(
   e: TcpEngine,
@@ -557,7 +603,10 @@ export function ackAdvance(
   s.retries = 0;
   s.sndUna = seg.ack;
   if (dataAcked > 0) s.tx.release(dataAcked);
-  s.sb.trim(s.sndUna);
+  if (s.sackOn) {
+    s.sm.ackTo(s.sndUna, rackBegin(s, now));
+    rackCheck(e, s);
+  }
   if (s.dupBytes > 0) {
     s.dupBytes = Math.max(0, s.dupBytes - Math.max(0, acked - s.sndMss));
   }
@@ -572,7 +621,7 @@ export function ackAdvance(
     } else {
       // RFC 6937 DeliveredData: the change in SND.UNA plus the change in SACKed bytes, counted
       // after the cumulative ACK absorbed what it covers (else those bytes count twice).
-      prrUpdate(s, acked + s.sb.bytes - oldSacked);
+      prrUpdate(s, acked + s.sm.sackedBytes - oldSacked);
       if (!s.sackOn) s.rxmitHead = true; // NewReno partial ACK (RFC 6582 §3.2 step 5)
       if (seqLt(s.highRxt, s.sndUna)) s.highRxt = s.sndUna;
     }
@@ -584,14 +633,10 @@ export function ackAdvance(
     }
     const limited = flightBefore + 3 * s.sndMss >= s.cwnd;
     s.cc.onAck(s, acked, now, limited);
-    // SACK may reveal loss without three duplicates (RFC 6675 §5 IsLost(HighACK+1)).
-    if (s.recovery === RECOVERY_NONE && s.sackOn && s.sb.count > 0 && holeLost(s, 0)) {
-      enterRecovery(e, s);
-    }
   }
   // Retransmission timer (RFC 6298 §5.2, 5.3), and the tail loss probe before it.
   s.rtoAt = s.sndUna === s.sndNxt ? 0 : now + s.rto;
-  if (s.sb.count > 0 && s.sb.left(0) === s.sndUna) {
+  if (s.sackOn && s.sm.count > 0 && (s.sm.flags(0) & SM_SACKED) !== 0) {
     // The ACK stops at data the peer SACKed: it has dropped what it held out of order
     // (reneging, RFC 2018 §8). Give it a moment (a late ACK may follow), then time out, which
     // forgets the scoreboard and resends from SND.UNA (Linux's tcp_check_sack_reneging).
@@ -602,6 +647,17 @@ export function ackAdvance(
   arm(e, s);
   if (dataAcked > 0) e.event(s, EV_WRITABLE);
   queueOut(e, s);
+}
+
+/**
+ * Data that arrived twice: the next ACK reports it in a D-SACK block (RFC 2883), which tells
+ * the sender a retransmission was spurious (it undoes its window reduction) and that the
+ * network reorders (it widens its reordering window).
+ */
+function duplicate(s: TcpSocket, l: number, r: number): void {
+  if (!s.sackOn || !seqLt(l, r)) return;
+  s.dsackOutLeft = l;
+  s.dsackOutRight = r;
 }
 
 /** Steps 7 and 8: payload and FIN. `synSkip` is 1 when the segment also carried our SYN. */
@@ -622,10 +678,12 @@ export function processText(e: TcpEngine, s: TcpSocket, seg: TcpSegment, synSkip
     const d = seqDiff(s.rcvNxt, seq);
     if (d > 0) {
       if (d >= dLen) {
+        duplicate(s, seq, (seq + dLen) >>> 0);
         dLen = 0;
         e.counters[K.C_SPURIOUS_DATA]++;
         s.ackNow = true;
       } else {
+        duplicate(s, seq, s.rcvNxt);
         seq = s.rcvNxt;
         dOff += d;
         dLen -= d;
@@ -669,7 +727,11 @@ export function processText(e: TcpEngine, s: TcpSocket, seg: TcpSegment, synSkip
           }
         }
       } else {
-        if (s.ofo.add(seq, (seq + dLen) >>> 0)) {
+        const end = (seq + dLen) >>> 0;
+        // A duplicate of what is held out of order: D-SACK it; adding the range again makes
+        // the one that holds it the most recent, so it follows as the second block (§4).
+        if (s.ofo.covers(seq, end)) duplicate(s, seq, end);
+        if (s.ofo.add(seq, end)) {
           s.rx.copyIn(off, e.inBuf, dOff, dLen);
           s.ofoBytes += dLen;
           e.counters[K.C_OFO_BYTES] += dLen;

@@ -37,7 +37,8 @@ import {
   type TcpSocket,
 } from "./socket.ts";
 import * as K from "./counters.ts";
-import { armPto, holeLost, pipe } from "./recovery.ts";
+import { armPto, pipe } from "./recovery.ts";
+import { SM_LOST } from "./sendmap.ts";
 import { arm } from "./timers.ts";
 
 export function queueOut(e: TcpEngine, s: TcpSocket): void {
@@ -97,32 +98,31 @@ export function sendDataBudget(e: TcpEngine, s: TcpSocket): boolean {
       if (seqLt(s.highRxt, (s.sndUna + n) >>> 0)) s.highRxt = (s.sndUna + n) >>> 0;
     }
   }
-  // RFC 6675 NextSeg rule 1 (and everything after a timeout): lost holes above HighRxt.
-  if (s.recovery === RECOVERY_RTO || (s.recovery === RECOVERY_FAST && s.sackOn)) {
-    let prev = s.sndUna;
-    for (let i = 0; i <= s.sb.count && budget > 0; i++) {
-      let b = i < s.sb.count ? s.sb.left(i) : s.sndNxt;
-      const lost = s.recovery === RECOVERY_RTO
-        ? seqLt(prev, s.recoverySeq)
-        : (i < s.sb.count && holeLost(s, i));
-      if (lost) {
-        if (s.recovery === RECOVERY_RTO && seqGt(b, s.recoverySeq)) b = s.recoverySeq;
-        let start = seqLt(prev, s.highRxt) ? s.highRxt : prev;
-        while (seqLt(start, b) && budget > 0) {
-          const n = emitRange(e, s, start, Math.min(mss, seqDiff(b, start)));
-          if (n < 0) return done(e, sent, budget);
-          sent = true;
-          budget -= n;
-          s.prrOut += n;
-          start = (start + n) >>> 0;
-          s.highRxt = start;
-        }
-      }
-      if (i < s.sb.count) prev = s.sb.right(i);
+  if (s.sackOn) {
+    // RFC 6675 NextSeg rule 1 with RACK's marks: the segments marked lost, lowest first.
+    const sm = s.sm;
+    for (let i = 0; i < sm.count && sm.lostBytes > 0 && budget > 0; i++) {
+      if (!(sm.flags(i) & SM_LOST)) continue;
+      const l = sm.left(i);
+      const n = emitRange(e, s, l, Math.min(mss, seqDiff(sm.right(i), l)));
+      if (n < 0) return done(e, sent, budget);
+      sent = true;
+      budget -= n;
+      s.prrOut += n;
     }
-    if (s.recovery === RECOVERY_RTO && seqLt(s.highRxt, s.recoverySeq)) {
-      return done(e, sent, budget);
+    if (s.recovery === RECOVERY_RTO && sm.lostBytes > 0) return done(e, sent, budget);
+  } else if (s.recovery === RECOVERY_RTO) {
+    // Go-back-N after a timeout: everything from HighRxt up to what was out is resent.
+    let start = s.highRxt;
+    while (seqLt(start, s.recoverySeq) && budget > 0) {
+      const n = emitRange(e, s, start, Math.min(mss, seqDiff(s.recoverySeq, start)));
+      if (n < 0) return done(e, sent, budget);
+      sent = true;
+      budget -= n;
+      start = (start + n) >>> 0;
+      s.highRxt = start;
     }
+    if (seqLt(s.highRxt, s.recoverySeq)) return done(e, sent, budget);
   }
   // New data (NextSeg rule 2).
   if (!s.finSent) {
@@ -224,8 +224,19 @@ export function emit(
     if (s.wsOn) p = optWriteWscale(b, p, s.rcvWscale);
   } else {
     if (s.tsOn) p = optWriteTs(b, p, tsVal, s.tsRecent);
-    if (s.sackOn && s.ofo.count > 0 && (flags & TCP_ACK)) {
-      p = optWriteSack(b, p, e.sackScratch, s.ofo.sackBlocks(e.sackScratch, s.tsOn ? 3 : 4));
+    if (s.sackOn && (flags & TCP_ACK) && (s.ofo.count > 0 || s.dsackOutLeft !== s.dsackOutRight)) {
+      const max = s.tsOn ? 3 : 4;
+      const scratch = e.sackScratch;
+      let n = 0;
+      if (s.dsackOutLeft !== s.dsackOutRight) {
+        scratch[0] = s.dsackOutLeft;
+        scratch[1] = s.dsackOutRight;
+        s.dsackOutLeft = s.dsackOutRight = 0;
+        e.counters[K.C_DSACKS_OUT]++;
+        n = 1;
+      }
+      n += s.ofo.sackBlocks(scratch, max - n, n);
+      p = optWriteSack(b, p, scratch, n);
     }
   }
   const hl = p - off;
@@ -287,6 +298,13 @@ export function emit(
     s.rtoAt = now + s.rto;
     arm(e, s);
   }
+  if (s.sackOn) {
+    // The send map: a new segment's record, or a retransmission's new send time.
+    const end = (seq + space) >>> 0;
+    if (!rexmit) {
+      if (!syn) s.sm.push(seq, end, now);
+    } else smRetransmitted(s, seq, end, now);
+  }
   // RFC 8985 §7.2: the probe timer restarts when new data goes out, not only on an ACK (a
   // response sent after idle, then lost, would otherwise wait for the RTO).
   if (!rexmit && !s.tlpActive && s.recovery === RECOVERY_NONE) {
@@ -294,6 +312,22 @@ export function emit(
     if (s.ptoAt !== 0) arm(e, s);
   }
   return true;
+}
+
+/** Marks the send map's records in [l, r) retransmitted at `now`, splitting at the edges. */
+function smRetransmitted(s: TcpSocket, l: number, r: number, now: number): void {
+  const sm = s.sm;
+  let i = sm.find(l);
+  if (i >= sm.count) return;
+  if (seqLt(sm.left(i), l)) {
+    sm.split(i, l);
+    i++;
+  }
+  for (; i < sm.count && seqLt(sm.left(i), r); i++) {
+    if (seqGt(sm.right(i), r)) sm.split(i, r);
+    sm.retransmitted(i, now);
+    if (s.undoActive && s.recovery !== RECOVERY_NONE) s.undoRetrans++;
+  }
 }
 
 /** Link out of buffers: try again at the next poll. */

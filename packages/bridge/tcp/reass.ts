@@ -77,6 +77,14 @@ export class ReassemblyRanges {
     this.count = n - 1;
   }
 
+  /** True when [l, r) lies inside one range (a duplicate of data held out of order). */
+  covers(l: number, r: number): boolean {
+    for (let i = 0; i < this.count; i++) {
+      if (seqLe(this.ranges[2 * i], l) && seqGe(this.ranges[2 * i + 1], r)) return true;
+    }
+    return false;
+  }
+
   /** Forgets everything. */
   clear(): void {
     this.count = 0;
@@ -86,8 +94,9 @@ export class ReassemblyRanges {
    * Writes up to `max` SACK blocks into `out` as (left, right) pairs, the most recently
    * changed range first (RFC 2018 §4); returns how many.
    */
-  sackBlocks(out: Uint32Array, max: number): number {
+  sackBlocks(out: Uint32Array, max: number, from = 0): number {
     const n = Math.min(max, this.count);
+    out = from === 0 ? out : out.subarray(2 * from);
     let lastAge = 0x7fffffff;
     for (let k = 0; k < n; k++) {
       let best = -1;

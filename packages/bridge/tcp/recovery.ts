@@ -1,12 +1,25 @@
 /**
- * Loss recovery: duplicate ACKs, fast recovery with PRR (RFC 6937), the pipe estimate and IsLost
- * of RFC 6675, and the tail loss probe (RFC 8985 §7).
+ * Loss detection and recovery. With SACK: RACK-TLP (RFC 8985): a segment is lost when one sent
+ * after it was delivered and a reordering window has passed, the window adapting to the
+ * reordering D-SACKs reveal; a tail loss probe when the ACK clock stops; undo of recoveries
+ * that D-SACKs prove spurious. Without SACK: NewReno's three duplicate ACKs (RFC 6582). Both
+ * recover with PRR (RFC 6937).
  *
  * @module
  */
 
 import type { TcpEngine } from "./engine.ts";
-import { seqDiff, seqGt, seqLe, seqLt, TCP_ACK, TCP_FIN, type TcpSegment } from "../wire/tcp.ts";
+import {
+  seqDiff,
+  seqGe,
+  seqGt,
+  seqLe,
+  seqLt,
+  TCP_ACK,
+  TCP_FIN,
+  type TcpSegment,
+} from "../wire/tcp.ts";
+import { SM_LOST, SM_RETRANS, SM_SACKED } from "./sendmap.ts";
 import {
   canSendData,
   RECOVERY_FAST,
@@ -17,9 +30,16 @@ import {
 import * as K from "./counters.ts";
 import { emit, emitRange, queueOut } from "./output.ts";
 
-/** Duplicate ACKs (or SACKed segments) that mean a loss (RFC 5681 §3.2, RFC 6675). */
+/** Duplicate ACKs that mean a loss without SACK (RFC 5681 §3.2, RFC 6582). */
 export const DUP_THRESH = 3;
 
+/** Linux's TCP_RACK_RECOVERY_THRESH: recoveries a widened reordering window persists for. */
+const REO_WND_PERSIST = 16;
+
+/**
+ * A duplicate ACK. Without SACK it counts toward DupThresh (NewReno, RFC 6582); with SACK,
+ * RACK decides what is lost (in processAck) and this only paces PRR and limited transmit.
+ */
 export function dupAck(e: TcpEngine, s: TcpSocket, newlySacked: number): void {
   e.counters[K.C_DUP_ACKS]++;
   s.dupAcksIn++;
@@ -34,9 +54,7 @@ export function dupAck(e: TcpEngine, s: TcpSocket, newlySacked: number): void {
     return;
   }
   if (s.recovery === RECOVERY_RTO) return;
-  if (
-    s.dupAcks >= DUP_THRESH || (s.sackOn && s.sb.count > 0 && holeLost(s, 0))
-  ) {
+  if (!s.sackOn && s.dupAcks >= DUP_THRESH) {
     // RFC 6582 §3.2 step 2: only when the ACK covers more than the last `recover`.
     if (seqLt(s.sndUna, s.recoverMark)) return;
     enterRecovery(e, s);
@@ -46,8 +64,16 @@ export function dupAck(e: TcpEngine, s: TcpSocket, newlySacked: number): void {
   }
 }
 
+/** Fast recovery begins: one congestion response for the episode, PRR from here. */
 export function enterRecovery(e: TcpEngine, s: TcpSocket): void {
   const flight = seqDiff(s.sndNxt, s.sndUna);
+  // What an undo restores if every retransmission proves spurious (RFC 2883 §5, Linux's
+  // prior_cwnd / prior_ssthresh).
+  s.undoActive = true;
+  s.undoMarker = s.sndUna;
+  s.undoRetrans = 0;
+  s.priorCwnd = s.cwnd;
+  s.priorSsthresh = s.ssthresh;
   s.cc.onLoss(s, flight, e.now);
   s.recovery = RECOVERY_FAST;
   s.recoverySeq = s.sndNxt;
@@ -63,6 +89,7 @@ export function enterRecovery(e: TcpEngine, s: TcpSocket): void {
   if (s.sackOn) {
     s.sackRecoveries++;
     e.counters[K.C_SACK_RECOVERIES]++;
+    if (s.reoWndPersist > 0 && --s.reoWndPersist === 0) s.reoWndMult = 1;
   } else {
     s.renoRecoveries++;
     e.counters[K.C_RENO_RECOVERIES]++;
@@ -87,53 +114,138 @@ export function prrUpdate(s: TcpSocket, delivered: number): void {
   s.prrBudget = sndcnt > 0 ? sndcnt : 0;
 }
 
-/** RFC 6675 IsLost for the hole just below block `i` (constant across the hole). */
-export function holeLost(s: TcpSocket, i: number): boolean {
-  const thresh = dupThresh(s);
-  if (s.sb.count - i >= thresh) return true;
-  let bytes = 0;
-  bytes += s.sb.bytesFrom(i);
-  return bytes > (thresh - 1) * s.sndMss - (thresh < DUP_THRESH ? 1 : 0);
+/**
+ * Bytes in the network. With SACK (RFC 6675 SetPipe as RACK keeps it): the flight less what
+ * the peer SACKed and what is marked lost and not yet resent. Without SACK: the flight less
+ * what duplicate ACKs say has left, and after a timeout, only what was resent of the lost.
+ */
+export function pipe(s: TcpSocket): number {
+  const flight = seqDiff(s.sndNxt, s.sndUna);
+  let p: number;
+  if (s.sackOn) p = flight - s.sm.sackedBytes - s.sm.lostBytes;
+  else if (s.recovery === RECOVERY_RTO) {
+    const lost = seqLt(s.sndUna, s.recoverySeq) ? seqDiff(s.recoverySeq, s.sndUna) : 0;
+    const resent = seqGt(s.highRxt, s.sndUna) ? seqDiff(s.highRxt, s.sndUna) : 0;
+    p = flight - lost + resent;
+  } else p = flight - s.dupBytes;
+  return p > 0 ? p : 0;
+}
+
+// ---- RACK (RFC 8985 §6) ----
+// The callbacks of the send map run with these set: no closure per ACK.
+let rackSock: TcpSocket | null = null;
+let rackNow = 0;
+
+/** RFC 8985 §6.2 steps 2-3 for a segment just delivered (cumulatively ACKed or SACKed). */
+function rackDelivered(i: number): void {
+  const s = rackSock!;
+  const sm = s.sm;
+  const sent = sm.time(i), end = sm.right(i), retrans = (sm.flags(i) & SM_RETRANS) !== 0;
+  const rtt = rackNow - sent;
+  // A retransmitted segment's ACK may be for the original: an RTT shorter than the path's
+  // minimum cannot be the retransmission's (RFC 8985 §6.2 step 2).
+  if (retrans && rtt < s.minRtt) return;
+  if (sent > s.rackXmitAt || (sent === s.rackXmitAt && seqGt(end, s.rackEnd))) {
+    s.rackXmitAt = sent;
+    s.rackEnd = end;
+    s.rackRtt = rtt;
+    s.rackAdvanced = true;
+  }
+  // Step 3: a never-retransmitted segment delivered below the highest delivered one arrived
+  // out of order.
+  if (!retrans) {
+    if (seqLt(end, s.rackFack)) s.reordSeen = true;
+    else s.rackFack = end;
+  }
+}
+
+/** Sets up the send map callbacks for socket `s` at time `now`. */
+export function rackBegin(s: TcpSocket, now: number): (i: number) => void {
+  rackSock = s;
+  rackNow = now;
+  return rackDelivered;
 }
 
 /**
- * DupThresh, lowered for small flights with nothing new to send (Early Retransmit, RFC 5827):
- * with fewer than four segments out, three SACKed segments can never arrive above a loss.
+ * The reordering window (RFC 8985 §6.2 step 4, as Linux's tcp_rack_reo_wnd): none before any
+ * reordering was seen once recovery or DupThresh SACKed segments say loss is likely, else a
+ * quarter of the minimum RTT, widened by each D-SACK round (a retransmission proved
+ * spurious), never above SRTT.
  */
-export function dupThresh(s: TcpSocket): number {
-  const flight = seqDiff(s.sndNxt, s.sndUna);
-  const segs = Math.ceil(flight / s.sndMss);
-  if (segs >= DUP_THRESH + 1) return DUP_THRESH;
-  const unsent = s.tx.readable() - flight;
-  const room = s.sndWnd - flight;
-  if (unsent > 0 && room >= s.sndMss) return DUP_THRESH; // new data can still clock ACKs
-  return Math.max(1, segs - 1);
+function reoWnd(s: TcpSocket): number {
+  if (!s.reordSeen) {
+    if (s.recovery !== RECOVERY_NONE) return 0;
+    if (s.sm.sackedBytes >= DUP_THRESH * s.sndMss) return 0;
+  }
+  const min = s.minRtt === Infinity ? s.srtt : s.minRtt;
+  const w = (min / 4) * s.reoWndMult;
+  return w < s.srtt ? w : s.srtt;
 }
 
-/** Bytes in the network (RFC 6675 SetPipe, per hole). */
-export function pipe(s: TcpSocket): number {
-  const flight = seqDiff(s.sndNxt, s.sndUna);
-  if (s.recovery === RECOVERY_NONE || (s.recovery === RECOVERY_FAST && !s.sackOn)) {
-    const p = flight - s.sb.bytes - s.dupBytes;
-    return p > 0 ? p : 0;
-  }
-  let pipe = 0;
-  let prev = s.sndUna;
-  for (let i = 0; i <= s.sb.count; i++) {
-    const b = i < s.sb.count ? s.sb.left(i) : s.sndNxt;
-    if (seqLt(prev, b)) {
-      const lost = s.recovery === RECOVERY_RTO
-        ? seqLt(prev, s.recoverySeq)
-        : (i < s.sb.count && holeLost(s, i));
-      let rx = 0;
-      if (seqGt(s.highRxt, prev)) {
-        rx = seqLt(s.highRxt, b) ? seqDiff(s.highRxt, prev) : seqDiff(b, prev);
-      }
-      pipe += lost ? rx : seqDiff(b, prev) + rx;
+/**
+ * RFC 8985 §6.2 step 5: every segment sent before the most recently delivered one, and more
+ * than RTT + reordering window ago, is lost. Marks them; arms the reordering timer for the
+ * earliest that may still turn out lost. Returns true if any segment was marked.
+ */
+export function rackDetectLoss(e: TcpEngine, s: TcpSocket): boolean {
+  s.rackAdvanced = false;
+  if (s.rackXmitAt < 0) return false;
+  const sm = s.sm;
+  const wnd = reoWnd(s);
+  const now = e.now;
+  let marked = false;
+  let wait = 0;
+  for (let i = 0; i < sm.count; i++) {
+    const f = sm.flags(i);
+    if (f & (SM_SACKED | SM_LOST)) continue;
+    const sent = sm.time(i);
+    if (sent > s.rackXmitAt || (sent === s.rackXmitAt && seqGe(sm.right(i), s.rackEnd))) {
+      continue; // sent after the delivered segment: no evidence yet
     }
-    if (i < s.sb.count) prev = s.sb.right(i);
+    const remaining = sent + s.rackRtt + wnd - now;
+    if (remaining <= 0) {
+      sm.markLost(i);
+      e.counters[K.C_RACK_LOSSES]++;
+      marked = true;
+    } else if (remaining > wait) wait = remaining;
   }
-  return pipe;
+  s.reoAt = wait > 0 ? now + wait : 0;
+  return marked;
+}
+
+/** The reordering timer fired: segments may have waited out their window. */
+export function onReoTimer(e: TcpEngine, s: TcpSocket): void {
+  if (!s.sackOn || s.sndUna === s.sndNxt || !canSendData(s.state)) return;
+  if (rackDetectLoss(e, s)) {
+    if (s.recovery === RECOVERY_NONE && !seqLt(s.sndUna, s.recoverMark)) enterRecovery(e, s);
+    queueOut(e, s);
+  }
+}
+
+/**
+ * A D-SACK arrived (RFC 2883): a segment reached the peer twice. If it was one we
+ * retransmitted, one retransmission less stands unproven; when none is left, the recovery
+ * was spurious and its window reduction is undone (RFC 2883 §5, Linux's tcp_try_undo_dsack).
+ * Either way the network reorders: the reordering window widens for a while (RFC 8985 §6.2
+ * step 4, once per round trip).
+ */
+export function onDsack(e: TcpEngine, s: TcpSocket, retransmitted: boolean): void {
+  s.reordSeen = true;
+  if (!s.dsackRound || !seqLt(s.sndUna, s.dsackRoundEnd)) {
+    s.dsackRound = true;
+    if (s.reoWndMult < 64) s.reoWndMult++;
+    s.reoWndPersist = REO_WND_PERSIST;
+    s.dsackRoundEnd = s.sndNxt;
+  }
+  if (!retransmitted || !s.undoActive || s.undoRetrans <= 0) return;
+  if (--s.undoRetrans > 0) return;
+  s.undoActive = false;
+  if (s.priorCwnd > s.cwnd) s.cwnd = s.priorCwnd;
+  if (s.priorSsthresh > s.ssthresh) s.ssthresh = s.priorSsthresh;
+  s.ccEpoch = -1;
+  if (s.recovery === RECOVERY_FAST) s.recovery = RECOVERY_NONE;
+  e.counters[K.C_UNDO_RECOVERIES]++;
+  queueOut(e, s);
 }
 
 /**

@@ -9,7 +9,7 @@
 import type { RxStream, TxStream } from "../../rings/stream.ts";
 import type { CcState, CongestionControl } from "./cc.ts";
 import * as E from "../../rings/errno.ts";
-import { SackScoreboard } from "./sack.ts";
+import { SendMap } from "./sendmap.ts";
 import { ReassemblyRanges } from "./reass.ts";
 
 // ---- states (RFC 9293 §3.3.2) ----
@@ -260,8 +260,32 @@ export class TcpSocket implements CcState {
   prrOut = 0;
   recoverFs = 0;
   prrBudget = 0;
-  /** SACK scoreboard: what the peer holds above sndUna. */
-  readonly sb: SackScoreboard = new SackScoreboard();
+  /** The flight, segment by segment: send times and SACK marks (RACK's input). */
+  readonly sm: SendMap = new SendMap();
+  /** RACK (RFC 8985 §6): the most recently sent delivered segment, its end and its RTT. */
+  rackXmitAt = -1;
+  rackEnd = 0;
+  rackRtt = 0;
+  /** Highest end of a delivered, never-retransmitted segment (RACK.fack). */
+  rackFack = 0;
+  /** The last ACK delivered a segment sent later than any before: run loss detection. */
+  rackAdvanced = false;
+  /** Reordering was seen on this connection (RACK.reordering_seen). */
+  reordSeen = false;
+  /** Reordering window in quarters of the minimum RTT, and recoveries it persists for. */
+  reoWndMult = 1;
+  reoWndPersist = 0;
+  /** SND.NXT when the window last widened (once per round trip), if it ever did. */
+  dsackRoundEnd = 0;
+  dsackRound = false;
+  /** Smallest RTT sample seen (ms). */
+  minRtt = Infinity;
+  /** Undo (RFC 2883 §5): a recovery may be undone; retransmissions in it not yet D-SACKed. */
+  undoActive = false;
+  undoMarker = 0;
+  undoRetrans = 0;
+  priorCwnd = 0;
+  priorSsthresh = 0;
 
   // ---- out-of-order receive ranges (bounded reassembly) and SACK generation ----
   readonly ofo: ReassemblyRanges = new ReassemblyRanges();
@@ -270,6 +294,8 @@ export class TcpSocket implements CcState {
   rtoAt = 0;
   /** Tail loss probe (RFC 8985 §7): fires before the RTO when the ACK clock stops. */
   ptoAt = 0;
+  /** RACK's reordering timer: a segment's window runs out (RFC 8985 §6.3). */
+  reoAt = 0;
   /** A probe is out (RFC 8985 TLP.end_seq is not None): SND.NXT when it was sent. */
   tlpActive = false;
   tlpEndSeq = 0;
@@ -278,6 +304,9 @@ export class TcpSocket implements CcState {
   /** The D-SACK block of the last ACK (RFC 2883), valid when `dsackLeft !== dsackRight`. */
   dsackLeft = 0;
   dsackRight = 0;
+  /** A duplicate received, to report in the next ACK's first SACK block (RFC 2883 §4). */
+  dsackOutLeft = 0;
+  dsackOutRight = 0;
   dackAt = 0;
   kaAt = 0;
   /** TIME_WAIT expiry, FIN_WAIT_2 orphan timeout. */
@@ -368,7 +397,7 @@ export class TcpSocket implements CcState {
       persist: this.persist ? 1 : 0,
       retries: this.retries,
       rtoAt: this.rtoAt,
-      sacked: this.sb.bytes,
+      sacked: this.sm.sackedBytes,
       segsIn: this.segsIn,
       segsOut: this.segsOut,
       bytesIn: this.bytesIn,

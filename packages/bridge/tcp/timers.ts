@@ -22,7 +22,7 @@ import {
 import * as K from "./counters.ts";
 import { emit, queueOut, sendSyn } from "./output.ts";
 import { ackLater } from "./input.ts";
-import { onPto } from "./recovery.ts";
+import { onPto, onReoTimer } from "./recovery.ts";
 
 export function arm(e: TcpEngine, s: TcpSocket): void {
   let at = Infinity;
@@ -31,6 +31,7 @@ export function arm(e: TcpEngine, s: TcpSocket): void {
   if (s.ptoAt !== 0 && s.ptoAt < at) at = s.ptoAt;
   if (s.kaAt !== 0 && s.kaAt < at) at = s.kaAt;
   if (s.closeAt !== 0 && s.closeAt < at) at = s.closeAt;
+  if (s.reoAt !== 0 && s.reoAt < at) at = s.reoAt;
   if (at === Infinity || s.state === CLOSED) return;
   e.wheel.arm(s, at);
 }
@@ -49,6 +50,10 @@ export function onTimer(e: TcpEngine, s: TcpSocket): void {
     s.ptoAt = 0;
     onRto(e, s);
     if (s.state === CLOSED) return;
+  }
+  if (s.reoAt !== 0 && now >= s.reoAt) {
+    s.reoAt = 0;
+    onReoTimer(e, s);
   }
   if (s.ptoAt !== 0 && now >= s.ptoAt) {
     s.ptoAt = 0;
@@ -110,12 +115,22 @@ export function onRto(e: TcpEngine, s: TcpSocket): void {
   c[K.C_RTO_EVENTS]++;
   s.rtoEvents++;
   const flight = seqDiff(s.sndNxt, s.sndUna);
-  s.cc.onRto(s, flight, s.retries === 1 && s.recovery !== RECOVERY_RTO);
+  const first = s.retries === 1 && s.recovery !== RECOVERY_RTO;
+  if (first) {
+    // A D-SACK for every retransmission undoes the reduction (a spurious timeout).
+    s.undoActive = true;
+    s.undoMarker = s.sndUna;
+    s.undoRetrans = 0;
+    s.priorCwnd = s.cwnd;
+    s.priorSsthresh = s.ssthresh;
+  }
+  s.cc.onRto(s, flight, first);
   s.recovery = RECOVERY_RTO;
   // RFC 2018 §8: after a timeout the SACK information is not trusted (the peer may have
-  // reneged); everything from SND.UNA is resent, as FreeBSD's tcp_timer_rexmt does.
-  s.sb.clear();
+  // reneged); everything from SND.UNA is lost and resent (RFC 8985 §6.3).
+  if (s.sackOn) s.sm.markAllLost();
   s.tlpActive = false;
+  s.reoAt = 0;
   s.recoverySeq = s.sndNxt;
   s.recoverMark = s.sndNxt;
   s.highRxt = s.sndUna;

@@ -1,0 +1,224 @@
+/**
+ * The send map: one record per segment in flight, in sequence order, with the time it was
+ * last (re)transmitted and whether the peer SACKed it, as FreeBSD's RACK stack keeps its
+ * `rack_sendmap` and Linux its retransmit queue. RACK (RFC 8985) needs the send time of each
+ * segment to tell a loss from reordering; the bytes themselves stay in the send ring.
+ *
+ * A ring of parallel typed arrays that starts small and doubles when a flight outgrows it
+ * (memory follows the window; no allocation per segment once grown). Sequence numbers are
+ * compared modulo 2^32.
+ *
+ * @module
+ */
+
+import { seqDiff, seqGe, seqGt, seqLe, seqLt } from "../wire/tcp.ts";
+
+/** The peer holds this segment (SACKed). */
+export const SM_SACKED = 1;
+/** Marked lost and not yet retransmitted. */
+export const SM_LOST = 2;
+/** Retransmitted at least once (its send time is the last retransmission's). */
+export const SM_RETRANS = 4;
+
+const INITIAL = 16;
+
+/** Per-segment records of the flight. */
+export class SendMap {
+  private start = new Uint32Array(INITIAL);
+  private end = new Uint32Array(INITIAL);
+  private sentAt = new Float64Array(INITIAL);
+  private flag = new Uint8Array(INITIAL);
+  private mask = INITIAL - 1;
+  private head = 0;
+  /** Records in the map. */
+  count = 0;
+  /** Bytes in records marked SACKed, and in records marked lost (not yet resent). */
+  sackedBytes = 0;
+  lostBytes = 0;
+  /** Retransmitted records not yet acknowledged or SACKed. */
+  retransOut = 0;
+
+  /** Slot of the i-th record (0 = lowest sequence). */
+  private at(i: number): number {
+    return (this.head + i) & this.mask;
+  }
+
+  left(i: number): number {
+    return this.start[this.at(i)];
+  }
+  right(i: number): number {
+    return this.end[this.at(i)];
+  }
+  time(i: number): number {
+    return this.sentAt[this.at(i)];
+  }
+  flags(i: number): number {
+    return this.flag[this.at(i)];
+  }
+
+  /** Records a new segment [l, r) sent at `now` (above every record in the map). */
+  push(l: number, r: number, now: number): void {
+    if (this.count > this.mask) this.grow();
+    const k = this.at(this.count);
+    this.start[k] = l;
+    this.end[k] = r;
+    this.sentAt[k] = now;
+    this.flag[k] = 0;
+    this.count++;
+  }
+
+  /** Index of the first record whose right edge is above `seq` (count if none). */
+  find(seq: number): number {
+    let lo = 0, hi = this.count;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (seqLe(this.end[this.at(mid)], seq)) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /**
+   * Drops what the cumulative ACK `una` covers; a record it covers in part keeps the rest.
+   * Calls `delivered(i)` for each record leaving that was not SACKed before (RACK's update
+   * needs its send time), before it leaves.
+   */
+  ackTo(una: number, delivered: ((i: number) => void) | null): void {
+    while (this.count > 0) {
+      const k = this.head;
+      if (seqGt(this.end[k], una)) {
+        if (seqLt(this.start[k], una)) {
+          if (this.flag[k] & SM_SACKED) this.sackedBytes -= seqDiff(una, this.start[k]);
+          else if (this.flag[k] & SM_LOST) this.lostBytes -= seqDiff(una, this.start[k]);
+          this.start[k] = una;
+        }
+        return;
+      }
+      const f = this.flag[k];
+      if (!(f & SM_SACKED) && delivered !== null) delivered(0);
+      this.forget(k);
+      this.head = (this.head + 1) & this.mask;
+      this.count--;
+    }
+  }
+
+  private forget(k: number): void {
+    const f = this.flag[k], len = seqDiff(this.end[k], this.start[k]);
+    if (f & SM_SACKED) this.sackedBytes -= len;
+    else if (f & SM_LOST) this.lostBytes -= len;
+    if ((f & (SM_RETRANS | SM_SACKED | SM_LOST)) === SM_RETRANS) this.retransOut--;
+  }
+
+  /**
+   * Marks the records inside [l, r) SACKed; calls `delivered(i)` for each newly SACKed one.
+   * Returns the bytes newly SACKed.
+   */
+  sack(l: number, r: number, delivered: ((i: number) => void) | null): number {
+    let n = 0;
+    for (let i = this.find(l); i < this.count; i++) {
+      const k = this.at(i);
+      if (seqGt(this.end[k], r)) break;
+      if (seqLt(this.start[k], l) || (this.flag[k] & SM_SACKED)) continue;
+      const len = seqDiff(this.end[k], this.start[k]);
+      if (delivered !== null) delivered(i);
+      const f = this.flag[k];
+      if (f & SM_LOST) this.lostBytes -= len;
+      else if (f & SM_RETRANS) this.retransOut--;
+      this.flag[k] = (f & ~SM_LOST) | SM_SACKED;
+      this.sackedBytes += len;
+      n += len;
+    }
+    return n;
+  }
+
+  /** Marks record `i` lost (it is neither SACKed nor already lost). */
+  markLost(i: number): void {
+    const k = this.at(i);
+    const f = this.flag[k];
+    if (f & (SM_SACKED | SM_LOST)) return;
+    if (f & SM_RETRANS) this.retransOut--;
+    this.flag[k] = f | SM_LOST;
+    this.lostBytes += seqDiff(this.end[k], this.start[k]);
+  }
+
+  /** Record `i` was retransmitted at `now`: in flight again, with a new send time. */
+  retransmitted(i: number, now: number): void {
+    const k = this.at(i);
+    const f = this.flag[k];
+    if (f & SM_SACKED) return;
+    if (f & SM_LOST) this.lostBytes -= seqDiff(this.end[k], this.start[k]);
+    else if (f & SM_RETRANS) this.retransOut--;
+    this.flag[k] = (f & ~SM_LOST) | SM_RETRANS;
+    this.sentAt[k] = now;
+    this.retransOut++;
+  }
+
+  /** After a timeout: every record lost and SACK marks forgotten (RFC 2018 §8). */
+  markAllLost(): void {
+    for (let i = 0; i < this.count; i++) {
+      const k = this.at(i);
+      this.flag[k] &= ~(SM_SACKED | SM_LOST);
+      if (this.flag[k] & SM_RETRANS) this.flag[k] &= ~SM_RETRANS;
+      this.flag[k] |= SM_LOST;
+    }
+    this.sackedBytes = 0;
+    this.retransOut = 0;
+    this.lostBytes = 0;
+    for (let i = 0; i < this.count; i++) this.lostBytes += seqDiff(this.right(i), this.left(i));
+  }
+
+  /** Splits record `i` at `seq` (inside it) so that [left, seq) and [seq, right) stand alone. */
+  split(i: number, seq: number): void {
+    if (this.count > this.mask) this.grow();
+    const k = this.at(i);
+    if (!(seqGt(seq, this.start[k]) && seqLt(seq, this.end[k]))) return;
+    // Shift records above i up by one (the map is small; splits are rare: MSS changes).
+    for (let j = this.count; j > i + 1; j--) {
+      const to = this.at(j), from = this.at(j - 1);
+      this.start[to] = this.start[from];
+      this.end[to] = this.end[from];
+      this.sentAt[to] = this.sentAt[from];
+      this.flag[to] = this.flag[from];
+    }
+    const n = this.at(i + 1);
+    this.start[n] = seq;
+    this.end[n] = this.end[k];
+    this.sentAt[n] = this.sentAt[k];
+    this.flag[n] = this.flag[k];
+    if ((this.flag[k] & (SM_RETRANS | SM_SACKED | SM_LOST)) === SM_RETRANS) this.retransOut++;
+    this.end[k] = seq;
+    this.count++;
+  }
+
+  /** Forgets everything. */
+  clear(): void {
+    this.count = 0;
+    this.head = 0;
+    this.sackedBytes = this.lostBytes = this.retransOut = 0;
+  }
+
+  /** True when `seq` is covered by a SACKed record. */
+  isSacked(seq: number): boolean {
+    const i = this.find(seq);
+    return i < this.count && seqGe(seq, this.left(i)) && (this.flags(i) & SM_SACKED) !== 0;
+  }
+
+  private grow(): void {
+    const cap = (this.mask + 1) * 2;
+    const s = new Uint32Array(cap), e = new Uint32Array(cap);
+    const t = new Float64Array(cap), f = new Uint8Array(cap);
+    for (let i = 0; i < this.count; i++) {
+      const k = this.at(i);
+      s[i] = this.start[k];
+      e[i] = this.end[k];
+      t[i] = this.sentAt[k];
+      f[i] = this.flag[k];
+    }
+    this.start = s;
+    this.end = e;
+    this.sentAt = t;
+    this.flag = f;
+    this.mask = cap - 1;
+    this.head = 0;
+  }
+}
