@@ -5,7 +5,7 @@ import type { TcpEngineOptions } from "./engine.ts";
 import * as K from "./counters.ts";
 
 /** A passive connection that has `n` full segments of data out, none acknowledged. */
-function withFlight(n: number, opts: TcpEngineOptions = {}): {
+function withFlight(n: number, opts: TcpEngineOptions = {}, prep?: (c: ScriptConn) => void): {
   c: ScriptConn;
   segs: [number, number][];
   mss: number;
@@ -13,6 +13,7 @@ function withFlight(n: number, opts: TcpEngineOptions = {}): {
   const c = passiveOpen(opts);
   const e = c.p.engine;
   e.setOption(c.s, OPT_NODELAY, 1);
+  prep?.(c);
   const mss = c.s.sndMss;
   const data = new Uint8Array(n * mss);
   for (let i = 0; i < data.length; i++) data[i] = i % 251;
@@ -141,4 +142,100 @@ Deno.test("tail loss probe: a loss the probe repaired reduces cwnd; a D-SACKed p
       assertEquals(e.counters[K.C_TLP_RECOVERIES], 1);
     }
   }
+});
+
+Deno.test("RACK: a lost retransmission is found by time, not by the RTO (RFC 8985 §6)", () => {
+  const { c, segs } = withFlight(6, { minRtoMs: 1000, initialRtoMs: 1000 });
+  const e = c.p.engine;
+  const [s0, s1, , , , s5] = segs;
+  c.p.advance(10);
+  // S1 is lost: the peer SACKs S2-S5; RACK marks S1 lost and it is resent, with new data.
+  e.send(c.s, new Uint8Array(c.s.sndMss), 0, c.s.sndMss);
+  peerSend(c, 0, undefined, { ack: end(s0), sack: [segs[2][0], end(s5)] });
+  const first = dataSent(c);
+  assert(first.some(([q]) => q === s1[0]), `S1 not resent: ${JSON.stringify(first)}`);
+  const s6 = first.find(([q]) => q === end(s5));
+  assert(s6 !== undefined, "no new segment after the retransmission");
+  // The retransmission is lost too; the new segment arrives and is SACKed 10 ms later.
+  c.p.advance(10);
+  peerSend(c, 0, undefined, { ack: end(s0), sack: [segs[2][0], end(s6!)] });
+  let again = -1;
+  for (let t = 0; t < 100 && again < 0; t++) {
+    if (dataSent(c).some(([q]) => q === s1[0])) again = t;
+    else c.p.advance(1);
+  }
+  assert(again >= 0 && again < 50, `lost retransmission resent after ${again} ms (RTO 1000)`);
+  assertEquals(e.counters[K.C_RTO_EVENTS], 0);
+});
+
+Deno.test("RACK: a quarter RTT of patience before out-of-order delivery counts as loss", () => {
+  for (const late of [true, false]) {
+    const { c, segs } = withFlight(4, { minRtoMs: 1000 }, (c) => {
+      c.s.minRtt = 20; // a path measured before
+      c.s.srtt = 20;
+    });
+    c.p.advance(20);
+    // S1 arrives, S0 is late (reordered) or lost.
+    peerSend(c, 0, undefined, { ack: segs[0][0], sack: [segs[1][0], end(segs[1])] });
+    assertEquals(dataSent(c).length, 0, "resent at once: no reordering window");
+    c.p.advance(2);
+    if (late) {
+      peerSend(c, 0, undefined, { ack: end(segs[1]) });
+      c.p.advance(20);
+      assertEquals(dataSent(c).length, 0, "a late segment was taken for lost");
+      assert(c.s.reordSeen);
+    } else {
+      c.p.advance(10);
+      const resent = dataSent(c);
+      assertEquals(resent.map(([q]) => q), [segs[0][0]], "S0 not resent after the window");
+    }
+  }
+});
+
+Deno.test("D-SACK: a duplicate segment is reported in the first SACK block (RFC 2883 §4)", () => {
+  const c = passiveOpen();
+  const e = c.p.engine;
+  const data = new Uint8Array(100);
+  peerSend(c, 0, data);
+  c.p.take();
+  // The same segment again (a spurious retransmission): ACK with D-SACK for it.
+  peerSend(c, 0, data, { seq: (c.seq - 100) >>> 0 });
+  let out = c.p.take();
+  assertEquals(out.length, 1);
+  assertEquals(out[0].sackCount, 1);
+  assertEquals([out[0].sack[0], out[0].sack[1]], [(c.seq - 100) >>> 0, c.seq]);
+  // A duplicate of data held out of order: D-SACK first, the range holding it second.
+  const far = (c.seq + 1000) >>> 0;
+  peerSend(c, 0, data, { seq: far });
+  c.p.take();
+  peerSend(c, 0, data, { seq: far });
+  out = c.p.take();
+  assertEquals(out[0].sackCount, 2);
+  assertEquals([out[0].sack[0], out[0].sack[1]], [far, (far + 100) >>> 0]);
+  assertEquals([out[0].sack[2], out[0].sack[3]], [far, (far + 100) >>> 0]);
+  assertEquals(e.counters[K.C_DSACKS_OUT], 2);
+  // The next ACK carries no D-SACK again.
+  peerSend(c, 0, data);
+  out = c.p.take();
+  assert(out.every((r) => r.sackCount === 0 || r.sack[0] !== far || r.sackCount === 1));
+});
+
+Deno.test("undo: a recovery whose retransmissions are all D-SACKed gives the window back", () => {
+  const { c, segs } = withFlight(6, { minRtoMs: 1000 });
+  const e = c.p.engine;
+  const cwnd = c.s.cwnd;
+  c.p.advance(20);
+  // S0 is delayed, not lost: the peer SACKs S1-S5 first; RACK takes S0 for lost.
+  peerSend(c, 0, undefined, { ack: segs[0][0], sack: [segs[1][0], end(segs[5])] });
+  assert(dataSent(c).some(([q]) => q === segs[0][0]), "S0 not retransmitted");
+  assertEquals(c.s.recovery, RECOVERY_FAST);
+  assert(c.s.cwnd < cwnd);
+  // Then S0 arrives (everything ACKed), and its retransmission after it: a D-SACK.
+  c.p.advance(5);
+  peerSend(c, 0, undefined, { ack: end(segs[5]) });
+  c.p.advance(15);
+  peerSend(c, 0, undefined, { ack: end(segs[5]), sack: [segs[0][0], end(segs[0])] });
+  assertEquals(e.counters[K.C_UNDO_RECOVERIES], 1);
+  assert(c.s.cwnd >= cwnd, `cwnd ${c.s.cwnd}, ${cwnd} before the spurious recovery`);
+  assertEquals(c.s.reoWndMult, 2, "the reordering window widened");
 });
