@@ -53,7 +53,9 @@ import {
   prrUpdate,
   rackBegin,
   rackDetectLoss,
+  recoveryEnded,
   tlpAck,
+  undoRecovery,
 } from "./recovery.ts";
 import { SM_SACKED } from "./sendmap.ts";
 import { cookieAck, sendCookieSynAck } from "./syncache.ts";
@@ -610,9 +612,16 @@ export function ackAdvance(
   if (s.dupBytes > 0) {
     s.dupBytes = Math.max(0, s.dupBytes - Math.max(0, acked - s.sndMss));
   }
+  // Eifel (RFC 3522, Linux's tcp_packet_delayed): an ACK for new data echoing a timestamp
+  // older than the first retransmission was sent for an original: the recovery was spurious.
+  if (
+    s.undoActive && s.retransTsSet && s.recovery !== RECOVERY_NONE && s.tsOn &&
+    seg.hasTimestamp && seg.tsEcr !== 0 && seqLt(seg.tsEcr, s.retransTs)
+  ) undoRecovery(e, s);
   // Loss recovery progress.
   if (s.recovery === RECOVERY_FAST) {
     if (seqGe(seg.ack, s.recoverySeq)) {
+      recoveryEnded(s);
       s.recovery = RECOVERY_NONE;
       s.dupAcks = 0;
       s.dupBytes = 0;

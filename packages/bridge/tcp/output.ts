@@ -326,7 +326,13 @@ function smRetransmitted(s: TcpSocket, l: number, r: number, now: number): void 
   for (; i < sm.count && seqLt(sm.left(i), r); i++) {
     if (seqGt(sm.right(i), r)) sm.split(i, r);
     sm.retransmitted(i, now);
-    if (s.undoActive && s.recovery !== RECOVERY_NONE) s.undoRetrans++;
+    if (s.undoActive && s.recovery !== RECOVERY_NONE) {
+      s.undoRetrans++;
+      if (!s.retransTsSet) {
+        s.retransTsSet = true;
+        s.retransTs = (now + s.tsOffset) >>> 0;
+      }
+    }
   }
 }
 

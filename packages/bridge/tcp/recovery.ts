@@ -72,6 +72,7 @@ export function enterRecovery(e: TcpEngine, s: TcpSocket): void {
   s.undoActive = true;
   s.undoMarker = s.sndUna;
   s.undoRetrans = 0;
+  s.retransTsSet = false;
   s.priorCwnd = s.cwnd;
   s.priorSsthresh = s.ssthresh;
   s.cc.onLoss(s, flight, e.now);
@@ -89,7 +90,6 @@ export function enterRecovery(e: TcpEngine, s: TcpSocket): void {
   if (s.sackOn) {
     s.sackRecoveries++;
     e.counters[K.C_SACK_RECOVERIES]++;
-    if (s.reoWndPersist > 0 && --s.reoWndPersist === 0) s.reoWndMult = 1;
   } else {
     s.renoRecoveries++;
     e.counters[K.C_RENO_RECOVERIES]++;
@@ -239,13 +239,37 @@ export function onDsack(e: TcpEngine, s: TcpSocket, retransmitted: boolean): voi
   }
   if (!retransmitted || !s.undoActive || s.undoRetrans <= 0) return;
   if (--s.undoRetrans > 0) return;
+  undoRecovery(e, s);
+}
+
+/**
+ * The recovery (or timeout) was spurious: the window it cut is given back, what it marked
+ * lost is in flight after all (Linux's tcp_undo_cwnd_reduction), and the reordering window
+ * keeps its width a while longer.
+ */
+export function undoRecovery(e: TcpEngine, s: TcpSocket): void {
   s.undoActive = false;
+  s.reordSeen = true;
+  if (s.reoWndPersist < REO_WND_PERSIST) s.reoWndPersist++;
   if (s.priorCwnd > s.cwnd) s.cwnd = s.priorCwnd;
   if (s.priorSsthresh > s.ssthresh) s.ssthresh = s.priorSsthresh;
   s.ccEpoch = -1;
-  if (s.recovery === RECOVERY_FAST) s.recovery = RECOVERY_NONE;
+  if (s.sackOn) s.sm.clearLost();
+  if (s.recovery !== RECOVERY_NONE) {
+    s.recovery = RECOVERY_NONE;
+    s.recoverMark = s.sndUna;
+  }
   e.counters[K.C_UNDO_RECOVERIES]++;
   queueOut(e, s);
+}
+
+/**
+ * A recovery ended without being undone: its losses were real. The widened reordering window
+ * lasts REO_WND_PERSIST such recoveries (Linux's tcp_try_undo_recovery).
+ */
+export function recoveryEnded(s: TcpSocket): void {
+  if (s.undoActive && s.undoRetrans === 0) return;
+  if (s.reoWndPersist > 0 && --s.reoWndPersist === 0) s.reoWndMult = 1;
 }
 
 /**

@@ -190,6 +190,13 @@ export class SendMap {
     this.count++;
   }
 
+  /** Takes back every lost mark (the losses proved spurious): all of it is in flight again. */
+  clearLost(): void {
+    if (this.lostBytes === 0) return;
+    for (let i = 0; i < this.count; i++) this.flag[this.at(i)] &= ~SM_LOST;
+    this.lostBytes = 0;
+  }
+
   /** Forgets everything. */
   clear(): void {
     this.count = 0;

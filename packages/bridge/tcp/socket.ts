@@ -286,6 +286,9 @@ export class TcpSocket implements CcState {
   undoRetrans = 0;
   priorCwnd = 0;
   priorSsthresh = 0;
+  /** Our TSval of the recovery's first retransmission (Eifel detection, RFC 3522). */
+  retransTs = 0;
+  retransTsSet = false;
 
   // ---- out-of-order receive ranges (bounded reassembly) and SACK generation ----
   readonly ofo: ReassemblyRanges = new ReassemblyRanges();

@@ -121,6 +121,7 @@ export function onRto(e: TcpEngine, s: TcpSocket): void {
     s.undoActive = true;
     s.undoMarker = s.sndUna;
     s.undoRetrans = 0;
+    s.retransTsSet = false;
     s.priorCwnd = s.cwnd;
     s.priorSsthresh = s.ssthresh;
   }
