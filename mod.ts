@@ -14,6 +14,14 @@
  * await bridge.stop();
  * ```
  *
+ * @example Serve a running bridge's live stats (dashboard, /stats, /metrics, /events)
+ * ```ts ignore
+ * import { startBridge, liveStatsApp, StatsReader } from "./mod.ts";
+ * const bridge = await startBridge({ iface: "pno1", address: "10.88.0.2/24" });
+ * const reader = new StatsReader(bridge.statsPage.mapping.buffer);
+ * Deno.serve({ hostname: "127.0.0.1", port: 9464 }, liveStatsApp(() => reader).fetch);
+ * ```
+ *
  * @example An echo server whose TCP is the bridge's (no kernel socket for its port)
  * ```ts ignore
  * import { RingClient } from "./mod.ts";
@@ -57,3 +65,10 @@ export {
   RingError,
 } from "./packages/rings/client.ts";
 export { checkPolicy as checkShimPolicy, shimEnv } from "./packages/shim/mod.ts";
+export {
+  type ConnectionRow,
+  liveStatsApp,
+  metricsText,
+  StatsReader,
+  type StatsSnapshot,
+} from "./packages/stats/mod.ts";

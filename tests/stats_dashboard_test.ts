@@ -85,32 +85,48 @@ Deno.test({
             rows: (globalThis as any).document.querySelectorAll("#conns tbody tr").length,
           };
         });
-      await waitUntil(async () => (await state()).samples >= 2, "the graphs have samples", 15_000);
-      const first = await state();
-      // Connections arrive while the page is open: the table fills.
-      const clients = await holdingClients(w, ip, APP_PORT, HELD, 10_000);
-      stops.push(() => clients.kill());
-      await waitUntil(
-        async () => (await state()).rows >= HELD,
-        "the connection table fills",
-        15_000,
-      );
-      await waitUntil(
-        async () => (await state()).samples >= first.samples + 3,
-        "the graphs take new samples",
-        15_000,
-      );
-      const later = await state();
-      assert(later.xMax > first.xMax, `time axis moved: ${first.xMax} -> ${later.xMax}`);
-      assert(later.rxMax > 0, "throughput above zero while traffic runs");
-      const appRow = await page.locator("#apps tbody tr").first().innerText();
-      assert(appRow.includes(String(app.pid)) && appRow.includes("python3"), appRow);
-      const held = await page.locator("#conns tbody tr", { hasText: `:${APP_PORT}` }).count();
-      assertEquals(held >= HELD, true, `${held} rows of the application's connections`);
-      const shot = `${testOutputDir()}/stats_dashboard.png`;
-      await page.screenshot({ path: shot, fullPage: true });
-      console.log(`dashboard screenshot: ${shot}`);
-      assertEquals(errors, []);
+      try {
+        await waitUntil(
+          async () => (await state()).samples >= 2,
+          "the graphs have samples",
+          15_000,
+        );
+        const first = await state();
+        // Connections arrive while the page is open: the table fills.
+        const clients = await holdingClients(w, ip, APP_PORT, HELD, 10_000);
+        stops.push(() => clients.kill());
+        await waitUntil(
+          async () => (await state()).rows >= HELD,
+          "the connection table fills",
+          15_000,
+        );
+        await waitUntil(
+          async () => (await state()).samples >= first.samples + 3,
+          "the graphs take new samples",
+          15_000,
+        );
+        const later = await state();
+        assert(later.xMax > first.xMax, `time axis moved: ${first.xMax} -> ${later.xMax}`);
+        assert(later.rxMax > 0, "throughput above zero while traffic runs");
+        const appRow = await page.locator("#apps tbody tr").first().innerText();
+        assert(appRow.includes(String(app.pid)) && appRow.includes("python3"), appRow);
+        const held = await page.locator("#conns tbody tr", { hasText: `:${APP_PORT}` }).count();
+        assertEquals(held >= HELD, true, `${held} rows of the application's connections`);
+        const shot = `${testOutputDir()}/stats_dashboard.png`;
+        await page.screenshot({ path: shot, fullPage: true });
+        console.log(`dashboard screenshot: ${shot}`);
+        assertEquals(errors, []);
+      } catch (err) {
+        // What the page showed when it failed, to tell a slow host from a broken page.
+        const shot = `${testOutputDir()}/stats_dashboard_failure.png`;
+        await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
+        throw new Error(
+          `${(err as Error).message}; page state ${
+            JSON.stringify(await state().catch(() => null))
+          }; ` +
+            `page errors ${JSON.stringify(errors)}; screenshot ${shot}`,
+        );
+      }
     } finally {
       for (const stop of stops.reverse()) await stop().catch(() => {});
       await proxy?.stop();
