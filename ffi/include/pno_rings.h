@@ -128,11 +128,13 @@ _Static_assert(offsetof(struct pno_region_header, stream_table) == 128, "pno_reg
 struct pno_doorbell {
 	uint32_t seq; /* bumped after each published batch */
 	uint32_t sleeping; /* 1 while the bridge is parked */
-	uint8_t _pad0[56];
+	uint32_t control; /* bumped by the host after a frame on its control socket */
+	uint8_t _pad0[52];
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct pno_doorbell) == 64, "pno_doorbell size");
 _Static_assert(offsetof(struct pno_doorbell, seq) == 0, "pno_doorbell.seq");
 _Static_assert(offsetof(struct pno_doorbell, sleeping) == 4, "pno_doorbell.sleeping");
+_Static_assert(offsetof(struct pno_doorbell, control) == 8, "pno_doorbell.control");
 
 /** Owner of a command ring; a ring keeps its indices across owners. */
 struct pno_thread_line {

@@ -665,13 +665,17 @@ static void kick_bridge(void)
 }
 
 /*
- * After a frame on the control socket: a bridge asleep on its own thread serves control I/O
- * only at its next I/O turn (up to 100 ms away); a kick that brings no ring work makes it take
- * one at once.
+ * After a frame on the control socket: a bridge serves control I/O only at its next I/O turn
+ * (up to 100 ms away, asleep on its own thread or busy); the doorbell's control word (seen by
+ * a busy bridge) and a kick that brings no ring work (to a sleeping one) make it take one now.
  */
 static void kick_control(void)
 {
-	if (g.bridge_efd >= 0 && g.base &&
+	if (!g.base)
+		return;
+	/* A busy bridge looks at this word every round. */
+	__atomic_add_fetch(&pno_region_doorbell(g.base)->control, 1, __ATOMIC_SEQ_CST);
+	if (g.bridge_efd >= 0 &&
 	    __atomic_load_n(&pno_region_doorbell(g.base)->sleeping, __ATOMIC_SEQ_CST)) {
 		uint64_t one = 1;
 		(void)!real.write(g.bridge_efd, &one, 8);

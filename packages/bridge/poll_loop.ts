@@ -64,8 +64,12 @@ export const DEFAULT_BACKOFF: BackoffOptions = {
   ioSleepMs: 1,
 };
 
-/** After a kick for control I/O, how long the loop naps only in ways that let I/O run. */
+/**
+ * After control I/O was asked for, how long the loop naps only in ways that let I/O run and,
+ * when busy, takes an I/O turn every CONTROL_IO_EVERY_MS (an exchange takes several turns).
+ */
 const CONTROL_WINDOW_MS = 250;
+const CONTROL_IO_EVERY_MS = 5;
 
 /** What ended a `Parking.wait` (bits; 0: the nap's timeout). */
 export const WOKE_WIRE = 1;
@@ -126,6 +130,11 @@ export class PollLoop {
     private readonly nextDeadline: () => number = () => Infinity,
     private readonly opts: BackoffOptions = DEFAULT_BACKOFF,
     private readonly parking: Parking | null = null,
+    /**
+     * Whether an application waits on its control socket (its doorbell's control word moved):
+     * then the runtime gets an I/O turn at once, and every CONTROL_IO_EVERY_MS for a while.
+     */
+    private readonly controlWanted: () => boolean = () => false,
   ) {
     this.channel.port1.onmessage = () => this.resume();
   }
@@ -218,7 +227,14 @@ export class PollLoop {
           continue;
         }
       }
-      if (now - lastNap >= o.ioEveryMs) {
+      if (this.controlWanted()) {
+        this.controlUntil = now + CONTROL_WINDOW_MS;
+        c.ioYields++;
+        await this.ioYield();
+        lastYield = lastNap = performance.now();
+      } else if (
+        now - lastNap >= (now < this.controlUntil ? CONTROL_IO_EVERY_MS : o.ioEveryMs)
+      ) {
         c.ioYields++;
         await this.ioYield();
         lastYield = lastNap = performance.now();

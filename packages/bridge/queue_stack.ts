@@ -163,6 +163,7 @@ export class QueueStack {
       // memory reclaimer looks at idle rounds).
       wake !== null ? { ...DEFAULT_BACKOFF, maxSleepMs: 100 } : DEFAULT_BACKOFF,
       parking,
+      () => rings.takeControlPending(),
     );
     if (config.statsPage) {
       this.statsMapping = mapFd(config.statsPage.fd);

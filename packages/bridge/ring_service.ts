@@ -37,6 +37,7 @@ import * as D from "../rings/descriptors.ts";
 import * as E from "../rings/errno.ts";
 import {
   ACCEPT_ENTRY,
+  DOORBELL_CONTROL,
   DOORBELL_SEQ,
   DOORBELL_SLEEPING,
   KIND_BOUND,
@@ -234,6 +235,9 @@ export class AttachedApp {
   backlog = true;
   /** Word index of the doorbell sequence. */
   readonly doorbellSeq: number;
+  /** Word index of the doorbell's control word, and the value last seen. */
+  readonly controlWord: number;
+  lastControl = 0;
   /** Every process is gone: connections drain, then the region is let go (`onGone`). */
   detaching = false;
   /** Detached for good: nothing of the engine refers to its memory any more. */
@@ -281,6 +285,7 @@ export class AttachedApp {
     this.knownPids = new Int32Array(p.maxProcs);
     this.bridgeSleeping = (layout.doorbellOffset + DOORBELL_SLEEPING) / 4;
     this.doorbellSeq = (layout.doorbellOffset + DOORBELL_SEQ) / 4;
+    this.controlWord = (layout.doorbellOffset + DOORBELL_CONTROL) / 4;
     this.dirtyWaiters = new Int32Array(p.maxWaiters);
   }
 
@@ -673,6 +678,19 @@ export class RingService {
     private readonly dmaKnobs: Partial<DmaKnobs> = {},
   ) {}
 
+  /**
+   * An application wrote to its control socket since the last look (its doorbell's control
+   * word moved): the loop should let the runtime serve that socket now.
+   */
+  controlPending = false;
+
+  /** Whether control I/O is waiting, and forgets it. */
+  takeControlPending(): boolean {
+    const pending = this.controlPending;
+    this.controlPending = false;
+    return pending;
+  }
+
   /** A fresh id for a region about to be attached (written into its header). */
   reserveId(): number {
     return this.nextAppId++;
@@ -795,6 +813,11 @@ export class RingService {
       // as a slow sweep every 10 ms, for producers that forget the doorbell): the cost of a
       // round does not grow with idle threads.
       try {
+        const ctl = Atomics.load(app.words, app.controlWord);
+        if (ctl !== app.lastControl) {
+          app.lastControl = ctl;
+          this.controlPending = true;
+        }
         const seq = Atomics.load(app.words, app.doorbellSeq);
         if (seq !== app.lastDoorbell || app.backlog || checkDrain) {
           app.lastDoorbell = seq;

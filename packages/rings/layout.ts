@@ -105,6 +105,12 @@ export const DOORBELL: StructSpec = {
   fields: [
     { name: "seq", type: "u32", offset: 0, doc: "bumped after each published batch" },
     { name: "sleeping", type: "u32", offset: 4, doc: "1 while the bridge is parked" },
+    {
+      name: "control",
+      type: "u32",
+      offset: 8,
+      doc: "bumped by the host after a frame on its control socket",
+    },
   ],
 };
 
@@ -273,6 +279,12 @@ export const SOCK_PLACEHOLDER_INO: number = S("placeholder_ino");
 export const DOORBELL_SEQ: number = offsetOf(DOORBELL, "seq");
 /** Offset of the sleeping flag in a doorbell. */
 export const DOORBELL_SLEEPING: number = offsetOf(DOORBELL, "sleeping");
+/**
+ * Offset of the control word in a doorbell: the host bumps it after it writes a frame on its
+ * control socket (a wake socket, a child joining), so that a busy bridge serves its control
+ * I/O at once instead of at its next I/O turn.
+ */
+export const DOORBELL_CONTROL: number = offsetOf(DOORBELL, "control");
 /** Offset of a waiter's owner pid. */
 export const WAITER_OWNER: number = offsetOf(WAITER_LINE, "owner_pid");
 /** Offset of a waiter's generation. */
