@@ -23,6 +23,27 @@ The bridge must run with a single worker. Frames longer than 2,048 bytes are tru
 (their length is kept); frames lost because the capture could not keep up are counted in
 the closing statistics block (isb_ifdrop), never lost from the wire.`;
 
+/** Cuts a byte stream of pcapng blocks (each says its total length at offset 4) into whole blocks. */
+export class BlockAssembler {
+  private pending = new Uint8Array(0);
+
+  /** Adds `chunk`; returns the whole blocks now complete (possibly none). */
+  push(chunk: Uint8Array): Uint8Array {
+    const buf = new Uint8Array(this.pending.length + chunk.length);
+    buf.set(this.pending);
+    buf.set(chunk, this.pending.length);
+    let end = 0;
+    while (buf.length - end >= 8) {
+      const len = new DataView(buf.buffer, end + 4, 4).getUint32(0, true);
+      if (len < 12 || len % 4 !== 0) throw new Error(`the bridge sent a block of length ${len}`);
+      if (buf.length - end < len) break;
+      end += len;
+    }
+    this.pending = buf.slice(end);
+    return buf.subarray(0, end);
+  }
+}
+
 /** Runs `pno capture`. */
 export async function captureMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
@@ -69,9 +90,13 @@ export async function captureMain(args: string[]): Promise<number> {
     }
     file = await Deno.open(flags.out, { write: true, create: true, truncate: true });
     try {
+      // HTTP may split the stream anywhere: only whole pcapng blocks reach the file, so that
+      // stopping at any moment leaves a file tshark reads to its end.
+      const blocks = new BlockAssembler();
       for await (const chunk of res.body) {
-        for (let done = 0; done < chunk.length;) done += await file.write(chunk.subarray(done));
-        bytes += chunk.length;
+        const whole = blocks.push(chunk);
+        for (let done = 0; done < whole.length;) done += await file.write(whole.subarray(done));
+        bytes += whole.length;
       }
     } catch (err) {
       if (!stop.signal.aborted) throw err;
