@@ -207,6 +207,11 @@ export class AttachedApp {
   readonly waiters: Waiter[];
   readonly slots: Slot[];
   readonly checker: D.CommandChecker;
+  /**
+   * One past the highest slot ever allocated: the free stack hands out low indices first, so
+   * scans of the stats page stop here instead of at maxSockets.
+   */
+  private slotsUsed = 0;
   /** Free slot indices, a stack. */
   private readonly free: Int32Array;
   private freeTop: number;
@@ -378,6 +383,7 @@ export class AttachedApp {
   allocate(kind: number): Slot | null {
     if (this.freeTop === 0) return null;
     const slot = this.slots[this.free[--this.freeTop]];
+    if (slot.index >= this.slotsUsed) this.slotsUsed = slot.index + 1;
     const layout = this.region.layout;
     // A reused slot's rings may hold a previous connection's bytes: start all four indices
     // at zero. The application has no valid handle on a free slot, so nobody races this.
@@ -470,7 +476,8 @@ export class AttachedApp {
     const words = this.words;
     let bytes = 0, conns = 0, listeners = 0;
     let bytesIn = this.counters.closedBytesIn, bytesOut = this.counters.closedBytesOut;
-    for (const slot of this.slots) {
+    for (let i = 0; i < this.slotsUsed; i++) {
+      const slot = this.slots[i];
       if (!slot.inUse) continue;
       if (slot.kind === KIND_LISTENER) listeners++;
       if (slot.kind !== KIND_CONN || slot.tcp === null) continue;
@@ -496,7 +503,8 @@ export class AttachedApp {
    * socket, so only the region knows it): slot, placeholder inode, port.
    */
   eachBound(visit: (slot: number, ino: number, port: number) => void): void {
-    for (const slot of this.slots) {
+    for (let i = 0; i < this.slotsUsed; i++) {
+      const slot = this.slots[i];
       if (slot.inUse && slot.kind === KIND_BOUND && slot.tcp === null) {
         visit(slot.index, this.placeholderIno(slot.index), slot.boundPort);
       }
