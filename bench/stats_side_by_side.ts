@@ -1,7 +1,9 @@
 /**
  * `pno bench --stats`: what serving the live stats costs the data path, side by side in one
- * run. The bridge's echo service (port 7) is driven from the client namespace (64-byte
- * request/response on one connection, then a bulk echo), in rounds that alternate:
+ * run. A client in the namespace drives the bridge's echo service (port 7) without pause,
+ * reporting its progress every 50 ms, first 64-byte requests and responses on one connection,
+ * then a bulk echo; meanwhile the bench switches readers on and off in 1-second windows, in
+ * a repeating order:
  *
  * - quiet: nobody reads the stats;
  * - proxy: a client polls the proxy's GET /stats every 100 ms and follows GET /events at a
@@ -9,53 +11,65 @@
  * - bridge /live: the same polling of the bridge's own loopback /live endpoints (the HTTP
  *   server then runs in the bridge's process, beside the data path).
  *
- * Each kind runs `reps` times, interleaved, and the medians are compared with the quiet ones;
- * the spread of the quiet rounds is the noise the ratios are to be read against. The wire is
- * its own (namespace pno-tstbench, 10.246.0.0/24), so the bench runs beside other wires.
+ * Each window's rate comes from the client's own progress reports (the first 200 ms after a
+ * switch are left out); a kind's figure is the median of its windows, and its ratio the median
+ * of (window / the quiet window just before it), so that the load of other programs on a
+ * shared host, which drifts over seconds, cancels out. The loop's own measure of what
+ * publishing the page costs it closes the report. The wire is its own (namespace
+ * pno-tstbench, 10.246.0.0/24), so the bench runs beside other wires.
  *
  * @module
  */
 import { BridgeProcess } from "../cli/bridge_process.ts";
-import { cpuSeconds } from "../cli/processes.ts";
-import { inNs, sh, testWire, wireDown, wireUp } from "../cli/wire.ts";
+import { inNs, testWire, wireDown, wireUp } from "../cli/wire.ts";
 
+/** Runs `mode` ("rr" or "bulk") for `seconds`, printing "wall-clock-seconds units" every 50 ms. */
 const CLIENT = `
-import socket, sys, time, threading, json
-host, rr, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import socket, sys, time, threading
+host, mode, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 c = socket.create_connection((host, 7)); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-msg = b"x" * 64
-t0 = time.time()
-for i in range(rr):
-    c.sendall(msg); got = 0
-    while got < 64:
-        b = c.recv(64 - got)
-        if not b: raise SystemExit("eof")
-        got += len(b)
-rr_s = time.time() - t0
-data = b"y" * (1 << 20); total = mib << 20; got = [0]
-def rd():
-    while got[0] < total:
-        b = c.recv(1 << 16)
-        if not b: break
-        got[0] += len(b)
-t = threading.Thread(target=rd); t1 = time.time(); t.start()
-for i in range(mib): c.sendall(data)
-t.join(); bulk_s = time.time() - t1
-print(json.dumps({"rrPerSec": rr / rr_s, "bulkMiBs": mib / bulk_s}))
+end = time.time() + seconds
+done = [0]
+def report():
+    while time.time() < end:
+        time.sleep(0.05)
+        print("%.4f %d" % (time.time(), done[0]), flush=True)
+threading.Thread(target=report, daemon=True).start()
+if mode == "rr":
+    msg = b"x" * 64
+    while time.time() < end:
+        c.sendall(msg); got = 0
+        while got < 64:
+            b = c.recv(64 - got)
+            if not b: raise SystemExit("eof")
+            got += len(b)
+        done[0] += 1
+else:
+    block = b"y" * 65536
+    def rd():
+        while True:
+            b = c.recv(1 << 16)
+            if not b: break
+            done[0] += len(b)
+    t = threading.Thread(target=rd, daemon=True); t.start()
+    while time.time() < end:
+        c.sendall(block)
+    c.shutdown(socket.SHUT_WR); t.join(5)
+print("end", flush=True)
 `;
 
-/** One round's figures. */
-interface Round {
-  rrPerSec: number;
-  bulkMiBs: number;
-  /** Bridge CPU per round, ms; stats requests answered during the round. */
-  bridgeCpuMs: number;
-  polls: number;
-}
+type Kind = "quiet" | "proxy" | "live";
+const ORDER: Kind[] = ["quiet", "proxy", "quiet", "live"];
+const LABEL: Record<Kind, string> = {
+  quiet: "quiet",
+  proxy: "proxy /stats+/events",
+  live: "bridge /live/stats+events",
+};
+const WINDOW_MS = 1000, SETTLE_MS = 200;
 
 /** Polls `base`stats every 100 ms and follows `base`events?interval=100 until stopped. */
 function startPolling(base: string): { stop(): Promise<number> } {
-  let polls = 0;
+  let answers = 0;
   let stopped = false;
   const abort = new AbortController();
   const poll = (async () => {
@@ -63,7 +77,7 @@ function startPolling(base: string): { stop(): Promise<number> } {
       const t = performance.now();
       try {
         await (await fetch(`${base}stats`, { signal: abort.signal })).arrayBuffer();
-        polls++;
+        answers++;
       } catch {
         if (stopped) break;
       }
@@ -74,7 +88,7 @@ function startPolling(base: string): { stop(): Promise<number> } {
     try {
       const res = await fetch(`${base}events?interval=100`, { signal: abort.signal });
       for await (const chunk of res.body!) {
-        polls += new TextDecoder().decode(chunk).split("event: stats").length - 1;
+        answers += new TextDecoder().decode(chunk).split("event: stats").length - 1;
       }
     } catch {
       // aborted
@@ -85,16 +99,74 @@ function startPolling(base: string): { stop(): Promise<number> } {
       stopped = true;
       abort.abort();
       await Promise.all([poll, events]);
-      return polls;
+      return answers;
     },
   };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Runs the rounds; returns the report's lines. */
+/** One window: its kind, its time span (ms since the epoch) and the readers' answers. */
+interface Window {
+  kind: Kind;
+  from: number;
+  to: number;
+  answers: number;
+}
+
+/** Drives one client run of `mode` while switching readers; returns windows with rates. */
+async function run(
+  w: ReturnType<typeof testWire>,
+  ip: string,
+  mode: "rr" | "bulk",
+  windows: number,
+  bases: Record<Kind, string | null>,
+): Promise<Array<Window & { rate: number }>> {
+  const seconds = (windows * WINDOW_MS) / 1000 + 1;
+  const child = new Deno.Command("ip", {
+    args: inNs(w, "python3", "-c", CLIENT, ip, mode, String(seconds)).slice(1),
+    stdout: "piped",
+    stderr: "inherit",
+    stdin: "null",
+  }).spawn();
+  const samples: Array<[number, number]> = [];
+  const reading = (async () => {
+    let text = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      let nl;
+      while ((nl = text.indexOf("\n")) >= 0) {
+        const [t, n] = text.slice(0, nl).split(" ");
+        text = text.slice(nl + 1);
+        if (n !== undefined) samples.push([Number(t) * 1000, Number(n)]);
+      }
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 500)); // connected and running
+  const spans: Window[] = [];
+  for (let i = 0; i < windows; i++) {
+    const kind = ORDER[i % ORDER.length];
+    const base = bases[kind];
+    const poller = base === null ? null : startPolling(base);
+    const from = Date.now();
+    await new Promise((r) => setTimeout(r, WINDOW_MS));
+    const to = Date.now();
+    spans.push({ kind, from, to, answers: poller ? await poller.stop() : 0 });
+  }
+  await child.status;
+  await reading;
+  // The rate inside each window, from the client's reports after the settling time.
+  return spans.map((s) => {
+    const inside = samples.filter(([t]) => t >= s.from + SETTLE_MS && t <= s.to);
+    const rate = inside.length < 2 ? NaN : (inside[inside.length - 1][1] - inside[0][1]) /
+      ((inside[inside.length - 1][0] - inside[0][0]) / 1000);
+    return { ...s, rate };
+  });
+}
+
+/** Runs the bench; returns the report's lines. */
 export async function statsSideBySide(
-  opts: { reps: number; rr: number; mib: number; log: (line: string) => void },
+  opts: { windows: number; log: (line: string) => void },
 ): Promise<string[]> {
   const w = testWire("tstbench", 246);
   const dir = await Deno.makeTempDir({ prefix: "pno-bench-stats-" });
@@ -121,7 +193,7 @@ export async function statsSideBySide(
         "127.0.0.1:0",
       ],
       stdout: "piped",
-      stderr: "inherit",
+      stderr: "null",
       stdin: "null",
     }).spawn();
     const reader = proxy.stdout.pipeThrough(new TextDecoderStream()).getReader();
@@ -135,58 +207,47 @@ export async function statsSideBySide(
       while (!(await reader.read()).done) { /* drain */ }
     })();
     const proxyLive = (JSON.parse(first.split("\n")[0]) as { live: string }).live;
-    const kinds: Array<[string, string | null]> = [
-      ["quiet", null],
-      ["proxy /stats+/events", proxyLive],
-      ["bridge /live/stats+events", bridgeLive],
+    const bases: Record<Kind, string | null> = { quiet: null, proxy: proxyLive, live: bridgeLive };
+    const lines = [
+      `live stats cost on the data path: the bridge's echo (port 7) driven without pause from ` +
+      `the namespace while readers switch on and off in ${WINDOW_MS / 1000} s windows ` +
+      `(${ORDER.map((k) => k).join(", ")}, repeated; ${opts.windows} windows per workload)`,
+      `ratio: median over windows of (window / the quiet window before it)`,
+      "",
+      "workload          kind                        rate (median)  ratio  answers/window",
     ];
-    const rounds = new Map<string, Round[]>(kinds.map(([k]) => [k, []]));
-    const client = () =>
-      sh(inNs(w, "python3", "-c", CLIENT, ip, String(opts.rr), String(opts.mib)));
-    await client(); // warm-up: ARP, JIT, pools
-    for (let rep = 0; rep < opts.reps; rep++) {
-      for (const [kind, base] of kinds) {
-        const poller = base === null ? null : startPolling(base);
-        if (poller) await new Promise((r) => setTimeout(r, 300)); // polling in full swing
-        const cpu0 = cpuSeconds(bridge.child.pid);
-        const r = JSON.parse((await client()).trim().split("\n").pop()!);
-        const cpu1 = cpuSeconds(bridge.child.pid);
-        const polls = poller ? await poller.stop() : 0;
-        const round = { ...r, bridgeCpuMs: (cpu1 - cpu0) * 1e3, polls } as Round;
-        rounds.get(kind)!.push(round);
+    for (
+      const [mode, unit, scale] of [["rr", "req/s", 1], ["bulk", "MiB/s", 1 / 1048576]] as const
+    ) {
+      const windows = await run(w, ip, mode, opts.windows, bases);
+      for (const x of windows) {
         opts.log(
-          `round ${rep + 1} ${kind}: ${Math.round(round.rrPerSec)} req/s, ` +
-            `${round.bulkMiBs.toFixed(1)} MiB/s, bridge CPU ${round.bridgeCpuMs.toFixed(0)} ms` +
-            (poller ? `, ${polls} stats answers` : ""),
+          `${mode} ${LABEL[x.kind]}: ${(x.rate * scale).toFixed(1)} ${unit}, ${x.answers} answers`,
         );
       }
-    }
-    const quiet = rounds.get("quiet")!;
-    const spread = (xs: number[]) => (Math.max(...xs) / Math.min(...xs) - 1) * 100;
-    const lines = [
-      `live stats cost on the data path: bridge echo (port 7) from the namespace, ` +
-      `${opts.rr} x 64 B request/response then ${opts.mib} MiB bulk echo, ${opts.reps} ` +
-      `interleaved rounds per kind, medians`,
-      "",
-      "ratio: the median over reps of (this round / the quiet round of the same rep), so that",
-      "a load that drifts across the run (other programs on the host) cancels out",
-      "",
-      "kind                        req/s     ratio   bulk MiB/s  ratio   bridge CPU ms  answers/round",
-    ];
-    for (const [kind] of kinds) {
-      const rs = rounds.get(kind)!;
-      const rr = median(rs.map((r) => r.rrPerSec)), bulk = median(rs.map((r) => r.bulkMiBs));
-      const paired = (f: (r: Round) => number) => median(rs.map((r, i) => f(r) / f(quiet[i])));
+      for (const kind of ["quiet", "proxy", "live"] as Kind[]) {
+        const mine = windows.filter((x) => x.kind === kind && Number.isFinite(x.rate));
+        const ratios = windows.flatMap((x, i) => {
+          if (x.kind !== kind || kind === "quiet") return [];
+          const before = windows[i - 1];
+          return before && before.kind === "quiet" && before.rate > 0 ? [x.rate / before.rate] : [];
+        });
+        lines.push(
+          [
+            (mode === "rr" ? "64 B req/resp" : "bulk echo").padEnd(17),
+            LABEL[kind].padEnd(26),
+            `${(median(mine.map((x) => x.rate)) * scale).toFixed(mode === "rr" ? 0 : 1)} ${unit}`
+              .padStart(15),
+            (kind === "quiet" ? 1 : median(ratios)).toFixed(3).padStart(6),
+            String(median(mine.map((x) => x.answers))).padStart(15),
+          ].join(" "),
+        );
+      }
+      const quiet = windows.filter((x) => x.kind === "quiet").map((x) => x.rate);
+      const qq = quiet.slice(1).map((r, i) => r / quiet[i]);
       lines.push(
-        [
-          kind.padEnd(26),
-          String(Math.round(rr)).padStart(7),
-          paired((r) => r.rrPerSec).toFixed(3).padStart(8),
-          bulk.toFixed(1).padStart(12),
-          paired((r) => r.bulkMiBs).toFixed(3).padStart(7),
-          median(rs.map((r) => r.bridgeCpuMs)).toFixed(0).padStart(15),
-          String(median(rs.map((r) => r.polls))).padStart(15),
-        ].join(" "),
+        `${"".padEnd(17)} noise: consecutive quiet windows differ by a median of ` +
+          `${(median(qq.map((r) => Math.abs(r - 1))) * 100).toFixed(1)}%`,
       );
     }
     // The page's own cost to the loop, measured by the loop: what publishing takes each time.
@@ -201,10 +262,8 @@ export async function statsSideBySide(
         `publications, ${perPublish.toFixed(1)} µs each, ${(perPublish * 10).toFixed(0)} µs ` +
         `per second (every 100 ms) = ${(perPublish * 10 / 1e4).toFixed(3)}% of one core, ` +
         `readers or not`,
-      `noise: the quiet rounds spread ${spread(quiet.map((r) => r.rrPerSec)).toFixed(1)}% ` +
-        `(req/s) and ${spread(quiet.map((r) => r.bulkMiBs)).toFixed(1)}% (bulk) from lowest ` +
-        `to highest; host load average ${Deno.loadavg()[0].toFixed(1)} on ` +
-        `${navigator.hardwareConcurrency} cores`,
+      `host load average ${Deno.loadavg()[0].toFixed(1)} on ${navigator.hardwareConcurrency} ` +
+        `cores (other programs share them)`,
     );
     return lines;
   } finally {

@@ -18,7 +18,7 @@ export const BENCH_HELP = `pno bench: run the benchmarks
 Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
                  [--nginx [--seconds N] [--connections N]]
                  [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile]] [--wake]
-                 [--stats [--reps N]]
+                 [--stats [--windows N]]
 
 Options:
   --micro     host-NIC ring micro-benchmarks in one process: descriptors per second
@@ -63,12 +63,12 @@ Options:
               second, and the bridge's CPU while idle, with timer naps only
               (PNO_WIRE_WAKE=0) and with the wire's wakeup armed; the host kernel alongside
   --stats     what serving the live stats costs the data path: the bridge's echo service
-              driven from a namespace (64 B request/response, then bulk), in interleaved
-              rounds with nobody reading the stats, with a client polling the proxy's /stats
-              and /events every 100 ms, and polling the bridge's own /live endpoints; medians,
-              paired ratios to the quiet rounds, the quiet rounds' spread (the noise), and the
-              bridge loop's own measure of what publishing the stats page costs it
-    --reps N      rounds of each kind (default 9)
+              driven without pause from a namespace (64 B request/response, then bulk) while
+              readers switch on and off in 1 s windows: nobody, a client polling the proxy's
+              /stats and /events every 100 ms, the same polling of the bridge's own /live;
+              medians, ratios to the quiet window before, the quiet windows' own variation
+              (the noise), and the bridge loop's own measure of what publishing costs it
+    --windows N   1-second windows per workload (default 32)
   -h, --help  show this help`;
 
 /** Runs the benchmarks the flags select. */
@@ -86,7 +86,7 @@ export async function benchMain(args: string[]): Promise<number> {
       "wake",
       "stats",
     ],
-    string: ["requests", "idle", "mib", "lossy-mib", "seed", "seconds", "connections", "reps"],
+    string: ["requests", "idle", "mib", "lossy-mib", "seed", "seconds", "connections", "windows"],
     alias: { h: "help" },
     default: {
       requests: "300000",
@@ -96,7 +96,7 @@ export async function benchMain(args: string[]): Promise<number> {
       seed: "1",
       seconds: "10",
       connections: "50",
-      reps: "9",
+      windows: "32",
       profile: true,
     },
     negatable: ["profile"],
@@ -156,14 +156,9 @@ export async function benchMain(args: string[]): Promise<number> {
   }
   if (flags.wake) console.log((await wakeSideBySide()).join("\n"));
   if (flags.stats) {
-    const reps = Number(flags.reps);
-    if (!(Number.isInteger(reps) && reps >= 1)) throw new Error("--reps takes a count");
-    const lines = await statsSideBySide({
-      reps,
-      rr: 10_000,
-      mib: 32,
-      log: (line) => console.error(line),
-    });
+    const windows = Number(flags.windows);
+    if (!(Number.isInteger(windows) && windows >= 4)) throw new Error("--windows: at least 4");
+    const lines = await statsSideBySide({ windows, log: (line) => console.error(line) });
     console.log(lines.join("\n"));
   }
   if (flags.engine) {
