@@ -26,6 +26,26 @@ time.sleep(60)
 `;
 /** Segments sent for the first time (a loaded host may see retransmissions). */
 const FIRST_SENT = "!tcp.analysis.retransmission && !tcp.analysis.spurious_retransmission";
+/** A listener in the namespace (kernel TCP) that keeps what it accepts. */
+const NS_LISTENER = `
+import socket, sys, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", int(sys.argv[1])))
+l.listen(4)
+print("listening", flush=True)
+c, _ = l.accept()
+time.sleep(60)
+`;
+/** Connects to argv[1]:argv[2], says hello, and holds the connection. */
+const CONNECTING_CLIENT = `
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+c.sendall(b"hello")
+print("connected", flush=True)
+time.sleep(60)
+`;
+const NS_PORT = 8413;
 const APP_PORT = 8411, HELD = 3, HELD_BYTES = 12_345, CAPTURE_BYTES = 5000;
 
 async function pno(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -200,6 +220,38 @@ Deno.test({
       assert(
         table.stdout.split("\n").filter((l) => /\bpno\b.*ESTABLISHED/.test(l)).length === HELD,
       );
+
+      // An offloaded client: connect() records its placeholder too.
+      const nsIp = w.clientAddress.split("/")[0];
+      const peer = TestChild.run(inNs(w, "python3", "-u", "-c", NS_LISTENER, String(NS_PORT)));
+      stops.push(() => peer.kill());
+      assertEquals(await peer.nextLine(), "listening");
+      const client = AppProcess.start([
+        "python3",
+        "-u",
+        "-c",
+        CONNECTING_CLIENT,
+        nsIp,
+        String(NS_PORT),
+      ], {
+        control,
+        name: "client",
+      });
+      stops.push(() => client.stop());
+      await waitUntil(() => client.output.includes("connected"), "the shimmed client connects");
+      let mine: string[] = [];
+      await waitUntil(
+        async () => {
+          const r = await pno(["ls", String(client.pid), "--stats", live, "--json"]);
+          mine = (JSON.parse(r.stdout) as LsLine[]).filter((l) => l.proto === "tcp")
+            .map((l) => `${l.where} ${l.remote} ${l.state} ${l.bytesOut}`);
+          return mine.join() === `pno ${nsIp}:${NS_PORT} ESTABLISHED 5`;
+        },
+        "pno ls shows the client's offloaded connection",
+        10_000,
+      ).catch((err) => {
+        throw new Error(`${err.message}: ${JSON.stringify(mine)}`);
+      });
 
       // The kernel as the oracle: the same server without the shim has every socket in the kernel.
       const plain = AppProcess.start(["python3", "-u", "-c", PLAIN_SERVER], { name: "plain" });
