@@ -11,6 +11,10 @@
  *   (the parent closes its copies); the child serves both.
  * - holder-dies: a forked child sharing a connection and the listener is killed; the parent
  *   keeps both (only the last holder's end finishes a connection).
+ * - reload-handover: HAProxy's reload: a re-executed master is handed the old worker's
+ *   listener over SCM_RIGHTS; the old worker closes its copy and exits while a connection waits
+ *   in the queue; the new image accepts it (HAProxy reuses a handed-over listener only when its
+ *   getsockname() matches the configured address: 0.0.0.0, not the placeholder's 127.0.0.1).
  * - scm-send: a connection passed with SCM_RIGHTS to a second program started on its own
  *   (another application under the shim). Linux lets the receiver use it; under the shim it
  *   must work the same way, or fail with a clear, documented error -- this test compares with
@@ -19,7 +23,7 @@
  * Each scenario runs on the kernel (twin link) and under the shim (bridge); every program's
  * and the peer's lines must be what they were on the kernel, and at the checkpoint (the first
  * connection accepted) the host kernel holds no ESTABLISHED socket on the scenario's port.
- * Wires on 10.230/10.231; ports 22920-22928.
+ * Wires on 10.230/10.231; ports 22920-22930.
  *
  * @module
  */
@@ -55,6 +59,7 @@ const SCENARIOS: Scenario[] = [
   { name: "exec-listener-execl", port: 22926 },
   { name: "scm-rights-fork", port: 22922 },
   { name: "holder-dies", port: 22928 },
+  { name: "reload-handover", port: 22930 },
   {
     name: "scm-send",
     port: 22924,

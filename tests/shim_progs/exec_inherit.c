@@ -10,6 +10,11 @@
  * scm-rights-fork: the parent passes an accepted connection, then a listener made after the
  *   fork, to its child over a Unix socket (SCM_RIGHTS) and closes its own copies; the child
  *   serves the connection and accepts on the listener.
+ * reload-handover: HAProxy's reload (master-worker, expose-fd listeners): the master forks a
+ *   worker and closes its own listener; the worker serves c1; the master re-executes itself;
+ *   the new image asks the old worker for the listener over their socketpair (SCM_RIGHTS),
+ *   and the old worker closes its copy and exits while c2 waits in the accept queue; the new
+ *   image accepts c2 on the listener it was handed and serves it (nothing queued is lost).
  * holder-dies: a forked child that shares a connection and the listener answers on the
  *   connection and is killed (SIGKILL: nothing closed); the parent, still holding both, goes
  *   on: it answers on the connection and accepts and serves a new one (a socket lives until
@@ -94,9 +99,15 @@ static void say_socket(const char *what, int fd) {
   }
   struct sockaddr_in sa;
   socklen_t sl = sizeof sa;
+  memset(&sa, 0, sizeof sa);
   int port = getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 ? ntohs(sa.sin_port) : -1;
-  say("%s: %s, %s, local port %s", what, type == SOCK_STREAM ? "SOCK_STREAM" : "other",
-      acc ? "listening" : "not listening",
+  /* The address as a class: the listeners are bound to 0.0.0.0 (HAProxy matches the
+   * listeners handed to a new process by this name); a connection's address is the one the
+   * peer reached, which differs between the kernel run and the shim run. */
+  uint32_t a = ntohl(sa.sin_addr.s_addr);
+  const char *addr = a == INADDR_ANY ? "0.0.0.0" : a == INADDR_LOOPBACK ? "127.0.0.1" : "the address reached";
+  say("%s: %s, %s, local %s port %s", what, type == SOCK_STREAM ? "SOCK_STREAM" : "other",
+      acc ? "listening" : "not listening", addr,
       port == g_port ? "the scenario's" : port == g_port + 1 ? "the scenario's + 1" : "other");
 }
 
@@ -231,6 +242,78 @@ static void sc_scm_rights_fork(void) {
   close(l);
 }
 
+#define HANDOVER_VAR "PNO_TEST_HANDOVER"
+
+static void sc_reload_handover(void) {
+  int sp[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) fail("socketpair");
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+      setsockopt(l, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    fail("listener options");
+  }
+  struct sockaddr_in sa = sin_of("0.0.0.0", g_port);
+  if (bind(l, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(l, 16) < 0) fail("listen");
+  say("listen: ok");
+  pid_t worker = fork();
+  if (worker < 0) fail("fork");
+  if (worker == 0) {
+    /* The old worker: serves c1, hands the listener over on request, then stops. */
+    close(sp[0]);
+    int c1 = accept_one(l);
+    say_read("worker c1 read", c1, 4);
+    say_write("worker c1 write", c1, "pong");
+    close(c1);
+    send_token(sp[1], 'S');
+    expect_token(sp[1], 'L');
+    const char *sent = send_fd(sp[1], l, "the listener");
+    (void)sent;
+    expect_token(sp[1], 'Q');
+    close(l);
+    _exit(0);
+  }
+  close(sp[1]);
+  close(l); /* the master keeps no listener of its own */
+  expect_token(sp[0], 'S');
+  char var[64];
+  snprintf(var, sizeof var, "%d;%d;", sp[0], (int)worker);
+  if (setenv(HANDOVER_VAR, var, 1) < 0) fail("setenv");
+  say("master re-executes itself");
+  char *args[] = {"exec_inherit", "reload-handover-after", g_self_port, NULL};
+  execve("/proc/self/exe", args, environ);
+  fail("execve");
+}
+
+static void sc_reload_handover_after(void) {
+  int ctl, worker;
+  const char *var = getenv(HANDOVER_VAR);
+  if (!var || sscanf(var, "%d;%d;", &ctl, &worker) != 2) fail("no %s", HANDOVER_VAR);
+  send_token(ctl, 'L');
+  int l = recv_fd(ctl, "of the old worker's listener in the new image");
+  if (l < 0) return;
+  say_socket("handed-over listener", l);
+  /* The old worker closes its copy and exits; c2 waits in the queue meanwhile. */
+  send_token(ctl, 'Q');
+  int status;
+  while (waitpid((pid_t)worker, &status, 0) < 0 && errno == EINTR) {
+  }
+  say("old worker exit: %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  int c2;
+  do c2 = accept(l, NULL, NULL);
+  while (c2 < 0 && errno == EINTR);
+  if (c2 < 0) {
+    say("accept on the handed-over listener: -1 %s", ename(errno));
+  } else {
+    say("accept on the handed-over listener: ok");
+    say_read("c2 read", c2, 4);
+    say_write("c2 write", c2, "ok2");
+    close(c2);
+  }
+  close(l);
+  close(ctl);
+}
+
 static void sc_holder_dies(void) {
   int l = listen_on(g_port);
   int c1 = accept_one(l);
@@ -320,6 +403,8 @@ int main(int argc, char **argv) {
       {"exec-listener-after", sc_exec_listener_after},
       {"scm-rights-fork", sc_scm_rights_fork},
       {"holder-dies", sc_holder_dies},
+      {"reload-handover", sc_reload_handover},
+      {"reload-handover-after", sc_reload_handover_after},
       {"scm-send", sc_scm_send},
       {"scm-recv", sc_scm_recv},
   };

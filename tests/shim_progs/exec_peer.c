@@ -97,6 +97,20 @@ static void sc_holder_dies(void) {
   close(c2);
 }
 
+static void sc_reload_handover(void) {
+  int c1 = dial(0);
+  write_all(c1, "ping", 4);
+  say_read("c1 read", c1, 4);
+  say_eof("c1 after the answer", c1);
+  /* Queued while the listener changes hands (nobody accepts it until the new image does). */
+  int c2 = dial(0);
+  write_all(c2, "two!", 4);
+  say_read("c2 read", c2, 3);
+  say_eof("c2 after the answer", c2);
+  close(c1);
+  close(c2);
+}
+
 static void sc_scm_other(void) {
   int c1 = dial(0);
   write_all(c1, "ping", 4);
@@ -117,6 +131,7 @@ int main(int argc, char **argv) {
       {"exec-listener-execl", sc_exec_listener},
       {"scm-rights-fork", sc_scm_rights_fork},
       {"holder-dies", sc_holder_dies},
+      {"reload-handover", sc_reload_handover},
       {"scm-send", sc_scm_other},
   };
   for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
