@@ -74,7 +74,14 @@ async function withProxy(mode: "shim" | "kernel", body: (p: Proxy) => Promise<vo
         "  maxconn 4096",
         `  pidfile ${dir}/haproxy.pid`,
         `  stats socket ${sock} mode 600 level admin expose-fd listeners`,
+        // A line on stdout (kept by the harness) for each request that did not end normally
+        // (dontlog-normal): its termination state says which side ended it (CR--: the client's
+        // side read as closed before a whole request).
+        "  log stdout format raw local0 info",
         "defaults",
+        "  log global",
+        "  option httplog",
+        "  option dontlog-normal",
         "  mode http",
         "  option http-keep-alive",
         "  timeout connect 5s",
@@ -119,7 +126,12 @@ async function withProxy(mode: "shim" | "kernel", body: (p: Proxy) => Promise<vo
             (await Deno.readTextFile(`${dir}/lighttpd-error.log`).catch(() => "")).slice(-2000)
           }`,
           await ctx.evidence(),
-          `--- haproxy output:\n${haproxy.output.slice(-3000)}`,
+          `--- haproxy: requests that did not end normally:\n${
+            haproxy.output.split("\n").filter((l) => /\] fe /.test(l)).slice(-40).join("\n")
+          }`,
+          `--- haproxy output:\n${
+            haproxy.output.split("\n").filter((l) => !/\] fe /.test(l)).join("\n").slice(-3000)
+          }`,
         ].join("\n");
       // Up: the backend is UP by its health checks (which go through PnO under the shim).
       await waitUntil(
