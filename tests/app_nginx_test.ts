@@ -497,13 +497,15 @@ async function reloadUnderLoad(mode: "shim" | "kernel", keepAlive: boolean): Pro
     // A reload makes the old workers close their idle keep-alive connections; a request wrk
     // already sent on one of them meets the close (RFC 9112 section 9.3.1: a client may retry
     // it; wrk counts an error). Measured on the kernel: 187 read errors in 9 reloads with 20
-    // connections. Connection: close has no such race: zero errors, on Linux as under the shim.
+    // connections, close to one per connection and reload; the budget allows two (a connection
+    // made anew may still meet an old worker's close in the same reload). Connection: close
+    // has no such race: zero errors, on Linux as under the shim.
     await assertClean(
       n,
       `${mode}: ${keepAlive ? "keep-alive" : "Connection: close"} during ${reloads} reloads`,
       r,
       before,
-      keepAlive ? { connections: 20, perConnection: reloads + 1 } : undefined,
+      keepAlive ? { connections: 20, perConnection: 2 * reloads + 1 } : undefined,
     );
     const downloads = await Promise.all(slow);
     assertEquals(
