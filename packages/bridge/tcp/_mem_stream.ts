@@ -3,6 +3,16 @@
  * {@linkcode TxStream} / {@linkcode RxStream} and the application's `write` / `read`. Sockets
  * that live inside the bridge (services, tests, the benchmark) use one per direction.
  *
+ * Memory follows use, as a kernel socket's does: the ring has a *capacity* (what the engine
+ * may promise: the receive window, the send buffer the application sees), which autotuning
+ * raises up to a *limit* (autotune.ts), and a backing array that holds only what the bytes in
+ * it need. The array starts empty and doubles when a write or an out-of-order copy reaches past
+ * it (from 4 KiB up to the capacity), so an idle connection costs no buffer at all, a small
+ * request/response one a page or two, and only a bulk flow the MiBs its bandwidth-delay product
+ * calls for: about log2(limit / 4 KiB) allocations in a connection's life, none per packet
+ * once the flow has settled. The capacity never shrinks: the right edge of a window once
+ * offered stays backed (RFC 9293 §3.8.6).
+ *
  * @module
  */
 
@@ -13,26 +23,41 @@ const nativeCopySum = Deno.env.get("PNO_NATIVE_CSUM") === "0"
   ? null
   : openCopy()?.pno_copy_from_ring_csum_arrays ?? null;
 
-/** A single-producer single-consumer byte ring with a power-of-two capacity. */
+/** The smallest backing array, once there are bytes to hold. */
+export const MEM_STREAM_MIN_BACKING = 4096;
+
+const EMPTY = new Uint8Array(0);
+
+/** Smallest power of two >= n (n >= 1). */
+function pow2AtLeast(n: number): number {
+  let c = 1;
+  while (c < n) c *= 2;
+  return c;
+}
+
+/** A single-producer single-consumer byte ring with power-of-two capacity and backing. */
 export class MemStream implements TxStream, RxStream {
-  readonly capacity: number;
-  private readonly mask: number;
-  private readonly data: Uint8Array;
+  /** Bytes the ring may hold (a power of two); grows up to `limit`, never shrinks. */
+  capacity: number;
+  /** The largest capacity `grow` may reach (window scaling is chosen for it). */
+  readonly limit: number;
+  private data: Uint8Array = EMPTY;
+  private mask = 0;
   /** Total bytes ever produced (published) and consumed; their difference is the fill. */
   private prod = 0;
   private cons = 0;
+  /** Backing arrays allocated so far (the first one included). */
+  allocations = 0;
 
   /**
    * Copies use `set` over a `subarray` view (one short-lived view object per copy, ~30x faster
    * than a byte loop for full-size segments); `loopCopy` copies byte by byte and allocates
-   * nothing (the benchmark uses it to show the engine itself is allocation-free).
+   * nothing (the benchmark uses it to show the engine itself is allocation-free). `limit`
+   * (default: the capacity, a fixed-size ring) bounds `grow`.
    */
-  constructor(capacity: number, readonly loopCopy = false) {
-    let c = 1024;
-    while (c < capacity) c *= 2;
-    this.capacity = c;
-    this.mask = c - 1;
-    this.data = new Uint8Array(c);
+  constructor(capacity: number, readonly loopCopy = false, limit = capacity) {
+    this.capacity = pow2AtLeast(Math.max(1024, capacity));
+    this.limit = Math.max(this.capacity, pow2AtLeast(Math.max(1, limit)));
   }
 
   /** Bytes produced and not yet consumed. */
@@ -45,10 +70,59 @@ export class MemStream implements TxStream, RxStream {
     return this.capacity - (this.prod - this.cons);
   }
 
+  /** Total bytes the application has read (TCP's copied_seq, counted from 0). */
+  consumed(): number {
+    return this.cons;
+  }
+
+  /** Bytes of the backing array (what the ring costs in memory now). */
+  backingBytes(): number {
+    return this.data.length;
+  }
+
+  /**
+   * Raises the capacity to `cap` rounded up to a power of two, at most `limit`; returns the
+   * new capacity. The backing array is not touched: it grows when bytes need it.
+   */
+  grow(cap: number): number {
+    if (cap > this.capacity) this.capacity = Math.min(this.limit, pow2AtLeast(cap));
+    return this.capacity;
+  }
+
+  /** Allocates the whole capacity now (a fixed ring, as the engine had before autotuning). */
+  preallocate(): void {
+    this.reserve(this.capacity);
+  }
+
+  /**
+   * Makes the backing array hold `need` bytes from the consumer index on: the next power of
+   * two (at least 4 KiB, at most the capacity), the live bytes moved to their new places.
+   */
+  private reserve(need: number): void {
+    const old = this.data;
+    if (need <= old.length) return;
+    const size = Math.min(this.capacity, pow2AtLeast(Math.max(need, MEM_STREAM_MIN_BACKING)));
+    const next = new Uint8Array(size);
+    if (old.length > 0) {
+      // Everything within the old backing, from the consumer index on, keeps its offset from
+      // it: published bytes and out-of-order bytes past the producer index alike.
+      const start = this.cons & this.mask;
+      const first = old.length - start;
+      const to = this.cons & (size - 1);
+      copyWrapped(next, to, old.subarray(start));
+      copyWrapped(next, (to + first) & (size - 1), old.subarray(0, start));
+    }
+    this.data = next;
+    this.mask = size - 1;
+    this.allocations++;
+  }
+
   /** Copies `len` bytes starting `offset` bytes past the consumer index into `dst`. */
   copyOut(offset: number, dst: Uint8Array, dstOffset: number, len: number): void {
+    if (len <= 0) return;
+    const size = this.data.length;
     const start = (this.cons + offset) & this.mask;
-    const first = Math.min(len, this.capacity - start);
+    const first = Math.min(len, size - start);
     if (this.loopCopy) {
       const d = this.data;
       for (let i = 0; i < first; i++) dst[dstOffset + i] = d[start + i];
@@ -79,8 +153,12 @@ export class MemStream implements TxStream, RxStream {
 
   /** Copies `len` bytes of `src` to `offset` bytes past the producer index (not yet visible). */
   copyIn(offset: number, src: Uint8Array, srcOffset: number, len: number): void {
+    if (len <= 0) return;
+    const need = this.prod - this.cons + offset + len;
+    if (need > this.data.length) this.reserve(need);
+    const size = this.data.length;
     const start = (this.prod + offset) & this.mask;
-    const first = Math.min(len, this.capacity - start);
+    const first = Math.min(len, size - start);
     if (this.loopCopy) {
       const d = this.data;
       for (let i = 0; i < first; i++) d[start + i] = src[srcOffset + i];
@@ -115,4 +193,11 @@ export class MemStream implements TxStream, RxStream {
     }
     return n;
   }
+}
+
+/** Copies `src` into the ring array `dst` at `at`, wrapping at its end. */
+function copyWrapped(dst: Uint8Array, at: number, src: Uint8Array): void {
+  const first = Math.min(src.length, dst.length - at);
+  dst.set(src.subarray(0, first), at);
+  if (first < src.length) dst.set(src.subarray(first), 0);
 }

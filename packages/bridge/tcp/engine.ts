@@ -43,6 +43,7 @@ import { inputClosed, inputListen, inputSynchronized, inputSynSent } from "./inp
 import { flush, queueOut, sendRst, sendSyn } from "./output.ts";
 import { arm, onTimer } from "./timers.ts";
 import { MIN_SND_MSS } from "./input.ts";
+import { rcvCapLimit, rcvSpaceAdjust, sndBufExpand, wscaleFor } from "./autotune.ts";
 import {
   canSendData,
   CLOSE_WAIT,
@@ -92,9 +93,23 @@ export interface TcpEngineOptions {
   mslMs?: number;
   /** Seeds the secret keys (ISN, cookies, hashing) for reproducible runs; random otherwise. */
   seed?: number;
-  /** Default send / receive buffer (in-memory ring) sizes in bytes (default 256 KiB each). */
+  /**
+   * Initial send / receive buffer (in-memory ring) capacities in bytes, like the middle value
+   * of Linux's tcp_wmem / tcp_rmem (default 32 KiB: twice the initial congestion window of ten
+   * segments, and 64 KiB: the window a Linux SYN offers). Memory behind them is taken only as
+   * bytes arrive (_mem_stream.ts).
+   */
   sndBuf?: number;
   rcvBuf?: number;
+  /** Largest capacities autotuning may raise them to (tcp_wmem[2] / tcp_rmem[2]; 4 MiB). */
+  sndBufMax?: number;
+  rcvBufMax?: number;
+  /**
+   * Buffers that grow with the flow (autotune.ts; default true, Linux's tcp_moderate_rcvbuf).
+   * false: fixed rings of `sndBuf` / `rcvBuf` bytes, allocated when the socket opens (the
+   * engine before autotuning; `pno bench --memory` compares the two).
+   */
+  autotune?: boolean;
   /** Initial connection table size (power of two, grows). */
   tableSize?: number;
   /** SYN and SYN-ACK retransmissions before giving up (Linux: 6 and 5). */
@@ -179,12 +194,6 @@ export interface ConnectOptions extends SocketOptions {
 /** The smallest path MTU believed from ICMP (Linux's net.ipv4.route.min_pmtu). */
 const MIN_PMTU = 552;
 
-function wscaleFor(cap: number): number {
-  let ws = 0;
-  while (ws < 14 && (cap >>> ws) > 65535) ws++;
-  return ws;
-}
-
 /** The TCP engine: one per queue of a port. */
 export class TcpEngine {
   readonly link: IpLink;
@@ -195,6 +204,9 @@ export class TcpEngine {
   readonly msl: number;
   readonly sndBuf: number;
   readonly rcvBuf: number;
+  readonly sndBufMax: number;
+  readonly rcvBufMax: number;
+  readonly autotune: boolean;
   readonly synRetries: number;
   readonly synAckRetries: number;
   readonly maxRetries: number;
@@ -251,8 +263,11 @@ export class TcpEngine {
     this.link = link;
     this.localIp = opts.localIp ?? 0;
     this.msl = opts.mslMs ?? 30000;
-    this.sndBuf = opts.sndBuf ?? 256 * 1024;
-    this.rcvBuf = opts.rcvBuf ?? 256 * 1024;
+    this.autotune = opts.autotune ?? true;
+    this.sndBuf = opts.sndBuf ?? (this.autotune ? 32 * 1024 : 256 * 1024);
+    this.rcvBuf = opts.rcvBuf ?? (this.autotune ? 64 * 1024 : 256 * 1024);
+    this.sndBufMax = this.autotune ? Math.max(this.sndBuf, opts.sndBufMax ?? 4 << 20) : this.sndBuf;
+    this.rcvBufMax = this.autotune ? Math.max(this.rcvBuf, opts.rcvBufMax ?? 4 << 20) : this.rcvBuf;
     this.synRetries = opts.synRetries ?? 6;
     this.synAckRetries = opts.synAckRetries ?? 5;
     this.maxRetries = opts.maxRetries ?? 15;
@@ -400,7 +415,9 @@ export class TcpEngine {
     l.acceptQueue = new Array(l.backlog).fill(null);
     l.childOpts = opts;
     l.rcvCap = this.rcvBuf;
-    l.rcvWscale = this.wsEnabled ? wscaleFor(this.rcvBuf) : 0;
+    // The scale is fixed at the SYN (RFC 7323 §2.2): chosen for the largest a child's receive
+    // ring may grow to (a region's rings are no larger than that).
+    l.rcvWscale = this.wsEnabled ? wscaleFor(this.rcvBufMax) : 0;
     if (head === null) {
       this.listeners[port] = l;
     } else {
@@ -467,7 +484,7 @@ export class TcpEngine {
     s.tsOn = this.tsEnabled;
     s.sackOn = this.sackEnabled;
     s.wsOn = this.wsEnabled;
-    s.rcvWscale = s.wsOn ? wscaleFor(s.rcvCap) : 0;
+    s.rcvWscale = s.wsOn ? wscaleFor(rcvCapLimit(s)) : 0;
     s.state = SYN_SENT;
     this.table.insert(s);
     this.counters[K.C_ACTIVE_OPENS]++;
@@ -486,7 +503,9 @@ export class TcpEngine {
     if (s.finQueued || s.state === CLOSED || s.state === LISTEN) return EPIPE;
     if (!(s.tx instanceof MemStream)) return EINVAL;
     if (len === 0) return 0;
-    const n = s.tx.write(src, off, len);
+    let n = s.tx.write(src, off, len);
+    // The ring filled up (Linux's SOCK_NOSPACE): let it follow the congestion window.
+    if (n < len && sndBufExpand(this, s)) n += s.tx.write(src, off + n, len - n);
     if (n === 0) return EAGAIN;
     if (s.state !== SYN_SENT && s.state !== SYN_RECEIVED) queueOut(this, s);
     return n;
@@ -500,6 +519,7 @@ export class TcpEngine {
     if (!(s.rx instanceof MemStream)) return EINVAL;
     const n = s.rx.read(dst, off, len);
     if (n > 0) {
+      rcvSpaceAdjust(this, s);
       this.notifyRx(s);
       return n;
     }
@@ -509,9 +529,15 @@ export class TcpEngine {
     return EAGAIN;
   }
 
-  /** Free space in the socket's in-memory send ring (0 for other streams). */
+  /**
+   * Free space in the socket's in-memory send ring (0 for other streams). Asking when it is
+   * full is what poll() finding no room is for Linux (SOCK_NOSPACE): the ring may grow.
+   */
   sendSpace(s: TcpSocket): number {
-    return s.tx instanceof MemStream ? s.tx.writable() : 0;
+    if (!(s.tx instanceof MemStream)) return 0;
+    const room = s.tx.writable();
+    if (room > 0 || !canSendData(s.state) || !sndBufExpand(this, s)) return room;
+    return s.tx.writable();
   }
 
   /** Bytes waiting to be read in the socket's in-memory receive ring. */
@@ -784,7 +810,15 @@ export class TcpEngine {
   attachStreams(s: TcpSocket, opts: SocketOptions | null): boolean {
     let st: SocketStreams | null;
     if (opts?.streams) st = opts.streams(s);
-    else st = { tx: new MemStream(this.sndBuf), rx: new MemStream(this.rcvBuf) };
+    else {
+      const tx = new MemStream(this.sndBuf, false, this.sndBufMax);
+      const rx = new MemStream(this.rcvBuf, false, this.rcvBufMax);
+      if (!this.autotune) {
+        tx.preallocate();
+        rx.preallocate();
+      }
+      st = { tx, rx };
+    }
     if (st === null) return false;
     s.tx = st.tx;
     s.rx = st.rx;

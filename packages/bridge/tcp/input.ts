@@ -61,6 +61,7 @@ import { SM_SACKED } from "./sendmap.ts";
 import { cookieAck, sendCookieSynAck } from "./syncache.ts";
 import { arm } from "./timers.ts";
 import { rttSample } from "./rtt.ts";
+import { rcvRttMeasure } from "./autotune.ts";
 
 /** The smallest send MSS we accept from a peer's option (Linux's TCP_MIN_SND_MSS). */
 export const MIN_SND_MSS = 48;
@@ -727,6 +728,7 @@ export function processText(e: TcpEngine, s: TcpSocket, seg: TcpSegment, synSkip
         if (had > 0) ackNow = true; // filled a hole: ACK at once (RFC 5681 §4.2)
         s.rx.publish(adv);
         s.rcvNxt = (s.rcvNxt + adv) >>> 0;
+        rcvRttMeasure(e, s, seg);
         e.event(s, EV_READABLE);
         if (!ackNow) {
           if (seqDiff(s.rcvNxt, s.lastAckSent) >= 2 * s.rcvMss) ackNow = true;

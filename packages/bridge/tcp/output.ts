@@ -359,6 +359,12 @@ export function windowField(s: TcpSocket): number {
   if (cur > free) cur = free;
   const ws = s.rcvWscale;
   let field = cur >>> ws;
+  // Rounding down to the scale's unit offers an edge left of the last one whenever RCV.NXT
+  // moved by other than a multiple of it (RFC 7323 §2.4): round up instead, as Linux's
+  // tcp_select_window does, when the ring has room for it. When it has not (the edge is at
+  // the end of the ring), the offer falls short by less than a unit, which RFC 7323 §2.4
+  // allows; segments up to the old edge are still accepted (rcvAdvEdge never moves left).
+  if (field < 65535 && (field << ws) < cur && ((field + 1) << ws) <= free) field++;
   if (field > 65535) field = 65535;
   const edge = (s.rcvNxt + field * (1 << ws)) >>> 0;
   if (seqGt(edge, s.rcvAdvEdge)) s.rcvAdvEdge = edge;

@@ -337,6 +337,20 @@ export class TcpSocket implements CcState {
   keepCnt = 9;
   linger = -1;
 
+  // ---- buffer autotuning (autotune.ts) ----
+  /** Receiver's RTT estimate (ms), and the window edge and time of a measurement without TS. */
+  rcvRtt = 0;
+  rcvRttSeq = 0;
+  rcvRttAt = 0;
+  /** Bytes the application read in the last measured receiver RTT (Linux rcvq_space.space). */
+  rcvSpace = 0;
+  /** The application's read total and the time when the current measurement began. */
+  rcvSpaceCopied = 0;
+  rcvSpaceAt = 0;
+  /** How often the receive and send rings' capacity was raised. */
+  rcvBufGrows = 0;
+  sndBufGrows = 0;
+
   // ---- connection table slot ----
   slot = -1;
 
@@ -411,11 +425,35 @@ export class TcpSocket implements CcState {
       sackRecoveries: this.sackRecoveries,
       renoRecoveries: this.renoRecoveries,
       ofoBytes: this.ofoBytes,
+      ...bufferSnapshot(this),
       rstIn: this.rstIn,
       rstOut: this.rstOut,
       error: this.error,
     };
   }
+}
+
+/** A stream that reports its size (the engine's in-memory rings do). */
+interface SizedStream {
+  capacity?: number;
+  backingBytes?: () => number;
+}
+
+/**
+ * Buffer sizes of a socket: capacity (what the window and the application see) and the bytes
+ * of memory behind it, per direction; rings in a region (the shim's) report capacity only.
+ */
+function bufferSnapshot(s: TcpSocket): Record<string, number> {
+  const tx = s.tx as SizedStream, rx = s.rx as SizedStream;
+  return {
+    sndBuf: tx.capacity ?? 0,
+    rcvBuf: rx.capacity ?? s.rcvCap,
+    sndBufBytes: tx.backingBytes?.() ?? 0,
+    rcvBufBytes: rx.backingBytes?.() ?? 0,
+    sndBufGrows: s.sndBufGrows,
+    rcvBufGrows: s.rcvBufGrows,
+    rcvRtt: s.rcvRtt,
+  };
 }
 
 /** Dotted-quad form of a host-order IPv4 address. */

@@ -1,0 +1,70 @@
+import { assert, assertEquals } from "@std/assert";
+import { MEM_STREAM_MIN_BACKING, MemStream } from "./_mem_stream.ts";
+
+const pattern = (n: number, from = 0) => Uint8Array.from({ length: n }, (_, i) => (from + i) % 251);
+
+Deno.test("MemStream: an untouched ring holds no memory; the backing follows the bytes", () => {
+  const r = new MemStream(64 * 1024, false, 1 << 20);
+  assertEquals(r.capacity, 64 * 1024);
+  assertEquals(r.limit, 1 << 20);
+  assertEquals(r.backingBytes(), 0, "nothing allocated before the first byte");
+  assertEquals(r.writable(), 64 * 1024, "the capacity is offered all the same");
+  assertEquals(r.write(pattern(100), 0, 100), 100);
+  assertEquals(r.backingBytes(), MEM_STREAM_MIN_BACKING);
+  assertEquals(r.write(pattern(10000, 100), 0, 10000), 10000);
+  assertEquals(r.backingBytes(), 16384, "doubled to the next power of two that holds 10,100");
+  const out = new Uint8Array(10100);
+  assertEquals(r.read(out, 0, out.length), 10100);
+  assertEquals(out, pattern(10100));
+  assertEquals(r.allocations, 2);
+});
+
+Deno.test("MemStream: growing the backing keeps wrapped and out-of-order bytes in place", () => {
+  const r = new MemStream(32 * 1024, false, 32 * 1024);
+  // Fill 3,000 then consume 2,500 so the next bytes wrap round the 4 KiB backing.
+  r.write(pattern(3000), 0, 3000);
+  const sink = new Uint8Array(32 * 1024);
+  r.read(sink, 0, 2500);
+  r.write(pattern(3000, 3000), 0, 3000); // 3,500 held, wrapping
+  assertEquals(r.backingBytes(), 4096);
+  // Out-of-order bytes 2,000 past the producer index force a larger backing (engine side).
+  r.copyIn(2000, pattern(1000, 8000), 0, 1000);
+  assertEquals(r.backingBytes(), 8192);
+  // The gap filled, everything published: the consumer sees one exact run.
+  r.copyIn(0, pattern(2000, 6000), 0, 2000);
+  r.publish(3000);
+  const n = r.read(sink, 0, sink.length);
+  assertEquals(n, 3500 + 3000);
+  assertEquals(sink.subarray(0, n), pattern(n, 2500));
+});
+
+Deno.test("MemStream: capacity grows in powers of two up to the limit and never shrinks", () => {
+  const r = new MemStream(16 * 1024, false, 256 * 1024);
+  assertEquals(r.grow(20000), 32 * 1024);
+  assertEquals(r.grow(1000), 32 * 1024, "a smaller request leaves it");
+  assertEquals(r.grow(10 << 20), 256 * 1024, "capped at the limit");
+  assertEquals(r.writable(), 256 * 1024);
+  assertEquals(r.backingBytes(), 0, "capacity alone costs nothing");
+  const fixed = new MemStream(64 * 1024);
+  assertEquals(fixed.limit, 64 * 1024, "without a limit the ring is fixed");
+  assertEquals(fixed.grow(1 << 20), 64 * 1024);
+  fixed.preallocate();
+  assertEquals(fixed.backingBytes(), 64 * 1024);
+});
+
+Deno.test("MemStream: a full ring round trip at every growth step, byte loop copies too", () => {
+  for (const loop of [false, true]) {
+    const r = new MemStream(4096, loop, 1 << 20);
+    const sink = new Uint8Array(1 << 20);
+    let w = 0, rd = 0;
+    for (let round = 0; round < 40; round++) {
+      if (round % 5 === 4) r.grow(r.capacity * 2);
+      const want = Math.max(0, r.writable() - (round % 7));
+      w += r.write(pattern(want, w), 0, want);
+      const got = r.read(sink, 0, (round * 997) % (r.readable() + 1));
+      assertEquals(sink.subarray(0, got), pattern(got, rd));
+      rd += got;
+    }
+    assert(r.capacity > 4096 && r.allocations <= 9, `${r.allocations} allocations`);
+  }
+});
