@@ -42,6 +42,8 @@ export interface BridgeOptions {
   services?: boolean;
   /** Control socket where applications attach their regions (single queue only). */
   control?: string;
+  /** In-bridge sockets get fixed 256 KiB rings allocated at open (no autotuning). */
+  fixedBuffers?: boolean;
   /** Emulated PCIe link effects on application memory (latency, jitter, bandwidth cap). */
   dma?: Partial<DmaKnobs>;
   /** Capture every frame to this pcap file (one file per queue: FILE.qN with workers). */
@@ -134,6 +136,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     pcap: opts.pcap && (workers === 1 ? opts.pcap : `${opts.pcap}.q${queue}`),
     faults: opts.faults && { ...opts.faults, seed: (opts.faults.seed ?? 1) + queue },
     services: opts.services ?? true,
+    fixedBuffers: opts.fixedBuffers ?? false,
     control: queue === 0 ? opts.control : undefined,
     dma: opts.dma,
     multiQueue: workers > 1,

@@ -27,6 +27,9 @@ Options:
   --dma-jitter-ns N   emulated PCIe: uniform extra latency in [0, N)
   --dma-bandwidth-mbps N  emulated PCIe: bandwidth cap in MB/s on those copies
   --no-services       do not run echo (7), discard (9) and source (19) in the bridge
+  --fixed-buffers     the in-bridge sockets' rings fixed at 256 KiB each, allocated at open
+                      (default: 64 KiB / 32 KiB growing with the flow up to 4 MiB, with memory
+                      behind them only as bytes arrive; \`pno bench --memory\` compares)
   --pcap FILE         record every frame in FILE (FILE.qN per worker) for tshark
   --file-prefix NAME  DPDK EAL file prefix, unique per bridge    (default: pno-bridge-PID)
   -h, --help          show this help
@@ -60,7 +63,7 @@ export async function bridgeMain(args: string[]): Promise<number> {
       "dma-bandwidth-mbps",
       ...FAULT_FLAGS,
     ],
-    boolean: ["help", "services"],
+    boolean: ["help", "services", "fixed-buffers"],
     negatable: ["services"],
     alias: { h: "help" },
     default: {
@@ -88,6 +91,7 @@ export async function bridgeMain(args: string[]): Promise<number> {
     filePrefix: flags["file-prefix"],
     pcap: flags.pcap,
     services: flags.services,
+    fixedBuffers: flags["fixed-buffers"],
     control,
     dma: {
       latencyNs: Number(flags["dma-latency-ns"] ?? 0),

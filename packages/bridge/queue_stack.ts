@@ -43,6 +43,8 @@ export interface QueueStackConfig {
   faults?: FaultSettings;
   /** Run the in-bridge services (echo 7, discard 9, source 19). */
   services: boolean;
+  /** Fixed rings allocated at open instead of buffers that grow with the flow (autotune.ts). */
+  fixedBuffers?: boolean;
   /** Serve application regions, taken over this control socket path. */
   control?: string;
   /** Emulated PCIe link effects on every copy to or from application memory. */
@@ -115,6 +117,7 @@ export class QueueStack {
     this.engine = new TcpEngine(new InterfaceTcpLink(this.iface), {
       localIp: config.ip,
       multiQueue: config.multiQueue,
+      autotune: !config.fixedBuffers,
       keys: config.tcpKeys && Uint32Array.from(config.tcpKeys),
     });
     this.iface.tcpHandler = (buf, off, len, src, dst, now) =>
