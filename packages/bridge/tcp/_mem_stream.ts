@@ -137,13 +137,14 @@ export class MemStream implements TxStream, RxStream {
   copyOutSum(offset: number, dst: Uint8Array, dstOffset: number, len: number): number {
     if (
       nativeCopySum === null || this.loopCopy ||
-      !(dstOffset >= 0 && dstOffset + len <= dst.length && len <= this.capacity)
+      !(dstOffset >= 0 && dstOffset + len <= dst.length && len <= this.data.length)
     ) {
       this.copyOut(offset, dst, dstOffset, len);
       return -1;
     }
+    // The ring's size for the wrap is its backing's, which may be less than its capacity.
     const start = (this.cons + offset) & this.mask;
-    return nativeCopySum(dst, dstOffset, this.data, this.capacity, start, len);
+    return nativeCopySum(dst, dstOffset, this.data, this.data.length, start, len);
   }
 
   /** Consumes `n` bytes. */

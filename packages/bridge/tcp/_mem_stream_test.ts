@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "@std/assert";
 import { MEM_STREAM_MIN_BACKING, MemStream } from "./_mem_stream.ts";
+import { checksumAddTs, checksumFinish } from "../wire/checksum.ts";
 
 const pattern = (n: number, from = 0) => Uint8Array.from({ length: n }, (_, i) => (from + i) % 251);
 
@@ -66,5 +67,21 @@ Deno.test("MemStream: a full ring round trip at every growth step, byte loop cop
       rd += got;
     }
     assert(r.capacity > 4096 && r.allocations <= 9, `${r.allocations} allocations`);
+  }
+});
+
+Deno.test("MemStream: the copy summed natively wraps at the backing, not the capacity", () => {
+  const r = new MemStream(64 * 1024, false, 1 << 20);
+  r.write(pattern(3000), 0, 3000);
+  r.read(new Uint8Array(3000), 0, 2500);
+  r.write(pattern(3000, 3000), 0, 3000); // wraps round the 4 KiB backing
+  assertEquals(r.backingBytes(), 4096);
+  const viaSum = new Uint8Array(3500), plain = new Uint8Array(3500);
+  const sum = r.copyOutSum(0, viaSum, 0, 3500);
+  r.copyOut(0, plain, 0, 3500);
+  assertEquals(viaSum, plain);
+  assertEquals(plain, pattern(3500, 2500));
+  if (sum >= 0) {
+    assertEquals(checksumFinish(sum), checksumFinish(checksumAddTs(0, plain, 0, 3500)));
   }
 });
