@@ -553,6 +553,8 @@ static void policy_defaults(void)
 	pol.n_offload++;
 }
 
+static void pool_fill(void);
+
 /* Attaches once; returns 1 if sockets can be offloaded. */
 static int attach(void)
 {
@@ -560,11 +562,13 @@ static int attach(void)
 	if (state != 0)
 		return state > 0;
 	pthread_mutex_lock(&g.mu);
+	int attached_now = 0;
 	if (g.attached == 0) {
 		parse_policy();
 		int ok = do_attach() == 0;
 		if (ok)
 			policy_defaults();
+		attached_now = ok;
 		__atomic_store_n(&g.attached, ok ? 1 : -1, __ATOMIC_RELEASE);
 		if (!ok) {
 			warnx_once("pno: cannot attach to the bridge (%s): sockets stay in the kernel\n",
@@ -576,6 +580,8 @@ static int attach(void)
 		}
 	}
 	pthread_mutex_unlock(&g.mu);
+	if (attached_now)
+		pool_fill();
 	return g.attached > 0;
 }
 
@@ -978,9 +984,144 @@ static void ctl_join(void)
 	ctl_adopt(ctl_open_join());
 }
 
+/*
+ * Waiters registered ahead of need. Registering one costs a round trip to the bridge over the
+ * control socket (the wake socket must be known there before the waiter may sleep), which a
+ * loaded bridge serves only at its next I/O turn: a HAProxy worker's four threads, each
+ * registering its epoll set as it starts, had their first health check time out after a
+ * reload. So a process registers WAITER_POOL waiters in one exchange when it attaches, and
+ * fork() registers the child's before it forks (over the child's own control connection,
+ * lines reserved under the parent's pid and taken over by the child): a thread or a process
+ * that starts takes one with no exchange at all. Only past the pool does a claim go to the
+ * bridge (claim_waiter's loop below).
+ */
+#define WAITER_POOL 8
+
+struct pooled_waiter {
+	int idx;
+	uint32_t gen;
+	int rd, wr;
+};
+
+static struct {
+	pthread_mutex_t mu;
+	pid_t pid; /* the process the entries belong to */
+	int n;
+	struct pooled_waiter e[WAITER_POOL];
+} pool = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* Takes a free waiter line for `owner`: its index and new generation, or -1. */
+static int reserve_waiter_line(pid_t owner, uint32_t *wgen)
+{
+	for (uint32_t i = 0; i < g.hdr->max_waiters; i++) {
+		struct pno_waiter_line *wl = pno_region_waiter(g.base, i);
+		uint32_t prev = __atomic_load_n(&wl->owner_pid, __ATOMIC_ACQUIRE);
+		if (prev != 0 && !(kill((pid_t)prev, 0) != 0 && errno == ESRCH))
+			continue;
+		if (!__atomic_compare_exchange_n(&wl->owner_pid, &prev, (uint32_t)owner, 0,
+						 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+			continue;
+		*wgen = __atomic_add_fetch(&wl->gen, 1, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&wl->sleeping, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&wl->overflow, 0, __ATOMIC_RELEASE);
+		return (int)i;
+	}
+	return -1;
+}
+
+/*
+ * Registers up to `want` waiters over `ctl` (one frame each, then every acknowledgement) for
+ * process `owner`; fills `out` and returns how many are registered. Caller holds g.ctl_mu.
+ */
+static int register_waiters(int ctl, pid_t owner, int want, struct pooled_waiter *out)
+{
+	int sent = 0;
+	for (; sent < want; sent++) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+			break;
+		uint32_t gen = 0;
+		int idx = reserve_waiter_line(owner, &gen);
+		uint32_t widx = (uint32_t)idx;
+		if (idx < 0 || send_frame(ctl, 5 /* WAIT_FD */, &widx, 4, sv[1]) != 0) {
+			if (idx >= 0)
+				__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)idx)->owner_pid, 0,
+						 __ATOMIC_RELEASE);
+			real.close(sv[0]);
+			real.close(sv[1]);
+			break;
+		}
+		out[sent] = (struct pooled_waiter){ idx, gen, hide_fd(sv[0]), hide_fd(sv[1]) };
+	}
+	if (sent > 0)
+		kick_control();
+	int acked = 0;
+	for (; acked < sent; acked++) {
+		uint8_t type, ack[8];
+		int afd = -1;
+		int n = recv_frame(ctl, &type, ack, sizeof(ack), &afd);
+		if (afd >= 0)
+			real.close(afd);
+		if (n < 0 || type != 5)
+			break;
+	}
+	/* Acknowledgements come in order: the unacknowledged tail is given back. */
+	for (int k = acked; k < sent; k++) {
+		__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)out[k].idx)->owner_pid, 0,
+				 __ATOMIC_RELEASE);
+		g.internal[out[k].rd] = g.internal[out[k].wr] = 0;
+		real.close(out[k].rd);
+		real.close(out[k].wr);
+	}
+	return acked;
+}
+
+/* Fills this process's pool (after attaching). */
+static void pool_fill(void)
+{
+	pthread_mutex_lock(&g.ctl_mu);
+	pthread_mutex_lock(&pool.mu);
+	ctl_join();
+	pool.pid = mypid();
+	pool.n = register_waiters(g.ctl_fd, mypid(), WAITER_POOL, pool.e);
+	pthread_mutex_unlock(&pool.mu);
+	pthread_mutex_unlock(&g.ctl_mu);
+}
+
+/* A pooled waiter of this process, set up as claim_waiter's caller wants it; 0 or -1. */
+static int pool_take(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dring *ev,
+		     int blocking, int *wake_wr)
+{
+	pthread_mutex_lock(&pool.mu);
+	if (pool.pid != mypid() || pool.n == 0) {
+		pthread_mutex_unlock(&pool.mu);
+		return -1;
+	}
+	struct pooled_waiter w = pool.e[--pool.n];
+	pthread_mutex_unlock(&pool.mu);
+	if (!blocking)
+		real.fcntl(w.rd, F_SETFL, real.fcntl(w.rd, F_GETFL) | O_NONBLOCK);
+	pno_region_ev_consumer(ev, g.base, (uint32_t)w.idx);
+	int64_t stale = pno_dring_peek(ev, g.hdr->ev_slots);
+	if (stale > 0)
+		pno_dring_release(ev, (uint32_t)stale);
+	if (wake_wr) {
+		*wake_wr = w.wr;
+	} else {
+		g.internal[w.wr] = 0;
+		real.close(w.wr);
+	}
+	*waiter = w.idx;
+	*wgen = w.gen;
+	*wake_rd = w.rd;
+	return 0;
+}
+
 static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dring *ev,
 			int blocking, int *wake_wr)
 {
+	if (pool_take(waiter, wgen, wake_rd, ev, blocking, wake_wr) == 0)
+		return 0;
 	int sv[2];
 	/* SEQPACKET: datagrams that also end (recv returns 0) when the bridge's end goes. */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | (blocking ? 0 : SOCK_NONBLOCK) | SOCK_CLOEXEC, 0,
@@ -3218,15 +3359,32 @@ EXPORT pid_t fork(void)
 	}
 	pthread_mutex_lock(&g.ctl_mu);
 	int child_ctl = ctl_open_join();
+	struct pooled_waiter child_pool[WAITER_POOL];
+	int child_n = child_ctl >= 0 ?
+		register_waiters(child_ctl, mypid(), WAITER_POOL, child_pool) : 0;
 	pthread_mutex_unlock(&g.ctl_mu);
 	pid_t pid = real.fork();
 	if (pid == 0) {
-		/* Child: its own entry, no thread rings or waiters of its own yet. */
+		/* Child: its own entry, no thread rings of its own yet, the waiters made for it. */
 		__atomic_store_n(&my_pid, getpid(), __ATOMIC_RELAXED);
 		pthread_mutex_init(&g.mu, NULL);
 		pthread_mutex_init(&g.ctl_mu, NULL);
+		pthread_mutex_init(&pool.mu, NULL);
 		self = NULL;
 		ctl_adopt(child_ctl);
+		for (int k = 0; k < pool.n; k++) {
+			/* The parent's: its copies stay with it. */
+			g.internal[pool.e[k].rd] = g.internal[pool.e[k].wr] = 0;
+			real.close(pool.e[k].rd);
+			real.close(pool.e[k].wr);
+		}
+		for (int k = 0; k < child_n; k++) {
+			__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)child_pool[k].idx)->owner_pid,
+					 (uint32_t)mypid(), __ATOMIC_RELEASE);
+			pool.e[k] = child_pool[k];
+		}
+		pool.n = child_n;
+		pool.pid = mypid();
 		if (child_proc >= 0) {
 			g.proc = child_proc;
 			pno_region_proc(g.base, (uint32_t)child_proc)->parent = 0;
@@ -3237,6 +3395,15 @@ EXPORT pid_t fork(void)
 	}
 	if (child_ctl >= 0)
 		real.close(child_ctl);
+	for (int k = 0; k < child_n; k++) {
+		/* The child's (or, if the fork failed, nobody's). */
+		if (pid < 0)
+			__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)child_pool[k].idx)->owner_pid,
+					 0, __ATOMIC_RELEASE);
+		g.internal[child_pool[k].rd] = g.internal[child_pool[k].wr] = 0;
+		real.close(child_pool[k].rd);
+		real.close(child_pool[k].wr);
+	}
 	if (pid < 0 && child_proc >= 0) {
 		uint16_t *theirs = pno_region_proc_refs(g.base, (uint32_t)child_proc);
 		for (uint32_t s = 0; s < n; s++) {
@@ -3296,7 +3463,8 @@ __attribute__((constructor)) static void pno_init(void)
 /*
  * exec() replaces the image and with it the mapping of the region. Offloaded fds marked
  * close-on-exec are closed first as close() would close them (the kernel closes their
- * placeholders); the process's thread and waiter entries are freed. Offloaded fds without
+ * placeholders); the process's thread and waiter entries are freed. The process stays in the
+ * application (its region) across the exec, with or without sockets. Offloaded fds without
  * FD_CLOEXEC are inherited, as the kernel's sockets are (nginx's binary upgrade passes its
  * listeners in the NGINX variable, HAProxy's master re-executes itself): the process keeps its
  * entry and its references (exec keeps the pid), the region's memfd, the control socket and
@@ -3344,7 +3512,13 @@ static char *inherit_record(void)
 					flags);
 		n++;
 	}
-	if (n == 0 || g.region_fd < 0) {
+	/*
+	 * Even with no socket to inherit, the new image stays in the application: it may be
+	 * handed sockets later (HAProxy's re-executed master takes the listeners back from the
+	 * old worker over SCM_RIGHTS), and only a process of the region can take them.
+	 */
+	(void)n;
+	if (g.region_fd < 0) {
 		free(rec);
 		return NULL;
 	}
@@ -3659,6 +3833,7 @@ static void inherit_adopt(void)
 	}
 	free(rec);
 	__atomic_store_n(&g.attached, 1, __ATOMIC_RELEASE);
+	pool_fill();
 }
 
 /* ---- raw syscall() ------------------------------------------------------------------------ */

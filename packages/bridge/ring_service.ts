@@ -1517,16 +1517,19 @@ export class RingService {
       let exclusiveDone = false;
       const subs = slot.subs;
       const n = subs.length;
+      // The walk starts at the turn as it was: moving it mid-walk skipped subscribers (a
+      // poll() on a listener two EXCLUSIVE epoll sets also watched was never woken).
+      const turn = slot.exclusiveTurn;
       for (let k = 0; k < n; k++) {
         // EXCLUSIVE subscribers take turns: one of them gets each edge, as one epoll_wait of
-        // the processes sharing a listener wakes.
-        const sub = subs[(k + slot.exclusiveTurn) % n];
+        // the processes sharing a listener wakes; every other subscriber gets it too.
+        const sub = subs[(k + turn) % n];
         const hit = edges & (sub.mask | ALWAYS);
         if (hit === 0) continue;
         if (sub.flags & D.SUB_EXCLUSIVE) {
           if (exclusiveDone) continue;
           exclusiveDone = true;
-          slot.exclusiveTurn = (slot.exclusiveTurn + 1) % n;
+          slot.exclusiveTurn = (k + turn + 1) % n; // the next edge starts past this one
         }
         const waiter = app.waiters[sub.waiter];
         const ring = waiter.events;
