@@ -12,13 +12,14 @@ import { runMicroBench } from "../bench/rings_micro.ts";
 import { tcpSideBySide } from "../bench/tcp_side_by_side.ts";
 import { wakeSideBySide } from "../bench/wake_side_by_side.ts";
 import { statsSideBySide } from "../bench/stats_side_by_side.ts";
+import { memorySideBySide } from "../bench/memory_side_by_side.ts";
 
 export const BENCH_HELP = `pno bench: run the benchmarks
 
 Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
                  [--nginx [--seconds N] [--connections N]]
                  [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile]] [--wake]
-                 [--stats [--windows N]]
+                 [--stats [--windows N]] [--memory [--memory-idle N] [--memory-mib N]]
 
 Options:
   --micro     host-NIC ring micro-benchmarks in one process: descriptors per second
@@ -69,6 +70,15 @@ Options:
               medians, ratios to the quiet window before, the quiet windows' own variation
               (the noise), and the bridge loop's own measure of what publishing costs it
     --windows N   1-second windows per workload (default 32)
+  --memory    what an idle connection costs the server and whether buffers that follow the
+              flow cost a bulk flow anything: N idle echo connections from a Linux client,
+              then a bulk echo on one of them (every byte checked), against the bridge with
+              fixed 256 KiB rings (--fixed-buffers, the engine before autotuning), the
+              bridge with autotuned rings, and Linux (python3 echo on the host kernel, twin
+              link); memory per idle connection (the bridge's RSS; the kernel's slab), bulk
+              goodput, the bulk connection's rings; ratios
+    --memory-idle N  idle connections per server (default 5000)
+    --memory-mib N   MiB of the bulk echo (default 256)
   -h, --help  show this help`;
 
 /** Runs the benchmarks the flags select. */
@@ -85,8 +95,20 @@ export async function benchMain(args: string[]): Promise<number> {
       "nginx",
       "wake",
       "stats",
+      "memory",
     ],
-    string: ["requests", "idle", "mib", "lossy-mib", "seed", "seconds", "connections", "windows"],
+    string: [
+      "requests",
+      "idle",
+      "mib",
+      "lossy-mib",
+      "seed",
+      "seconds",
+      "connections",
+      "windows",
+      "memory-idle",
+      "memory-mib",
+    ],
     alias: { h: "help" },
     default: {
       requests: "300000",
@@ -97,6 +119,8 @@ export async function benchMain(args: string[]): Promise<number> {
       seconds: "10",
       connections: "50",
       windows: "32",
+      "memory-idle": "5000",
+      "memory-mib": "256",
       profile: true,
     },
     negatable: ["profile"],
@@ -107,7 +131,7 @@ export async function benchMain(args: string[]): Promise<number> {
   if (
     flags.help ||
     !(flags.micro || flags.engine || flags.echo || flags.redis || flags.tcp || flags.nginx ||
-      flags.wake || flags.stats)
+      flags.wake || flags.stats || flags.memory)
   ) {
     console.log(BENCH_HELP);
     return flags.help ? 0 : 2;
@@ -159,6 +183,14 @@ export async function benchMain(args: string[]): Promise<number> {
     const windows = Number(flags.windows);
     if (!(Number.isInteger(windows) && windows >= 4)) throw new Error("--windows: at least 4");
     const lines = await statsSideBySide({ windows, log: (line) => console.error(line) });
+    console.log(lines.join("\n"));
+  }
+  if (flags.memory) {
+    const idle = Number(flags["memory-idle"]), mib = Number(flags["memory-mib"]);
+    if (!(Number.isInteger(idle) && idle >= 1) || !(mib > 0)) {
+      throw new Error("--memory-idle takes a count, --memory-mib a size in MiB");
+    }
+    const lines = await memorySideBySide({ idle, mib, log: (line) => console.error(line) });
     console.log(lines.join("\n"));
   }
   if (flags.engine) {
