@@ -169,6 +169,27 @@ export class ScriptPeer {
     this.engine.poll(this.now);
   }
 
+  /** Hands the engine one crafted segment to `dstPort` without polling (a burst's member). */
+  inject(dstPort: number, c: Craft): void {
+    const s = new TcpSegment();
+    s.srcPort = c.srcPort ?? this.port;
+    s.dstPort = dstPort;
+    s.seq = c.seq >>> 0;
+    s.ack = (c.ack ?? 0) >>> 0;
+    s.flags = c.flags;
+    s.window = c.window ?? 65535;
+    if (c.ts) {
+      s.hasTimestamp = true;
+      s.tsVal = c.ts[0] >>> 0;
+      s.tsEcr = c.ts[1] >>> 0;
+    }
+    const hl = s.emit(this.tx, 0);
+    const dl = c.data?.length ?? 0;
+    if (c.data) this.tx.set(c.data, hl);
+    tcpSetChecksum(this.tx, 0, hl + dl, this.ip, this.engineIp);
+    this.engine.input(this.tx, 0, hl + dl, this.ip, this.engineIp, this.now);
+  }
+
   /** Hands the engine raw TCP bytes (header and payload) with a correct checksum, then polls. */
   sendRaw(bytes: Uint8Array): void {
     this.tx.set(bytes, 0);

@@ -43,7 +43,7 @@ import {
   TIME_WAIT,
 } from "./socket.ts";
 import * as K from "./counters.ts";
-import { queueOut, sendRaw, sendRst, sendSyn } from "./output.ts";
+import { emit, queueOut, sendRaw, sendRst, sendSyn } from "./output.ts";
 import { sackUpdate } from "./sack.ts";
 import {
   armPto,
@@ -709,6 +709,14 @@ export function processText(e: TcpEngine, s: TcpSocket, seg: TcpSegment, synSkip
   }
   if (dLen > 0) {
     if (dLen > s.rcvMss && dLen <= 65535) s.rcvMss = dLen;
+    // Quick ACKs for the first data of a connection, and for data after an idle spell
+    // longer than the RTO: the peer is in slow start and waits on every ACK (Linux's
+    // tcp_event_data_recv / tcp_incr_quickack: up to 16, half the window's segments).
+    if (e.now - s.lastDataInAt > s.rto) {
+      const n = Math.floor(s.rcvCap / (2 * s.rcvMss));
+      s.quickAcks = Math.max(s.quickAcks, Math.min(MAX_QUICKACKS, n < 2 ? 2 : n));
+    }
+    s.lastDataInAt = e.now;
     const off = seqDiff(seq, s.rcvNxt);
     const room = s.rx.writable() - off;
     if (room < dLen) {
@@ -731,7 +739,10 @@ export function processText(e: TcpEngine, s: TcpSocket, seg: TcpSegment, synSkip
         rcvRttMeasure(e, s, seg);
         e.event(s, EV_READABLE);
         if (!ackNow) {
-          if (seqDiff(s.rcvNxt, s.lastAckSent) >= 2 * s.rcvMss) ackNow = true;
+          if (s.quickAcks > 0) {
+            s.quickAcks--;
+            ackNow = true;
+          } else if (seqDiff(s.rcvNxt, s.lastAckSent) >= 2 * s.rcvMss) ackNow = true;
           else if (s.dackAt === 0) {
             s.dackAt = e.now + e.dackMs;
             arm(e, s);
@@ -767,7 +778,22 @@ export function processText(e: TcpEngine, s: TcpSocket, seg: TcpSegment, synSkip
     arm(e, s);
     ackNow = true;
   }
-  if (ackNow) ackLater(e, s);
+  if (s.rcvFin || hasFin) {
+    if (ackNow) ackLater(e, s); // with our FIN if the application closes at once
+  } else if (ackNow) ackImmediately(e, s);
+}
+
+/** Linux's TCP_MAX_QUICKACKS. */
+const MAX_QUICKACKS = 16;
+
+/**
+ * Sends an ACK from the input path, not at the end of the poll round: a burst of segments
+ * received in one round gets an ACK per two full segments (and one per out-of-order segment,
+ * RFC 5681 §4.2), not one for the whole burst, so that a peer in slow start keeps its clock.
+ */
+function ackImmediately(e: TcpEngine, s: TcpSocket): void {
+  s.ackNow = true;
+  emit(e, s, s.sndNxt, 0, TCP_ACK, false); // on no buffer, the flush sends it
 }
 
 export function consumeFin(e: TcpEngine, s: TcpSocket): void {

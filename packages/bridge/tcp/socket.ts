@@ -315,6 +315,10 @@ export class TcpSocket implements CcState {
   /** TIME_WAIT expiry, FIN_WAIT_2 orphan timeout. */
   closeAt = 0;
   lastRecvAt = 0;
+  /** When data last arrived (-Infinity: never; quick ACK mode starts with the first). */
+  lastDataInAt = -Infinity;
+  /** ACKs still to send at once for each data segment (Linux's quickack mode). */
+  quickAcks = 0;
   /** When this socket last answered an invalid segment (rate limit), -1 never. */
   lastInvalidAckAt = -1;
   kaProbes = 0;
