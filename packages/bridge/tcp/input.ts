@@ -244,6 +244,8 @@ export function ackSyn(e: TcpEngine, s: TcpSocket, seg: TcpSegment): void {
 
 /** Entered ESTABLISHED: keepalive timer. */
 export function established(e: TcpEngine, s: TcpSocket): void {
+  s.sndSml = s.sndUna;
+  s.lastDataOutAt = e.now; // idle counts from here (Linux's tcp_init_transfer sets lsndtime)
   s.recoverMark = s.sndUna;
   if (s.keepalive) s.kaAt = e.now + s.keepIdle;
   arm(e, s);

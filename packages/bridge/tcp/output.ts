@@ -75,6 +75,9 @@ export function output(e: TcpEngine, s: TcpSocket): void {
 
 /** Sends what congestion, flow control and Nagle allow; true if a segment went out. */
 export function sendData(e: TcpEngine, s: TcpSocket): boolean {
+  if (s.sndUna === s.sndNxt && s.recovery === RECOVERY_NONE && e.now - s.lastDataOutAt > s.rto) {
+    cwndRestart(e, s);
+  }
   const inPipe = pipe(s);
   e.budget = s.recovery === RECOVERY_FAST ? s.prrBudget : s.cwnd - inPipe;
   const sent = sendDataBudget(e, s);
@@ -141,8 +144,13 @@ export function sendDataBudget(e: TcpEngine, s: TcpSocket): boolean {
         if (room >= (s.maxSndWnd >> 1) || s.sndNxt === s.sndUna) len = room;
         else break;
       }
-      if (len < mss && len === unsent && !s.nodelay && !s.finQueued && s.sndNxt !== s.sndUna) {
-        break; // Nagle
+      if (
+        len < mss && len === unsent && !s.nodelay && !s.finQueued &&
+        seqGt(s.sndSml, s.sndUna) && !seqGt(s.sndSml, s.sndNxt)
+      ) {
+        // Nagle as Linux does it (Minshall's variant): a small segment waits only while an
+        // earlier small one is unacknowledged, not behind full-sized ones.
+        break;
       }
       if (budget < len) break;
       const fin = s.finQueued && len === unsent;
@@ -305,6 +313,10 @@ export function emit(
       if (!syn) s.sm.push(seq, end, now);
     } else smRetransmitted(s, seq, end, now);
   }
+  if (!rexmit && dataLen > 0) {
+    s.lastDataOutAt = now;
+    if (dataLen < s.sndMss) s.sndSml = (seq + dataLen) >>> 0;
+  }
   // RFC 8985 §7.2: the probe timer restarts when new data goes out, not only on an ACK (a
   // response sent after idle, then lost, would otherwise wait for the RTO).
   if (!rexmit && !s.tlpActive && s.recovery === RECOVERY_NONE) {
@@ -312,6 +324,25 @@ export function emit(
     if (s.ptoAt !== 0) arm(e, s);
   }
   return true;
+}
+
+/**
+ * Restart after idle (RFC 5681 §4.1, Linux's tcp_cwnd_restart): a window that has not been
+ * used for an RTO no longer reflects the path; it is halved for every RTO of idleness, down
+ * to the initial window, and ssthresh remembers three quarters of it.
+ */
+function cwndRestart(e: TcpEngine, s: TcpSocket): void {
+  if (s.lastDataOutAt < 0) return;
+  const initial = Math.min(10 * s.sndMss, s.cwnd);
+  const keep = s.cwnd - (s.cwnd >> 2);
+  if (s.ssthresh < keep) s.ssthresh = keep;
+  let cwnd = s.cwnd;
+  for (let idle = e.now - s.lastDataOutAt - s.rto; idle > 0 && cwnd > initial; idle -= s.rto) {
+    cwnd >>= 1;
+  }
+  s.cwnd = cwnd > initial ? cwnd : initial;
+  s.ccEpoch = -1;
+  s.lastDataOutAt = e.now;
 }
 
 /** Marks the send map's records in [l, r) retransmitted at `now`, splitting at the edges. */

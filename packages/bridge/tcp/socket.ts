@@ -315,6 +315,10 @@ export class TcpSocket implements CcState {
   /** TIME_WAIT expiry, FIN_WAIT_2 orphan timeout. */
   closeAt = 0;
   lastRecvAt = 0;
+  /** When new data last went out (-1: never), for restart after idle. */
+  lastDataOutAt = -1;
+  /** End of the last small segment sent (Minshall's Nagle, Linux's snd_sml). */
+  sndSml = 0;
   /** When data last arrived (-Infinity: never; quick ACK mode starts with the first). */
   lastDataInAt = -Infinity;
   /** ACKs still to send at once for each data segment (Linux's quickack mode). */
