@@ -22,6 +22,19 @@ export interface CcState {
   ccWest: number;
   /** Bytes acknowledged toward the next congestion-avoidance increment (NewReno). */
   ccAcc: number;
+  /** HyStart++ (RFC 9406) inputs: the sequence space and the latest RTT sample (ms). */
+  sndUna: number;
+  sndNxt: number;
+  lastRtt: number;
+  /** HyStart++ state: the round's end, the last and current rounds' minimum RTT, samples. */
+  hsRoundEnd: number;
+  hsRoundStarted: boolean;
+  hsLastRoundMinRtt: number;
+  hsRoundMinRtt: number;
+  hsSamples: number;
+  /** Conservative slow start: its baseline RTT (Infinity: not in CSS) and rounds done. */
+  hsCssBaseline: number;
+  hsCssRounds: number;
 }
 
 /** A congestion control algorithm. */
@@ -43,11 +56,77 @@ export const CC_CUBIC = 1;
 
 const MAX_CWND = 0x3fffffff;
 
+// HyStart++ constants (RFC 9406 §4.3).
+const HS_MIN_RTT_THRESH = 4;
+const HS_MAX_RTT_THRESH = 16;
+const HS_MIN_RTT_DIVISOR = 8;
+const HS_N_RTT_SAMPLE = 8;
+const HS_CSS_GROWTH_DIVISOR = 4;
+const HS_CSS_ROUNDS = 5;
+/** Segments one ACK may grow cwnd by in slow start (RFC 9406's L for an unpaced sender). */
+const HS_L = 8;
+
+function seqGe(a: number, b: number): boolean {
+  return ((a - b) | 0) >= 0;
+}
+
+/**
+ * HyStart++ (RFC 9406) around the initial slow start only (ssthresh still unset, §4.3): the
+ * minimum RTT of each round is compared with the last round's; a rise of an eighth (4-16 ms)
+ * means the queue is building, and slow start gives way to Conservative Slow Start (a quarter
+ * of the growth) for five rounds, then to congestion avoidance, unless the RTT falls back,
+ * which resumes slow start. Returns the divisor of this ACK's growth (1 or 4).
+ */
+function hystart(s: CcState): number {
+  if (s.ssthresh !== MAX_CWND) return 1;
+  if (!s.hsRoundStarted || seqGe(s.sndUna, s.hsRoundEnd)) {
+    if (s.hsRoundStarted && s.hsCssBaseline !== Infinity && ++s.hsCssRounds >= HS_CSS_ROUNDS) {
+      s.ssthresh = s.cwnd; // congestion avoidance from here
+      return 1;
+    }
+    s.hsRoundStarted = true;
+    s.hsRoundEnd = s.sndNxt;
+    s.hsLastRoundMinRtt = s.hsRoundMinRtt;
+    s.hsRoundMinRtt = Infinity;
+    s.hsSamples = 0;
+  }
+  if (s.lastRtt > 0 && s.lastRtt < s.hsRoundMinRtt) s.hsRoundMinRtt = s.lastRtt;
+  s.hsSamples++;
+  if (s.hsSamples >= HS_N_RTT_SAMPLE && s.hsLastRoundMinRtt !== Infinity) {
+    if (s.hsCssBaseline === Infinity) {
+      const thresh = Math.max(
+        HS_MIN_RTT_THRESH,
+        Math.min(s.hsLastRoundMinRtt / HS_MIN_RTT_DIVISOR, HS_MAX_RTT_THRESH),
+      );
+      if (s.hsRoundMinRtt >= s.hsLastRoundMinRtt + thresh) {
+        s.hsCssBaseline = s.hsRoundMinRtt;
+        s.hsCssRounds = 0;
+      }
+    } else if (s.hsRoundMinRtt < s.hsCssBaseline) {
+      s.hsCssBaseline = Infinity; // the rise was a blip: back to slow start
+    }
+  }
+  return s.hsCssBaseline === Infinity ? 1 : HS_CSS_GROWTH_DIVISOR;
+}
+
 function slowStart(s: CcState, acked: number): number {
+  const divisor = hystart(s);
+  if (s.cwnd >= s.ssthresh) return acked;
   const room = s.ssthresh - s.cwnd;
-  const inc = acked < room ? acked : room;
-  s.cwnd += inc;
+  let inc = acked < room ? acked : room;
+  if (inc > HS_L * s.sndMss) inc = HS_L * s.sndMss;
+  s.cwnd += divisor === 1 ? inc : Math.max(1, Math.floor(inc / divisor));
   return acked - inc;
+}
+
+/** Fresh HyStart++ state (at the start of a connection). */
+function hystartInit(s: CcState): void {
+  s.hsRoundStarted = false;
+  s.hsLastRoundMinRtt = Infinity;
+  s.hsRoundMinRtt = Infinity;
+  s.hsSamples = 0;
+  s.hsCssBaseline = Infinity;
+  s.hsCssRounds = 0;
 }
 
 /** NewReno: slow start, then one segment per window of acknowledged bytes. */
@@ -58,6 +137,7 @@ export const newReno: CongestionControl = {
     s.cwnd = 10 * s.sndMss;
     s.ssthresh = MAX_CWND;
     s.ccAcc = 0;
+    hystartInit(s);
   },
   onAck(s, acked, _now, limited) {
     if (!limited) return;
@@ -101,6 +181,7 @@ export const cubic: CongestionControl = {
   init(s) {
     s.cwnd = 10 * s.sndMss;
     s.ssthresh = MAX_CWND;
+    hystartInit(s);
     s.ccWmax = 0;
     s.ccEpoch = -1;
     s.ccAcc = 0;

@@ -15,6 +15,16 @@ function state(cwndSegs: number, srtt: number): CcState {
     ccEpoch: -1,
     ccWest: 0,
     ccAcc: 0,
+    sndUna: 0,
+    sndNxt: 0,
+    lastRtt: srtt,
+    hsRoundEnd: 0,
+    hsRoundStarted: false,
+    hsLastRoundMinRtt: Infinity,
+    hsRoundMinRtt: Infinity,
+    hsSamples: 0,
+    hsCssBaseline: Infinity,
+    hsCssRounds: 0,
   };
 }
 
@@ -97,4 +107,48 @@ Deno.test("NewReno: slow start doubles per RTT, congestion avoidance adds one se
   newReno.onRto(s, 45 * MSS, true);
   assertEquals(s.cwnd, MSS);
   assertEquals(s.ssthresh, 22 * MSS + 500);
+});
+
+/**
+ * Slow start round by round: each round ACKs the whole window one segment at a time, with the
+ * RTT `rtt(round)`; the sequence space advances so that HyStart++ sees rounds end.
+ */
+function slowStartRounds(s: CcState, rounds: number, rtt: (round: number) => number): number[] {
+  const cwnds: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const acks = Math.floor(s.cwnd / MSS);
+    s.sndNxt = (s.sndUna + acks * MSS) >>> 0; // the round's flight
+    for (let i = 0; i < acks; i++) {
+      s.sndUna = (s.sndUna + MSS) >>> 0;
+      s.lastRtt = rtt(r);
+      cubic.onAck(s, MSS, r * 100, true);
+    }
+    cwnds.push(s.cwnd / MSS);
+  }
+  return cwnds;
+}
+
+Deno.test("HyStart++: a steady RTT leaves slow start alone; a rising one ends it early (RFC 9406)", () => {
+  const steady = state(10, 20);
+  cubic.init(steady);
+  const a = slowStartRounds(steady, 5, () => 20);
+  assertEquals(a, [20, 40, 80, 160, 320], "slow start doubles per round");
+  assertEquals(steady.ssthresh, 0x3fffffff);
+
+  const rising = state(10, 20);
+  cubic.init(rising);
+  // The queue builds from the fourth round: +6 ms per round (the threshold is 20/8 -> 4 ms).
+  const b = slowStartRounds(rising, 12, (r) => (r < 3 ? 20 : 20 + 6 * (r - 2)));
+  assert(b[3] < 2 * b[2], `round 4 still doubled: ${b}`);
+  // Conservative slow start grows by a quarter as much, then congestion avoidance follows.
+  assert(rising.ssthresh < 0x3fffffff, `never left slow start: ${b}`);
+  assert(b[11] < 320, `cwnd ${b[11]} segments after 12 rounds`);
+});
+
+Deno.test("HyStart++: a rise that falls back resumes slow start", () => {
+  const s = state(10, 20);
+  cubic.init(s);
+  const c = slowStartRounds(s, 6, (r) => (r === 2 ? 30 : 20));
+  assertEquals(s.ssthresh, 0x3fffffff);
+  assert(c[5] >= 2 * c[4] - 1, `slow start did not resume: ${c}`);
 });

@@ -11,6 +11,7 @@ import type { TcpSocket } from "./socket.ts";
 export function rttSample(e: TcpEngine, s: TcpSocket, r: number): void {
   if (!(r >= 0) || r > 3600000) return;
   if (r < s.minRtt) s.minRtt = r;
+  s.lastRtt = r;
   if (s.srtt === 0) {
     s.srtt = r > 0 ? r : 0.5;
     s.rttvar = r / 2;

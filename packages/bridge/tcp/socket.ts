@@ -243,6 +243,14 @@ export class TcpSocket implements CcState {
   ccEpoch = -1;
   ccWest = 0;
   ccAcc = 0;
+  lastRtt = 0;
+  hsRoundEnd = 0;
+  hsRoundStarted = false;
+  hsLastRoundMinRtt = Infinity;
+  hsRoundMinRtt = Infinity;
+  hsSamples = 0;
+  hsCssBaseline = Infinity;
+  hsCssRounds = 0;
 
   // ---- loss recovery ----
   dupAcks = 0;
