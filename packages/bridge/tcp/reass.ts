@@ -9,8 +9,12 @@
 
 import { seqGe, seqGt, seqLe, seqLt } from "../wire/tcp.ts";
 
-/** Out-of-order ranges kept per connection; segments that would need more are dropped. */
-export const OFO_MAX = 8;
+/**
+ * Out-of-order ranges kept per connection; segments that would need more are dropped. Loss
+ * with 25% reordering keeps dozens of short holes open at once in a 256 KiB window (each late
+ * segment is one), and every drop here costs the peer a retransmission: 64 ranges (768 bytes).
+ */
+export const OFO_MAX = 64;
 
 /** Sorted, disjoint [left, right) ranges received above RCV.NXT. */
 export class ReassemblyRanges {

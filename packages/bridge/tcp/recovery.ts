@@ -233,7 +233,7 @@ export function onDsack(e: TcpEngine, s: TcpSocket, retransmitted: boolean): voi
   s.reordSeen = true;
   if (!s.dsackRound || !seqLt(s.sndUna, s.dsackRoundEnd)) {
     s.dsackRound = true;
-    if (s.reoWndMult < 64) s.reoWndMult++;
+    if (s.reoWndMult < 255) s.reoWndMult++; // Linux caps reo_wnd_steps at 0xFF
     s.reoWndPersist = REO_WND_PERSIST;
     s.dsackRoundEnd = s.sndNxt;
   }
