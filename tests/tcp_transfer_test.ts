@@ -198,8 +198,10 @@ const LOSSY: RelayImpairments = { lossPercent: 1, delayMs: 10, reorderPercent: 2
 // in packages/bridge/tcp/): the window field was rounded up past the ring's free space and
 // right-edge ACKs were refused; a zero-window probe carrying a piggybacked ACK was dropped
 // whole; and timers placed in the wheel by a fractional deadline (performance.now()) waited a
-// full 4 s turn. What remains is slow, not stalled: with windows of a few segments, losses are
-// repaired by RTO rather than SACK recovery (no RACK-TLP yet), about 64 KB/s here; so 4 MiB.
+// full 4 s turn. What remains is slow, not stalled: the relay's reordering lets a quarter of
+// the frames skip its 10 ms delay, so the fastest RTT is near 0 and RACK's reordering window
+// (a multiple of it) takes many D-SACK rounds to open; with RACK-TLP 4 MiB took 33 s and 34
+// RTOs, against 54-66 s and 118-125 RTOs before it; so 4 MiB.
 Deno.test("1% loss + 25% reorder + 10 ms delay: 4 MiB echo, SHA-256 match, no stall", async () => {
   await withBridge("tcpl1", 138, async (w, bridge) => {
     await withRelay(w, LOSSY, async () => {
