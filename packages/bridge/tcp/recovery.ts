@@ -145,6 +145,9 @@ function rackDelivered(i: number): void {
   // A retransmitted segment's ACK may be for the original: an RTT shorter than the path's
   // minimum cannot be the retransmission's (RFC 8985 §6.2 step 2).
   if (retrans && rtt < s.minRtt) return;
+  // The minimum RTT at the send clock's resolution (a timestamp sample has 1 ms steps, and a
+  // path whose fastest packets take under 1 ms would give 0, and no reordering window).
+  if (!retrans && rtt > 0 && rtt < s.rackMinRtt) s.rackMinRtt = rtt;
   if (sent > s.rackXmitAt || (sent === s.rackXmitAt && seqGt(end, s.rackEnd))) {
     s.rackXmitAt = sent;
     s.rackEnd = end;
@@ -177,7 +180,7 @@ function reoWnd(s: TcpSocket): number {
     if (s.recovery !== RECOVERY_NONE) return 0;
     if (s.sm.sackedBytes >= DUP_THRESH * s.sndMss) return 0;
   }
-  const min = s.minRtt === Infinity ? s.srtt : s.minRtt;
+  const min = s.rackMinRtt !== Infinity ? s.rackMinRtt : s.minRtt === Infinity ? s.srtt : s.minRtt;
   const w = (min / 4) * s.reoWndMult;
   return w < s.srtt ? w : s.srtt;
 }

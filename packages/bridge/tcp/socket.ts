@@ -286,8 +286,9 @@ export class TcpSocket implements CcState {
   /** SND.NXT when the window last widened (once per round trip), if it ever did. */
   dsackRoundEnd = 0;
   dsackRound = false;
-  /** Smallest RTT sample seen (ms). */
+  /** Smallest RTT sample seen (ms), and the smallest per-segment one RACK measured. */
   minRtt = Infinity;
+  rackMinRtt = Infinity;
   /** Undo (RFC 2883 §5): a recovery may be undone; retransmissions in it not yet D-SACKed. */
   undoActive = false;
   undoMarker = 0;
