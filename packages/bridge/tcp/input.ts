@@ -245,6 +245,7 @@ export function ackSyn(e: TcpEngine, s: TcpSocket, seg: TcpSegment): void {
 /** Entered ESTABLISHED: keepalive timer. */
 export function established(e: TcpEngine, s: TcpSocket): void {
   s.sndSml = s.sndUna;
+  s.maxFlightEnd = s.sndNxt;
   s.lastDataOutAt = e.now; // idle counts from here (Linux's tcp_init_transfer sets lsndtime)
   s.recoverMark = s.sndUna;
   if (s.keepalive) s.kaAt = e.now + s.keepIdle;
@@ -643,8 +644,18 @@ export function ackAdvance(
       if (seqGe(seg.ack, s.recoverySeq)) s.recovery = RECOVERY_NONE;
       else if (seqLt(s.highRxt, s.sndUna)) s.highRxt = s.sndUna;
     }
-    const limited = flightBefore + 3 * s.sndMss >= s.cwnd;
+    // Was cwnd the limit? Judged on the largest flight of the last round trip, not on this
+    // ACK's: a burst of ACKs handled before any output shrinks the flight ACK by ACK, and
+    // would stop the window's growth after the first two (Linux's tcp_is_cwnd_limited: in
+    // slow start, half the window used is enough).
+    const used = Math.max(flightBefore, s.maxFlight, s.maxFlightPrev);
+    const limited = s.cwnd < s.ssthresh ? s.cwnd < 2 * used : used + 3 * s.sndMss >= s.cwnd;
     s.cc.onAck(s, acked, now, limited);
+    if (seqGe(s.sndUna, s.maxFlightEnd)) {
+      s.maxFlightEnd = s.sndNxt;
+      s.maxFlightPrev = s.maxFlight;
+      s.maxFlight = seqDiff(s.sndNxt, s.sndUna);
+    }
   }
   // Retransmission timer (RFC 6298 §5.2, 5.3), and the tail loss probe before it.
   s.rtoAt = s.sndUna === s.sndNxt ? 0 : now + s.rto;

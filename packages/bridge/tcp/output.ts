@@ -315,6 +315,8 @@ export function emit(
   }
   if (!rexmit && dataLen > 0) {
     s.lastDataOutAt = now;
+    const flight = seqDiff(s.sndNxt, s.sndUna);
+    if (flight > s.maxFlight) s.maxFlight = flight;
     if (dataLen < s.sndMss) s.sndSml = (seq + dataLen) >>> 0;
   }
   // RFC 8985 §7.2: the probe timer restarts when new data goes out, not only on an ACK (a

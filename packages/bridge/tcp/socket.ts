@@ -326,6 +326,10 @@ export class TcpSocket implements CcState {
   lastRecvAt = 0;
   /** When new data last went out (-1: never), for restart after idle. */
   lastDataOutAt = -1;
+  /** Largest flight of this round trip and the last (cwnd-limited?), and the round's end. */
+  maxFlight = 0;
+  maxFlightPrev = 0;
+  maxFlightEnd = 0;
   /** End of the last small segment sent (Minshall's Nagle, Linux's snd_sml). */
   sndSml = 0;
   /** When data last arrived (-Infinity: never; quick ACK mode starts with the first). */
