@@ -105,8 +105,20 @@ Deno.test(`${N} idle connections cost the bridge under 100 MiB; a bulk flow on o
       assert(Number(row.sndBuf) > 32 * 1024, `send ring stayed at ${row.sndBuf}`);
       assert(Number(row.rcvBufBytes) > 64 * 1024 && Number(row.sndBufBytes) > 32 * 1024);
       assert(Number(row.rcvBuf) <= 4 * MiB && Number(row.sndBuf) <= 4 * MiB, "over the limit");
+      // Once quiet, the connection lets its rings' memory go and keeps their capacity (the
+      // bridge sweeps quiet rings once a second while idle: gone within two sweeps).
+      const trimmed = await waitFor(
+        async () => {
+          const r = (await bridgeConnections(bridge.ready.stats)).find((c) => c.id === row.id);
+          return r !== undefined && r.rcvBufBytes === 0 && r.sndBufBytes === 0 &&
+            r.rcvBuf === row.rcvBuf;
+        },
+        10_000,
+        500,
+      );
+      assert(trimmed, "the quiet connection still holds its rings' memory after 10 s");
       // The others stayed idle and empty.
-      assertEquals(rows.filter((c) => Number(c.rcvBufBytes) > 0).length, 1);
+      assertEquals(rows.filter((c) => c.id !== row.id && Number(c.rcvBufBytes) > 0).length, 0);
 
       client.kill("SIGUSR2");
       const res = await client.json<{ closed: number }>();

@@ -16,6 +16,7 @@ import { PcapWriter } from "./phy/pcap_writer.ts";
 import { CaptureTap } from "./phy/capture_tap.ts";
 import { registerNativeMemory } from "../rings/_native.ts";
 import { MemoryReclaimer } from "./memory_reclaimer.ts";
+import { trimQuietBuffers } from "./tcp/autotune.ts";
 import { DEFAULT_BACKOFF, type Parking, PollLoop, WOKE_KICK } from "./poll_loop.ts";
 import { WireWake } from "./phy/wire_wake.ts";
 import { Waker } from "../rings/waker.ts";
@@ -190,7 +191,10 @@ export class QueueStack {
     const sent = this.device.flush();
     // Frames the engine sent to our own address are received next round: work, not a nap.
     const work = n + commands + sent + this.iface.loopbackPending;
-    if (work === 0) this.reclaimer.idle(this.engine.connectionCount(), nowMs);
+    if (work === 0) {
+      this.reclaimer.idle(this.engine.connectionCount(), nowMs);
+      this.reclaimer.released(trimQuietBuffers(this.engine, nowMs), nowMs);
+    }
     this.publisher?.maybePublish(nowMs);
     return work;
   }

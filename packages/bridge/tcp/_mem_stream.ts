@@ -48,6 +48,9 @@ export class MemStream implements TxStream, RxStream {
   private cons = 0;
   /** Backing arrays allocated so far (the first one included). */
   allocations = 0;
+  /** Bytes through both ends at the last `trimIfQuiet`; preallocated rings are never trimmed. */
+  private trimMark = -1;
+  private fixed = false;
 
   /**
    * Copies use `set` over a `subarray` view (one short-lived view object per copy, ~30x faster
@@ -89,9 +92,27 @@ export class MemStream implements TxStream, RxStream {
     return this.capacity;
   }
 
+  /**
+   * Called by a periodic sweep: frees the backing array of a ring that is empty now and took
+   * no bytes since the previous sweep (a connection gone quiet after a burst keeps its
+   * capacity, not its memory; the next bytes allocate 4 KiB again). Returns the bytes freed.
+   * The caller makes sure no out-of-order bytes wait past the producer index.
+   */
+  trimIfQuiet(): number {
+    const moved = this.prod + this.cons;
+    const quiet = moved === this.trimMark && this.prod === this.cons;
+    this.trimMark = moved;
+    const bytes = this.data.length;
+    if (!quiet || bytes === 0 || this.fixed) return 0;
+    this.data = EMPTY;
+    this.mask = 0;
+    return bytes;
+  }
+
   /** Allocates the whole capacity now (a fixed ring, as the engine had before autotuning). */
   preallocate(): void {
     this.reserve(this.capacity);
+    this.fixed = true;
   }
 
   /**

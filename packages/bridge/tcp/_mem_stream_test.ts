@@ -85,3 +85,25 @@ Deno.test("MemStream: the copy summed natively wraps at the backing, not the cap
     assertEquals(checksumFinish(sum), checksumFinish(checksumAddTs(0, plain, 0, 3500)));
   }
 });
+
+Deno.test("MemStream: a ring quiet between two sweeps lets its backing go, keeps its capacity", () => {
+  const r = new MemStream(64 * 1024, false, 1 << 20);
+  r.grow(256 * 1024);
+  r.write(pattern(50_000), 0, 50_000);
+  assertEquals(r.trimIfQuiet(), 0, "bytes held: nothing to free");
+  r.read(new Uint8Array(50_000), 0, 50_000);
+  assertEquals(r.trimIfQuiet(), 0, "empty, but bytes went through since the last sweep");
+  assertEquals(r.trimIfQuiet(), 65536, "empty and quiet: the backing goes");
+  assertEquals(r.backingBytes(), 0);
+  assertEquals(r.capacity, 256 * 1024, "the capacity (the window promised) stays");
+  // The next bytes start from 4 KiB again, exact.
+  r.write(pattern(10, 7), 0, 10);
+  assertEquals(r.backingBytes(), MEM_STREAM_MIN_BACKING);
+  const out = new Uint8Array(10);
+  r.read(out, 0, 10);
+  assertEquals(out, pattern(10, 7));
+  const fixed = new MemStream(8192);
+  fixed.preallocate();
+  fixed.trimIfQuiet();
+  assertEquals(fixed.trimIfQuiet(), 0, "a preallocated ring keeps its memory");
+});

@@ -131,3 +131,25 @@ export function sndBufExpand(e: TcpEngine, s: TcpSocket): boolean {
   s.sndBufGrows++;
   return true;
 }
+
+/** How often `trimQuietBuffers` looks: a ring is trimmed after one to two of these quiet. */
+export const TRIM_INTERVAL_MS = 1000;
+
+/**
+ * Frees the memory behind the in-memory rings of connections that went quiet: a ring empty at
+ * two sweeps in a row with nothing through it between. Meant for the bridge's idle rounds, at
+ * most once per TRIM_INTERVAL_MS (one walk of the connection table); never on the data path.
+ * Returns the bytes freed (the caller may then ask for a collection: V8 frees an ArrayBuffer's
+ * memory only when it collects it).
+ */
+export function trimQuietBuffers(e: TcpEngine, nowMs: number): number {
+  if (nowMs - e.trimAt < TRIM_INTERVAL_MS) return 0;
+  e.trimAt = nowMs;
+  let freed = 0;
+  e.eachSocket((s) => {
+    if (s.tx instanceof MemStream) freed += s.tx.trimIfQuiet();
+    // Out-of-order bytes live past the producer index: keep the ring while any wait.
+    if (s.rx instanceof MemStream && s.ofo.count === 0) freed += s.rx.trimIfQuiet();
+  });
+  return freed;
+}

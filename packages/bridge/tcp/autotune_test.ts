@@ -4,7 +4,7 @@ import type { IpLink } from "./link.ts";
 import { MemWire, type MemWireOptions } from "./mem_wire.ts";
 import type { MemStream } from "./_mem_stream.ts";
 import { ESTABLISHED, type TcpSocket } from "./socket.ts";
-import { wscaleFor } from "./autotune.ts";
+import { TRIM_INTERVAL_MS, trimQuietBuffers, wscaleFor } from "./autotune.ts";
 import { TCP_SYN } from "../wire/tcp.ts";
 
 const KiB = 1024, MiB = 1 << 20;
@@ -94,7 +94,7 @@ function bulk(
   const chunk = Uint8Array.from({ length: 64 * KiB }, (_, i) => i % 251);
   const sink = new Uint8Array(64 * KiB);
   let sent = 0, got = 0, bad = 0;
-  p.wire.runUntil(() => got >= total, maxMs, () => {
+  const app = () => {
     while (sent < total) {
       const off = sent % 251;
       const n = p.a.send(p.ca, chunk, off, Math.min(chunk.length - off, total - sent));
@@ -110,7 +110,11 @@ function bulk(
       budget -= n;
     }
     check?.();
-  });
+  };
+  // The application writes first: an idle wire's next event may be far off, and runUntil
+  // jumps to it.
+  app();
+  p.wire.runUntil(() => got >= total, maxMs, app);
   return { sent, got, bad };
 }
 
@@ -227,4 +231,29 @@ Deno.test("autotune: an idle connection holds no buffer memory; a small exchange
   assertEquals((p.cb.rx as MemStream).backingBytes(), 4 * KiB);
   assertEquals(p.ca.snapshot().sndBufBytes, 4 * KiB);
   assertEquals(p.cb.snapshot().rcvBuf, 64 * KiB);
+});
+
+Deno.test("autotune: a connection gone quiet gives its rings' memory back, not its window", () => {
+  const p = pair({ delayMs: 5 });
+  const rx = p.cb.rx as MemStream, tx = p.ca.tx as MemStream;
+  const first = bulk(p, 8 * MiB, Infinity, 30_000);
+  assertEquals(first.got, 8 * MiB);
+  const rcvCap = rx.capacity, sndCap = tx.capacity;
+  assert(rx.backingBytes() > 64 * KiB && tx.backingBytes() > 32 * KiB);
+  // Let the last ACKs settle, then two sweeps a second apart.
+  p.wire.runUntil(() => false, 500);
+  let freed = 0;
+  for (let i = 0; i < 2; i++) {
+    freed += trimQuietBuffers(p.a, p.wire.now) + trimQuietBuffers(p.b, p.wire.now);
+    p.wire.runUntil(() => false, TRIM_INTERVAL_MS);
+  }
+  assertEquals(rx.backingBytes(), 0);
+  assertEquals(tx.backingBytes(), 0);
+  assert(freed >= rcvCap, `${freed} bytes freed`);
+  assertEquals(rx.capacity, rcvCap, "the receive window stays as large");
+  assertEquals(tx.capacity, sndCap);
+  // A second burst flows byte-exact through rings that allocate again.
+  const r = bulk(p, 2 * MiB, Infinity, 30_000);
+  assertEquals(r.bad, 0);
+  assertEquals(r.got, 2 * MiB);
 });

@@ -207,6 +207,8 @@ export class TcpEngine {
   readonly sndBufMax: number;
   readonly rcvBufMax: number;
   readonly autotune: boolean;
+  /** When trimQuietBuffers (autotune.ts) last walked the table. */
+  trimAt = -Infinity;
   readonly synRetries: number;
   readonly synAckRetries: number;
   readonly maxRetries: number;
