@@ -121,7 +121,7 @@ function serveLive(
     throw new Error(`--stats-address ${address}: HOST:PORT expected`);
   }
   if (!(opts.eventsIntervalMs > 0)) throw new Error(`--events-ms: a positive number of ms`);
-  const app = liveStatsApp(() => proxy.bridge.alive ? proxy.bridge.stats : null, opts);
+  const app = liveStatsApp(() => (proxy.bridge.alive ? proxy.bridge.stats : null), opts);
   app.route("/proxy", proxyStatsApp(proxy));
   return Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
 }

@@ -86,7 +86,8 @@ export class ProxyPeers {
     conn.send(MSG_WAKER, new Uint8Array(4), this.waker.fd);
     // The proxy serves the live stats from the bridge's page (read-only to it but for the
     // connection-table request word, which the bridge only compares).
-    if (this.statsPageFd >= 0) conn.send(MSG_STATS_PAGE, new Uint8Array(4), this.statsPageFd);
+    // A bridge without a page (an in-process test bridge) says so: the frame without an fd.
+    conn.send(MSG_STATS_PAGE, new Uint8Array(4), this.statsPageFd);
     this.reserved.set(conn, new Set());
     try {
       for (;;) {

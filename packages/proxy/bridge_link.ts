@@ -57,8 +57,8 @@ export class BridgeLink {
   private nextSeq = 1;
   private readonly pending = new Map<number, Pending>();
   private lost: string | null = null;
-  /** A reader over the bridge's stats page. */
-  readonly stats: StatsReader;
+  /** A reader over the bridge's stats page; null when the bridge has none. */
+  readonly stats: StatsReader | null;
   /** Resolves with the reason once the bridge has hung up. */
   readonly closed: Promise<string>;
 
@@ -68,9 +68,9 @@ export class BridgeLink {
     /** The bridge's eventfd, passed on to every application (MSG_WAKER). */
     readonly wakerFd: number,
     /** The bridge's stats page (MSG_STATS_PAGE), mapped here for the live stats server. */
-    statsPage: Mapping,
+    statsPage: Mapping | null,
   ) {
-    this.stats = new StatsReader(statsPage.buffer);
+    this.stats = statsPage === null ? null : new StatsReader(statsPage.buffer);
     this.closed = this.readReplies();
   }
 
@@ -109,19 +109,21 @@ export class BridgeLink {
         throw new Error(`expected the bridge's eventfd, got frame ${waker.type}`);
       }
       const page = await conn.recv();
-      if (page.type !== MSG_STATS_PAGE || page.fd < 0) {
+      if (page.type !== MSG_STATS_PAGE) {
         if (page.fd >= 0) libc().close(page.fd);
         libc().close(waker.fd);
         throw new Error(`expected the bridge's stats page, got frame ${page.type}`);
       }
-      let mapping: Mapping;
-      try {
-        mapping = mapFd(page.fd);
-        new StatsReader(mapping.buffer); // throws with what is wrong with the page
-      } catch (err) {
-        libc().close(page.fd);
-        libc().close(waker.fd);
-        throw new Error(`the bridge's stats page: ${(err as Error).message}`);
+      let mapping: Mapping | null = null;
+      if (page.fd >= 0) {
+        try {
+          mapping = mapFd(page.fd);
+          new StatsReader(mapping.buffer); // throws with what is wrong with the page
+        } catch (err) {
+          libc().close(page.fd);
+          libc().close(waker.fd);
+          throw new Error(`the bridge's stats page: ${(err as Error).message}`);
+        }
       }
       return new BridgeLink(
         conn,

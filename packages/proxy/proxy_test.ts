@@ -254,6 +254,7 @@ Deno.test({
       // The proxy's own id space: a region id it did not reserve is refused.
       const proxy = await hello(bridgePath, HELLO_PROXY);
       await proxy.conn.recv(); // WAKER
+      await proxy.conn.recv(); // STATS_PAGE (none: the in-process bridge has no page)
       proxy.conn.send(MSG_MAP_REGION, u32Payload(9, 77, Deno.pid), forged.fd);
       const reply = await proxy.conn.recv();
       assertEquals(payloadU32(reply.payload, 0), 9);

@@ -75,7 +75,7 @@ export const MSG_UNMAP_REGION = 8;
 export const MSG_REPLY = 9;
 /**
  * Bridge to proxy, right after WAKER: the bridge's stats page (a memfd, attached; see
- * packages/stats/page.ts), which the proxy maps and serves.
+ * packages/stats/page.ts), which the proxy maps and serves; no fd when the bridge has none.
  */
 export const MSG_STATS_PAGE = 10;
 
