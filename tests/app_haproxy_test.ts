@@ -261,15 +261,25 @@ Deno.test("haproxy under the shim: 10 MiB through it, SHA-256 matches", async ()
   });
 });
 
-/** Three reloads through the master (SIGUSR2) during 8 s of `Connection: close` load. */
+/**
+ * Three reloads through the master (SIGUSR2) during 12 s of `Connection: close` load, each
+ * sent once the previous one has finished loading ("Loading success"), as an operator's reload
+ * waits for the last: a USR2 that arrives while the master is re-executing itself is lost.
+ */
 async function reloadUnderLoad(mode: "shim" | "kernel") {
   await withProxy(mode, async (p) => {
     const master = p.haproxy.pid;
     const workersBefore = (await runCaptured(["pgrep", "-P", String(master)])).stdout.trim();
-    const r = await wrk(p, 8, ["-H", "Connection: close"], async () => {
+    const loaded = () => (p.haproxy.output.match(/Loading success/g) ?? []).length;
+    const reloadSeconds: number[] = [];
+    const r = await wrk(p, 12, ["-H", "Connection: close"], async () => {
       for (let i = 0; i < 3; i++) {
-        await new Promise((r) => setTimeout(r, 2000));
+        await new Promise((r) => setTimeout(r, 1500));
+        const before = loaded();
+        const t0 = performance.now();
         Deno.kill(master, "SIGUSR2");
+        await waitUntil(() => loaded() > before, `reload ${i + 1} loads`, 20_000);
+        reloadSeconds.push((performance.now() - t0) / 1000);
       }
     });
     await assertClean(p, `${mode}: Connection: close across 3 reloads`, r);
@@ -277,6 +287,15 @@ async function reloadUnderLoad(mode: "shim" | "kernel") {
     const out = p.haproxy.output;
     const reloads = (out.match(/Reloading HAProxy/g) ?? []).length;
     assertEquals(reloads, 3, `master output:\n${out.slice(-3000)}`);
+    // The premise: every reload happened while wrk ran (12 s).
+    const total = reloadSeconds.reduce((a, b) => a + b, 0) + 4.5;
+    assert(
+      total < r.seconds,
+      `the reloads took ${
+        reloadSeconds.map((s) => s.toFixed(1)).join(", ")
+      } s: not all during the load`,
+    );
+    console.log(`   reloads took ${reloadSeconds.map((s) => s.toFixed(2)).join(", ")} s`);
     const workersAfter = (await runCaptured(["pgrep", "-P", String(master)])).stdout.trim();
     assert(workersAfter !== workersBefore, `the worker was not replaced: ${workersAfter}`);
     // After the reloads the proxy still forwards.
