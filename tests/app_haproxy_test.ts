@@ -264,7 +264,9 @@ Deno.test("haproxy under the shim: 10 MiB through it, SHA-256 matches", async ()
 /**
  * Three reloads through the master (SIGUSR2) during 12 s of `Connection: close` load, each
  * sent once the previous one has finished loading ("Loading success"), as an operator's reload
- * waits for the last: a USR2 that arrives while the master is re-executing itself is lost.
+ * waits for the last. Sent blindly 2 s apart, three USR2 made two reloads under the shim
+ * (where a reload took up to 2 s): one that arrives before the last reload is through is
+ * not a reload of its own.
  */
 async function reloadUnderLoad(mode: "shim" | "kernel") {
   await withProxy(mode, async (p) => {
