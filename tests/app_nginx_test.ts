@@ -25,6 +25,7 @@ import {
   type AppWire,
   DetachedDaemon,
   parseWrk,
+  processStart,
   withAppWire,
   type WrkResult,
 } from "./_app_harness.ts";
@@ -123,7 +124,8 @@ async function withNginx(o: NginxOptions, body: (n: Nginx) => Promise<void>): Pr
     const listen = o.mode === "shim" ? String(PORT) : `${twinHost}:${PORT}`;
     const conf = `${dir}/nginx.conf`;
     await Deno.writeTextFile(conf, config(dir, o, listen));
-    const base = ["nginx", "-p", `${dir}/`, "-c", conf, "-e", `${dir}/error.log`];
+    // By its full path, as init systems start it: the binary upgrade re-executes argv[0].
+    const base = ["/usr/sbin/nginx", "-p", `${dir}/`, "-c", conf, "-e", `${dir}/error.log`];
     const daemon = new DetachedDaemon("nginx", `${dir}/nginx.pid`);
     try {
       if (o.mode === "shim") await Deno.stat(SHIM_LIBRARY);
@@ -574,4 +576,60 @@ Deno.test("nginx on the kernel (control): quit lets in-flight downloads finish",
 
 Deno.test("nginx under the shim: quit lets in-flight downloads finish", async () => {
   await quitWithDownloads("shim");
+});
+
+/**
+ * nginx's binary upgrade under `Connection: close` load: SIGUSR2 to the master makes it
+ * execute its binary again in a child, the listeners named in the NGINX variable; the new
+ * master starts its workers on the inherited listeners; then SIGQUIT ends the old master and
+ * its workers gracefully. No request fails, and the new master serves alone afterwards.
+ */
+async function binaryUpgrade(mode: "shim" | "kernel"): Promise<void> {
+  await withNginx({ workers: 2, acceptMutex: false, reuseport: false, mode }, async (n) => {
+    const old = await n.daemon.pidFromFile();
+    if (old === null) throw new Error("no master in the pid file");
+    const before = (await n.accessLog()).length;
+    const load = wrk(n, "1k.bin", 10, ["-H", "Connection: close"], 20);
+    let loadDone = false;
+    void load.finally(() => loadDone = true);
+    await new Promise((r) => setTimeout(r, 2000));
+    assert(n.daemon.signal(old, "SIGUSR2"), `the master ${old} is gone`);
+    // The new master writes nginx.pid (the old one's is renamed nginx.pid.oldbin) and starts
+    // its two workers; every process is remembered for the end.
+    let fresh: number | null = null;
+    await waitUntil(
+      async () => {
+        const { master, all } = await n.daemon.track();
+        fresh = master !== null && master !== old ? master : null;
+        return fresh !== null && all.length === 3;
+      },
+      "the new master and its workers",
+      15_000,
+    ).catch(async (err) => {
+      throw new Error(`${(err as Error).message}\n${await n.evidence()}`);
+    });
+    const oldbin = Number((await Deno.readTextFile(`${n.prefix}/nginx.pid.oldbin`)).trim());
+    assertEquals(oldbin, old, "nginx.pid.oldbin names the old master");
+    // Both generations serve for a second, then the old one quits gracefully.
+    await new Promise((r) => setTimeout(r, 1000));
+    assert(n.daemon.signal(old, "SIGQUIT"), `the old master ${old} is gone before QUIT`);
+    await waitUntil(() => processStart(old) === null, "the old master exits", 15_000);
+    assert(!loadDone, "the load ended before the old master was gone");
+    const r = await load;
+    await assertClean(n, `${mode}: Connection: close across a binary upgrade`, r, before);
+    assertEquals(await n.daemon.pidFromFile(), fresh);
+    assertEquals((await n.workers()).length, 2, await n.evidence());
+    const log = await n.errorLog();
+    assert(!/\[(alert|emerg|crit)\]/.test(log), `nginx logged alerts:\n${log.slice(-3000)}`);
+    // Afterwards the new master serves alone.
+    await assertFetches(n, 4, 2, "1k.bin");
+  });
+}
+
+Deno.test("nginx on the kernel (control): binary upgrade (USR2, then QUIT to the old master) under load fails no request", async () => {
+  await binaryUpgrade("kernel");
+});
+
+Deno.test("nginx under the shim: binary upgrade (USR2: the listeners inherited across exec in NGINX; QUIT to the old master) under load fails no request", async () => {
+  await binaryUpgrade("shim");
 });
