@@ -194,6 +194,12 @@ export function rackDetectLoss(e: TcpEngine, s: TcpSocket): boolean {
   s.rackAdvanced = false;
   if (s.rackXmitAt < 0) return false;
   const sm = s.sm;
+  // Every outstanding segment was sent after everything delivered unless something above a
+  // hole was SACKed or a segment was resent: no evidence of loss yet.
+  if (sm.sackedBytes === 0 && sm.retransOut === 0) {
+    s.reoAt = 0;
+    return false;
+  }
   const wnd = reoWnd(s);
   const now = e.now;
   let marked = false;
