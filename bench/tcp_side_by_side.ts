@@ -28,6 +28,7 @@
  * @module
  */
 import { BridgeProcess } from "../cli/bridge_process.ts";
+import { summariseCpuProfile } from "./_cpu_profile.ts";
 import {
   forwarderCounters,
   type Impairments,
@@ -149,6 +150,8 @@ export interface TcpBenchOptions {
   seed: number;
   /** Record a perf profile of the bridge during the clean bulk runs. */
   profile: boolean;
+  /** Also run the clean PnO discard on a bridge under `deno --cpu-prof` and summarise it. */
+  cpuProf?: boolean;
   log: (line: string) => void;
 }
 
@@ -311,8 +314,9 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
   let bridge: BridgeProcess | null = null;
   let kernel: Deno.ChildProcess | null = null;
   let kernelText = "";
-  const startEndpoints = async (): Promise<Endpoints> => {
+  const startEndpoints = async (denoFlags: string[] = []): Promise<Endpoints> => {
     bridge = await BridgeProcess.start(w, [], {
+      denoFlags,
       // perf names JIT frames from /tmp/perf-PID.map (V8 also writes a log in the working
       // directory, removed with the map).
       v8Flags: o.profile ? ["--perf-basic-prof"] : [],
@@ -392,6 +396,26 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       forwarded.push(pno!);
     }
     const fwd = await forwarderCounters(w);
+    let cpuProfile: string[] = [];
+    if (o.cpuProf) {
+      // A bridge of its own, so the profile holds its start, this run and its stop only.
+      await stopBridge();
+      const dir = await Deno.makeTempDir({ prefix: "pno-cpu-prof-" });
+      try {
+        ep = await startEndpoints(["--cpu-prof", `--cpu-prof-dir=${dir}`]);
+        await restartForwarders(w, clean);
+        o.log(`  PnO discard ${o.mib} MiB (deno --cpu-prof)...`);
+        await runOnce(w, ep, "PnO", "discard", o.mib * MiB);
+        await stopBridge();
+        const file = [...Deno.readDirSync(dir)].find((f) => f.name.endsWith(".cpuprofile"));
+        cpuProfile = file
+          ? summariseCpuProfile(await Deno.readTextFile(`${dir}/${file.name}`))
+          : ["(no profile written)"];
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+      ep = await startEndpoints();
+    }
     // 3. Faults.
     const lossy: Impairments = { ...LOSSY, seed: o.seed };
     o.log(`faults: ${JSON.stringify(lossy)}`);
@@ -438,6 +462,13 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
         "",
         `bridge profile during the clean PnO discard run (perf, ${o.mib} MiB, self time):`,
         ...profile.map((l) => `  ${l}`),
+      );
+    }
+    if (o.cpuProf) {
+      report.push(
+        "",
+        `bridge CPU profile during a clean PnO discard run (deno --cpu-prof, ${o.mib} MiB):`,
+        ...cpuProfile.map((l) => `  ${l}`),
       );
     }
     return report;

@@ -18,8 +18,8 @@ export const BENCH_HELP = `pno bench: run the benchmarks
 
 Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
                  [--nginx [--seconds N] [--connections N]]
-                 [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile]] [--wake]
-                 [--stats [--windows N]] [--memory [--memory-idle N] [--memory-mib N]]
+                 [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile] [--cpu-prof]]
+                 [--wake] [--stats [--windows N]] [--memory [--memory-idle N] [--memory-mib N]]
 
 Options:
   --micro     host-NIC ring micro-benchmarks in one process: descriptors per second
@@ -60,6 +60,8 @@ Options:
     --lossy-mib N MiB per faulty run (default 8)
     --seed N      the forwarders' PRNG seed (default 1)
     --no-profile  skip the perf profile
+    --cpu-prof    also a V8 profile (deno --cpu-prof) of a bridge of its own during a clean
+                  PnO discard run: self time per function
   --wake      an idle bridge's answer time and cost: ping RTT while busy and after a quiet
               second, and the bridge's CPU while idle, with timer naps only
               (PNO_WIRE_WAKE=0) and with the wire's wakeup armed; the host kernel alongside
@@ -95,6 +97,7 @@ export async function benchMain(args: string[]): Promise<number> {
       "nginx",
       "wake",
       "stats",
+      "cpu-prof",
       "memory",
     ],
     string: [
@@ -174,6 +177,7 @@ export async function benchMain(args: string[]): Promise<number> {
       lossyMib,
       seed,
       profile: flags.profile,
+      cpuProf: flags["cpu-prof"],
       log: (line) => console.error(line),
     });
     console.log(lines.join("\n"));

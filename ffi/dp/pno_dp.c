@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
@@ -402,9 +403,26 @@ int pno_dp_wake_arm(int fd, int armed)
 int pno_dp_wait(int wake_fd, int event_fd, int timeout_ms)
 {
 	struct pollfd pfd[2] = {{.fd = wake_fd, .events = POLLIN}, {.fd = event_fd, .events = POLLIN}};
-	int n = poll(pfd, 2, timeout_ms);
+	struct timespec end;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += timeout_ms / 1000;
+	end.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (end.tv_nsec >= 1000000000) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000;
+	}
+	int n;
+	/* A signal (V8's profiler samples with SIGPROF, 1,000 a second) is not a wakeup: sleep on. */
+	while ((n = poll(pfd, 2, timeout_ms)) < 0 && errno == EINTR) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long left = (end.tv_sec - now.tv_sec) * 1000 + (end.tv_nsec - now.tv_nsec) / 1000000;
+		if (left <= 0)
+			return 0;
+		timeout_ms = (int)left;
+	}
 	if (n < 0)
-		return errno == EINTR ? 0 : -errno;
+		return -errno;
 	int why = 0;
 	if (pfd[0].revents & POLLIN) {
 		drain_wake(wake_fd);
