@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { descendants } from "../cli/apps.ts";
 import { sh, testWire, type WireConfig, wireDown, wireUp } from "../cli/wire.ts";
 import { BridgeProcess } from "./_harness.ts";
 
@@ -52,8 +53,18 @@ export class LineProc {
     return { line, done: false };
   }
 
-  /** SIGKILL by PID (when still running). */
+  /**
+   * SIGKILL by PID (when still running), and every process below it first: a child it forked
+   * (a new binary, a worker) keeps its stdout open and would hold the reader forever.
+   */
   kill(): void {
+    for (const pid of descendants(this.child.pid).reverse()) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
     try {
       this.child.kill("SIGKILL");
     } catch {

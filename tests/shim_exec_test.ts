@@ -11,6 +11,10 @@
  *   (the parent closes its copies); the child serves both.
  * - holder-dies: a forked child sharing a connection and the listener is killed; the parent
  *   keeps both (only the last holder's end finishes a connection).
+ * - upgrade-listener: nginx's binary upgrade: a forked child executes the binary again with
+ *   the listener named in an environment of TZ and that variable only (nginx passes nothing
+ *   else: no LD_PRELOAD, no PNO_*); the new image finds it by getsockname (0.0.0.0 and
+ *   the port, as nginx matches it) and accepts on it while the old master still holds it.
  * - reload-handover: HAProxy's reload: a re-executed master is handed the old worker's
  *   listener over SCM_RIGHTS; the old worker closes its copy and exits while a connection waits
  *   in the queue; the new image accepts it (HAProxy reuses a handed-over listener only when its
@@ -23,7 +27,7 @@
  * Each scenario runs on the kernel (twin link) and under the shim (bridge); every program's
  * and the peer's lines must be what they were on the kernel, and at the checkpoint (the first
  * connection accepted) the host kernel holds no ESTABLISHED socket on the scenario's port.
- * Wires on 10.230/10.231; ports 22920-22930.
+ * Wires on 10.230/10.231; ports 22920-22932.
  *
  * @module
  */
@@ -60,6 +64,7 @@ const SCENARIOS: Scenario[] = [
   { name: "scm-rights-fork", port: 22922 },
   { name: "holder-dies", port: 22928 },
   { name: "reload-handover", port: 22930 },
+  { name: "upgrade-listener", port: 22932 },
   {
     name: "scm-send",
     port: 22924,

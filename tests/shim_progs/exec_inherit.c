@@ -10,6 +10,12 @@
  * scm-rights-fork: the parent passes an accepted connection, then a listener made after the
  *   fork, to its child over a Unix socket (SCM_RIGHTS) and closes its own copies; the child
  *   serves the connection and accepts on the listener.
+ * upgrade-listener: nginx's binary upgrade: the master serves c1, then forks a child that
+ *   executes the binary again with the listener named in an environment of only TZ and that
+ *   variable (nginx's NGINX="fd;": LD_PRELOAD and PNO_* are not passed on); the
+ *   new image learns the listener's address by getsockname (nginx matches it against its
+ *   configuration: 0.0.0.0 and the port, or binds anew and fails with EADDRINUSE), accepts c2
+ *   on it and serves it; the old master still holds the listener meanwhile.
  * reload-handover: HAProxy's reload (master-worker, expose-fd listeners): the master forks a
  *   worker and closes its own listener; the worker serves c1; the master re-executes itself;
  *   the new image asks the old worker for the listener over their socketpair (SCM_RIGHTS),
@@ -242,6 +248,58 @@ static void sc_scm_rights_fork(void) {
   close(l);
 }
 
+static void sc_upgrade_listener(void) {
+  int l = listen_on(g_port);
+  int c1 = accept_one(l);
+  say_read("old master c1 read", c1, 4);
+  say_write("old master c1 write", c1, "pong");
+  close(c1);
+  char var[32];
+  snprintf(var, sizeof var, "%d;", l);
+  if (setenv(INHERIT_VAR, var, 1) < 0) fail("setenv");
+  pid_t pid = fork();
+  if (pid < 0) fail("fork");
+  if (pid == 0) {
+    /* nginx gives the new binary no environment of its own but TZ, the variables named by
+     * `env` directives and NGINX (ngx_set_environment): LD_PRELOAD and PNO_* are not in it. */
+    char inherit[64];
+    snprintf(inherit, sizeof inherit, "%s=%s", INHERIT_VAR, var);
+    char *env[] = {"TZ=UTC", inherit, NULL};
+    char *args[] = {"exec_inherit", "upgrade-listener-new", g_self_port, NULL};
+    execve("/proc/self/exe", args, env);
+    fail("execve");
+  }
+  /* The new binary prints from here; the old master again once it is gone. */
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  say("new binary exit: %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  close(l);
+}
+
+static void sc_upgrade_listener_new(void) {
+  const char *var = getenv(INHERIT_VAR);
+  int l;
+  if (!var || sscanf(var, "%d;", &l) != 1) fail("no %s", INHERIT_VAR);
+  say_socket("new binary's inherited listener", l);
+  int c2;
+  do c2 = accept(l, NULL, NULL);
+  while (c2 < 0 && errno == EINTR);
+  if (c2 < 0) {
+    say("new binary accept: -1 %s", ename(errno));
+    return;
+  }
+  say("new binary accept: ok");
+  say_read("new binary c2 read", c2, 4);
+  say_write("new binary c2 write", c2, "ok2");
+  close(c2);
+  close(l);
+  /* oracle_main prints `done` for this image; the old master prints its own after. */
+  say("new binary: done");
+  fflush(stdout);
+  _exit(0);
+}
+
 #define HANDOVER_VAR "PNO_TEST_HANDOVER"
 
 static void sc_reload_handover(void) {
@@ -403,6 +461,8 @@ int main(int argc, char **argv) {
       {"exec-listener-after", sc_exec_listener_after},
       {"scm-rights-fork", sc_scm_rights_fork},
       {"holder-dies", sc_holder_dies},
+      {"upgrade-listener", sc_upgrade_listener},
+      {"upgrade-listener-new", sc_upgrade_listener_new},
       {"reload-handover", sc_reload_handover},
       {"reload-handover-after", sc_reload_handover_after},
       {"scm-send", sc_scm_send},

@@ -132,6 +132,7 @@ int main(int argc, char **argv) {
       {"scm-rights-fork", sc_scm_rights_fork},
       {"holder-dies", sc_holder_dies},
       {"reload-handover", sc_reload_handover},
+      {"upgrade-listener", sc_reload_handover},
       {"scm-send", sc_scm_other},
   };
   for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
