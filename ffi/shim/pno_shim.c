@@ -3673,55 +3673,49 @@ static int collect_args(const char *arg0, va_list ap, char **argv, char ***envp)
 	return 0;
 }
 
-EXPORT int execl(const char *path, const char *arg, ...)
-{
-	char **argv = malloc(EXEC_MAX_ARGS * sizeof(char *));
-	if (!argv)
-		return fail(ENOMEM);
-	va_list ap;
-	va_start(ap, arg);
-	int r = collect_args(arg, ap, argv, NULL);
-	va_end(ap);
-	if (r == 0)
-		r = execv(path, argv);
-	int e = errno;
-	free(argv);
-	errno = e;
-	return r;
-}
+/* Runs one of the vector forms on the list form's arguments (envp only for execle). */
+enum { VIA_EXECV, VIA_EXECVP, VIA_EXECVE };
 
-EXPORT int execlp(const char *file, const char *arg, ...)
-{
-	char **argv = malloc(EXEC_MAX_ARGS * sizeof(char *));
-	if (!argv)
-		return fail(ENOMEM);
-	va_list ap;
-	va_start(ap, arg);
-	int r = collect_args(arg, ap, argv, NULL);
-	va_end(ap);
-	if (r == 0)
-		r = execvp(file, argv);
-	int e = errno;
-	free(argv);
-	errno = e;
-	return r;
-}
-
-EXPORT int execle(const char *path, const char *arg, ...)
+static int exec_list(int via, const char *file, const char *arg, va_list ap)
 {
 	char **argv = malloc(EXEC_MAX_ARGS * sizeof(char *));
 	if (!argv)
 		return fail(ENOMEM);
 	char **envp = NULL;
-	va_list ap;
-	va_start(ap, arg);
-	int r = collect_args(arg, ap, argv, &envp);
-	va_end(ap);
+	int r = collect_args(arg, ap, argv, via == VIA_EXECVE ? &envp : NULL);
 	if (r == 0)
-		r = execve(path, argv, envp);
+		r = via == VIA_EXECV ? execv(file, argv)
+		  : via == VIA_EXECVP ? execvp(file, argv) : execve(file, argv, envp);
 	int e = errno;
 	free(argv);
 	errno = e;
+	return r;
+}
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	va_start(ap, arg);
+	int r = exec_list(VIA_EXECV, path, arg, ap);
+	va_end(ap);
+	return r;
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+	va_list ap;
+	va_start(ap, arg);
+	int r = exec_list(VIA_EXECVP, file, arg, ap);
+	va_end(ap);
+	return r;
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	va_start(ap, arg);
+	int r = exec_list(VIA_EXECVE, path, arg, ap);
+	va_end(ap);
 	return r;
 }
 
