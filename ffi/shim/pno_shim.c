@@ -3440,6 +3440,7 @@ static void release_thread(void *arg)
 }
 
 static void inherit_adopt(void);
+static void save_shim_env(void);
 
 /* Any fork, also one libc makes internally (daemon(), say): the child is a new process. */
 static void atfork_child(void)
@@ -3455,6 +3456,7 @@ __attribute__((constructor)) static void pno_init(void)
 	pthread_atfork(NULL, NULL, atfork_child);
 	/* PNO_DISABLE: the shim stays loaded but offloads nothing (read once, not per socket). */
 	g.disabled = getenv("PNO_DISABLE") != NULL;
+	save_shim_env();
 	inherit_adopt();
 }
 
@@ -3531,21 +3533,64 @@ static void set_cloexec(int fd, int on)
 		real.fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0);
 }
 
-/* envp without any PNO_INHERIT, with `rec` appended when there is one. */
+/*
+ * The variables that put the shim in a process, as they were when it started: a program that
+ * executes itself with an environment of its own making (nginx's binary upgrade keeps only TZ
+ * and NGINX) would otherwise start its new image without the shim, holding sockets it cannot
+ * reach. They are put back, when missing, into the environment of an exec that passes the
+ * region on.
+ */
+static const char *const SHIM_VARS[] = {
+	"LD_PRELOAD", "PNO_CONTROL", "PNO_POLICY", "PNO_REQUIRED", "PNO_SPIN_US",
+	"PNO_OFFLOAD_PREFIX", "PNO_DEBUG",
+};
+#define N_SHIM_VARS (sizeof(SHIM_VARS) / sizeof(SHIM_VARS[0]))
+static char *shim_env[N_SHIM_VARS];
+
+static void save_shim_env(void)
+{
+	for (size_t i = 0; i < N_SHIM_VARS; i++) {
+		const char *v = getenv(SHIM_VARS[i]);
+		if (!v)
+			continue;
+		size_t len = strlen(SHIM_VARS[i]) + 1 + strlen(v) + 1;
+		shim_env[i] = malloc(len);
+		if (shim_env[i])
+			snprintf(shim_env[i], len, "%s=%s", SHIM_VARS[i], v);
+	}
+}
+
+static int env_has(char *const envp[], size_t n, const char *name)
+{
+	size_t len = strlen(name);
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(envp[i], name, len) == 0 && envp[i][len] == '=')
+			return 1;
+	return 0;
+}
+
+/*
+ * envp without any PNO_INHERIT; with `rec` (the region goes on), `rec` and the shim's
+ * variables the program left out.
+ */
 static char **inherit_env(char *const envp[], char *rec)
 {
 	size_t n = 0;
 	while (envp && envp[n])
 		n++;
-	char **out = malloc((n + 2) * sizeof(char *));
+	char **out = malloc((n + 2 + N_SHIM_VARS) * sizeof(char *));
 	if (!out)
 		return NULL;
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], INHERIT_VAR "=", sizeof(INHERIT_VAR)) != 0)
 			out[k++] = envp[i];
-	if (rec)
+	if (rec) {
 		out[k++] = rec;
+		for (size_t i = 0; i < N_SHIM_VARS; i++)
+			if (shim_env[i] && !env_has(envp, n, SHIM_VARS[i]))
+				out[k++] = shim_env[i];
+	}
 	out[k] = NULL;
 	return out;
 }
