@@ -63,6 +63,10 @@ export const C_ACKS_RATE_LIMITED = 46;
 export const C_RACK_LOSSES = 47;
 /** Path MTU reductions from ICMP "fragmentation needed" (RFC 1191). */
 export const C_PMTU_UPDATES = 48;
+/** Connections that closed without TIME-WAIT because `maxTimeWait` records were held. */
+export const C_TIME_WAIT_OVERFLOW = 49;
+/** close() calls that reset because `maxOrphans` connections were finishing already. */
+export const C_ORPHAN_OVERFLOW = 50;
 
 /** Counter names, in index order (snapshot keys). */
 export const COUNTER_NAMES = [
@@ -115,6 +119,8 @@ export const COUNTER_NAMES = [
   "acksRateLimited",
   "rackLosses",
   "pmtuUpdates",
+  "timeWaitOverflow",
+  "orphanOverflow",
 ] as const;
 
 export type CounterName = typeof COUNTER_NAMES[number];

@@ -44,6 +44,7 @@ import { flush, queueOut, sendRst, sendSyn } from "./output.ts";
 import { arm, onTimer } from "./timers.ts";
 import { MIN_SND_MSS } from "./input.ts";
 import { rcvCapLimit, rcvSpaceAdjust, sndBufExpand, wscaleFor } from "./autotune.ts";
+import { timeWaitExpire, timeWaitInput, timeWaitSnapshot, TimeWaitTable } from "./timewait.ts";
 import {
   canSendData,
   CLOSE_WAIT,
@@ -122,6 +123,16 @@ export interface TcpEngineOptions {
    * closed) gets before it is dropped (Linux tcp_orphan_retries, whose 0 means 8).
    */
   orphanRetries?: number;
+  /**
+   * TIME-WAIT records held at most (Linux's tcp_max_tw_buckets; default 65,536, about 16 MiB
+   * of records); past it a connection closes without TIME-WAIT (timewait.ts).
+   */
+  maxTimeWait?: number;
+  /**
+   * Connections closed by their application and finishing in the background, at most (Linux's
+   * tcp_max_orphans; default 16,384); past it close() resets (timewait.ts).
+   */
+  maxOrphans?: number;
   /**
    * The secret keys (ISN, SYN cookies, table hash, timestamp offsets, port offsets, reuseport;
    * 12 words).
@@ -213,6 +224,10 @@ export class TcpEngine {
   readonly synAckRetries: number;
   readonly maxRetries: number;
   readonly orphanRetries: number;
+  readonly maxTimeWait: number;
+  readonly maxOrphans: number;
+  /** Orphaned connections finishing in the background. */
+  orphans = 0;
   /** Unpredictable 32-bit numbers (a seeded sequence when `seed` is given). */
   readonly random: () => number;
   readonly finTimeout: number;
@@ -244,6 +259,8 @@ export class TcpEngine {
   readonly sackScratch: Uint32Array = new Uint32Array(8);
 
   readonly table: ConnTable<TcpSocket>;
+  /** Connections in TIME-WAIT, as small records (timewait.ts). */
+  readonly tw: TimeWaitTable;
   readonly listeners: (TcpSocket | null)[] = new Array(65536).fill(null);
   nextId = 1;
   liveCount = 0;
@@ -300,9 +317,12 @@ export class TcpEngine {
     }
     if (opts.keys !== undefined) this.k.set(opts.keys.subarray(0, this.k.length));
     this.orphanRetries = opts.orphanRetries ?? 8;
+    this.maxTimeWait = opts.maxTimeWait ?? 65536;
+    this.maxOrphans = opts.maxOrphans ?? 16384;
     let size = 1024;
     while (size < (opts.tableSize ?? 4096)) size *= 2;
     this.table = new ConnTable(size, this.k[4], this.k[5]);
+    this.tw = new TimeWaitTable(this.k[4], this.k[5] ^ 0x5457);
   }
 
   // =====================================================================================
@@ -363,6 +383,10 @@ export class TcpEngine {
       this.destroy(s);
       s = null;
     }
+    if (s === null && this.tw.count > 0) {
+      const r = this.tw.lookup(dstIp, seg.dstPort, srcIp, seg.srcPort);
+      if (r !== null && timeWaitInput(this, r, seg)) return;
+    }
     if (s !== null) {
       s.segsIn++;
       s.bytesIn += seg.payloadLen;
@@ -386,6 +410,7 @@ export class TcpEngine {
   /** Delivers pending readiness events, runs due timers and sends pending output. */
   poll(nowMs: number): void {
     if (nowMs > this.now) this.now = nowMs;
+    timeWaitExpire(this, nowMs);
     this.wheel.run(nowMs, this.fire);
     this.dispatchEvents();
     flush(this);
@@ -394,7 +419,7 @@ export class TcpEngine {
   /** When `poll` next has work: `now` if output or events are pending, Infinity if nothing. */
   nextDeadline(): number {
     if (this.outHead !== null || this.evHead !== null) return this.now;
-    return this.wheel.nextDeadline();
+    return Math.min(this.wheel.nextDeadline(), this.tw.nextExpiry());
   }
 
   // =====================================================================================
@@ -466,7 +491,10 @@ export class TcpEngine {
     }
     let port = opts.srcPort ?? 0;
     if (port !== 0) {
-      if (this.table.lookup(srcIp, port, dstIp, dstPort) !== null) {
+      if (
+        this.table.lookup(srcIp, port, dstIp, dstPort) !== null ||
+        this.tw.lookup(srcIp, port, dstIp, dstPort) !== null
+      ) {
         throw new TcpError(EADDRINUSE, "address in use");
       }
     } else {
@@ -609,11 +637,15 @@ export class TcpEngine {
     }
     if (s.state === TIME_WAIT) return;
     const unread = s.rcvCap - s.rx.writable();
-    if (unread > 0 || s.linger === 0) {
+    const tooMany = this.orphans >= this.maxOrphans;
+    if (unread > 0 || s.linger === 0 || tooMany) {
+      if (tooMany) this.counters[K.C_ORPHAN_OVERFLOW]++;
       sendRst(this, s);
       this.destroy(s);
       return;
     }
+    s.orphanCounted = true;
+    this.orphans++;
     if (s.state === FIN_WAIT_2) {
       s.closeAt = this.now + this.finTimeout;
       arm(this, s);
@@ -740,9 +772,16 @@ export class TcpEngine {
     }
   }
 
-  /** Live connections (table entries, TIME_WAIT included). */
+  /** Live connections (table entries, TIME-WAIT records included). */
   connectionCount(): number {
-    return this.table.count;
+    return this.table.count + this.tw.count;
+  }
+
+  /** An orphan finished (closed, or on to TIME-WAIT): it no longer counts against the cap. */
+  orphanDone(s: TcpSocket): void {
+    if (!s.orphanCounted) return;
+    s.orphanCounted = false;
+    this.orphans--;
   }
 
   /** The connection for a 4-tuple, or null. */
@@ -778,13 +817,14 @@ export class TcpEngine {
       counters: Record<K.CounterName, number>;
       connections: number;
       perConnection?: Record<string, number | string>[];
-    } = { counters: K.snapshotCounters(this.counters), connections: this.table.count };
+    } = { counters: K.snapshotCounters(this.counters), connections: this.connectionCount() };
     if (withConnections) {
       const list: Record<string, number | string>[] = [];
       for (let i = 0; i < this.table.capacity; i++) {
         const s = this.table.at(i);
         if (s !== null) list.push(s.snapshot());
       }
+      this.tw.each((r) => list.push(timeWaitSnapshot(r)));
       out.perConnection = list;
     }
     return out;
@@ -831,6 +871,12 @@ export class TcpEngine {
   /** Frees a connection: out of the table, the timer wheel and its listener's queues. */
   destroy(s: TcpSocket): void {
     if (s.state === CLOSED && s.slot < 0) return;
+    // Its TIME-WAIT lives on as a record (timewait.ts): the socket only reads CLOSED now.
+    if (s.state === TIME_WAIT && s.slot < 0) {
+      s.state = CLOSED;
+      return;
+    }
+    this.orphanDone(s);
     // A child still in its listener's accept queue stays there: accept() hands it out closed.
     if (s.parent !== null && s.state === SYN_RECEIVED) s.parent.synQueueLen--;
     const wasTimeWait = s.state === TIME_WAIT;
@@ -960,7 +1006,10 @@ export class TcpEngine {
     for (let i = 0; i < n; i++) {
       const port = this.ephLow + ((off + this.ephCounter + i) % n);
       if (this.listeners[port] !== null) continue;
-      if (this.table.lookup(srcIp, port, dstIp, dstPort) === null) {
+      if (
+        this.table.lookup(srcIp, port, dstIp, dstPort) === null &&
+        this.tw.lookup(srcIp, port, dstIp, dstPort) === null
+      ) {
         this.ephCounter += i + 1;
         return port;
       }

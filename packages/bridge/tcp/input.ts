@@ -62,6 +62,7 @@ import { cookieAck, sendCookieSynAck } from "./syncache.ts";
 import { arm } from "./timers.ts";
 import { rttSample } from "./rtt.ts";
 import { rcvRttMeasure } from "./autotune.ts";
+import { timeWaitEnter } from "./timewait.ts";
 
 /** The smallest send MSS we accept from a peer's option (Linux's TCP_MIN_SND_MSS). */
 export const MIN_SND_MSS = 48;
@@ -833,10 +834,7 @@ export function consumeFin(e: TcpEngine, s: TcpSocket): void {
 
 export function enterTimeWait(e: TcpEngine, s: TcpSocket): void {
   s.state = TIME_WAIT;
-  s.rtoAt = 0;
-  s.kaAt = 0;
-  s.dackAt = 0;
-  s.closeAt = e.now + 2 * e.msl;
-  arm(e, s);
   e.event(s, EV_CLOSED);
+  // The wait goes on as a small record; the socket leaves the table (timewait.ts).
+  timeWaitEnter(e, s);
 }

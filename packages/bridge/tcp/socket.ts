@@ -163,6 +163,8 @@ export class TcpSocket implements CcState {
   evQueued = false;
   /** The application closed the socket (orphan: the engine finishes the close alone). */
   orphan = false;
+  /** Counted among the engine's orphans finishing in the background (timewait.ts caps them). */
+  orphanCounted = false;
   /** The application shut down writing; FIN goes after the queued data. */
   finQueued = false;
   finSent = false;
