@@ -22,13 +22,10 @@
 
 import {
   seqDiff,
-  seqGt,
   seqLt,
-  TCP_ACK,
   TCP_ERR_DATA_OFFSET,
   TCP_OK,
   TCP_RST,
-  TCP_SYN,
   tcpChecksumOk,
   TcpSegment,
 } from "../wire/tcp.ts";
@@ -377,12 +374,8 @@ export class TcpEngine {
     this.inBuf = buf;
     this.inSrc = srcIp;
     this.inDst = dstIp;
-    let s = this.table.lookup(dstIp, seg.dstPort, srcIp, seg.srcPort);
-    if (s !== null && s.state === TIME_WAIT && this.timeWaitReuse(s, seg)) {
-      c[K.C_TIME_WAIT_REUSE]++;
-      this.destroy(s);
-      s = null;
-    }
+    const s = this.table.lookup(dstIp, seg.dstPort, srcIp, seg.srcPort);
+    // TIME-WAIT lives in records of its own (a SYN that may reuse the 4-tuple goes on).
     if (s === null && this.tw.count > 0) {
       const r = this.tw.lookup(dstIp, seg.dstPort, srcIp, seg.srcPort);
       if (r !== null && timeWaitInput(this, r, seg)) return;
@@ -933,13 +926,6 @@ export class TcpEngine {
       }
     }
     this.liveCount--;
-  }
-
-  timeWaitReuse(s: TcpSocket, seg: TcpSegment): boolean {
-    if ((seg.flags & (TCP_SYN | TCP_ACK | TCP_RST)) !== TCP_SYN) return false;
-    // RFC 6191 with timestamps, RFC 9293 §3.6.1 (sequence number) without.
-    if (s.tsOn && seg.hasTimestamp) return seqGt(seg.tsVal, s.tsRecent);
-    return seqGt(seg.seq, s.rcvNxt);
   }
 
   budget = 0;

@@ -306,10 +306,6 @@ export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): 
         duplicate(s, seg.seq, seqLt(end, s.rcvNxt) ? end : s.rcvNxt);
       }
     }
-    if (s.state === TIME_WAIT && (f & TCP_FIN)) {
-      s.closeAt = now + 2 * e.msl;
-      arm(e, s);
-    }
     outOfWindowAck(e, s, seg);
     return;
   }
@@ -787,11 +783,7 @@ export function processText(e: TcpEngine, s: TcpSocket, seg: TcpSegment, synSkip
     ackNow = true;
   }
   if (s.rcvFinPending && !s.rcvFin && s.rcvFinSeq === s.rcvNxt) consumeFin(e, s);
-  else if (hasFin && s.state === TIME_WAIT) {
-    s.closeAt = e.now + 2 * e.msl;
-    arm(e, s);
-    ackNow = true;
-  }
+  else if (hasFin && s.state === TIME_WAIT) ackNow = true; // the wait is the record's (timewait.ts)
   if (s.rcvFin || hasFin) {
     if (ackNow) ackLater(e, s); // with our FIN if the application closes at once
   } else if (ackNow) ackImmediately(e, s);
