@@ -243,9 +243,9 @@ export async function memorySideBySide(o: MemoryBenchOptions): Promise<string[]>
                 String(c.remote).endsWith(`:${p}`)
               );
               return row &&
-                `rcv ${kib(row.rcvBuf)} (${kib(row.rcvBufBytes)} used), snd ${kib(row.sndBuf)} (${
-                  kib(row.sndBufBytes)
-                } used)`;
+                `rcv ${kib(row.rcvBuf)} (${kib(row.rcvBufBytes)} allocated), snd ${
+                  kib(row.sndBuf)
+                } (${kib(row.sndBufBytes)} allocated)`;
             },
           ),
         );
