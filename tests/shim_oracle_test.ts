@@ -20,12 +20,17 @@
  * @module
  */
 import { assert, assertEquals } from "@std/assert";
-import { inNs, sh, testWire, type WireConfig, wireDown, wireUp } from "../cli/wire.ts";
+import { inNs, sh, testWire, type WireConfig } from "../cli/wire.ts";
 import { SHIM_LIBRARY, shimEnv } from "../packages/shim/launcher.ts";
-import { addressOf, BridgeProcess } from "./_harness.ts";
+import { addressOf } from "./_harness.ts";
+import {
+  buildShimPrograms,
+  establishedOn,
+  LineProc,
+  PROGS as BIN,
+  withTwinWire,
+} from "./_oracle_runner.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-const BIN = `${ROOT}ffi/build/tests`;
 const SUBNET = 200;
 const PORT_BASE = 9100;
 /** A scenario must be over well before this; then both sides are killed. */
@@ -91,77 +96,6 @@ interface Run {
   /** The program's stderr (the shim's complaints, if any). */
   stderr: string;
   timedOut: boolean;
-}
-
-/** A child process whose stdout is read line by line; ended by PID. */
-class LineProc {
-  readonly child: Deno.ChildProcess;
-  private readonly reader: ReadableStreamDefaultReader<string>;
-  private buffered = "";
-  readonly stderr: Promise<string>;
-  readonly stdin: WritableStreamDefaultWriter<Uint8Array> | null;
-
-  constructor(argv: string[], env: Record<string, string> = {}, stdin = false) {
-    this.child = new Deno.Command(argv[0], {
-      args: argv.slice(1),
-      env,
-      stdin: stdin ? "piped" : "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.reader = this.child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    this.stderr = new Response(this.child.stderr).text().catch(() => "");
-    this.stdin = stdin ? this.child.stdin.getWriter() : null;
-  }
-
-  /** The next line ("" and done once stdout is closed). */
-  async nextLine(): Promise<{ line: string; done: boolean }> {
-    while (!this.buffered.includes("\n")) {
-      const { value, done } = await this.reader.read().catch(() => ({ value: "", done: true }));
-      if (done) {
-        const line = this.buffered;
-        this.buffered = "";
-        return { line, done: line === "" };
-      }
-      this.buffered += value;
-    }
-    const i = this.buffered.indexOf("\n");
-    const line = this.buffered.slice(0, i);
-    this.buffered = this.buffered.slice(i + 1);
-    return { line, done: false };
-  }
-
-  /** SIGKILL by PID (when still running). */
-  kill(): void {
-    try {
-      this.child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-
-  /** Kills it, waits for it and returns its exit code. */
-  async end(): Promise<number> {
-    this.kill();
-    await this.stdin?.close().catch(() => {});
-    await this.reader.cancel().catch(() => {});
-    return (await this.child.status).code;
-  }
-}
-
-/** The `ss` lines of ESTABLISHED host-kernel TCP sockets with `port` at either end. */
-async function establishedOn(port: number): Promise<string[]> {
-  const out = await sh(["ss", "-tanH", "state", "established"]);
-  const re = new RegExp(`:${port}(\\s|$)`);
-  return out.split("\n").filter((l) => re.test(l));
-}
-
-let built: Promise<string> | null = null;
-
-/** `make -C ffi tests` once per test run (the programs and the peer). */
-function buildPrograms(): Promise<string> {
-  built ??= sh(["make", "-s", "-C", `${ROOT}ffi`, "tests"]);
-  return built;
 }
 
 /**
@@ -293,24 +227,16 @@ async function assertTwin(w: WireConfig): Promise<void> {
   assert(ns.includes(` ${w.twin.clientAddress} `), `twin namespace end: ${ns}`);
 }
 
-/** A wire with its twin link (and, when `control` is given, a bridge attached there). */
-async function withOracleWire(
+/** A wire with its twin link (checked), and a bridge attached when `control` is given. */
+function withOracleWire(
   tag: string,
   control: string | null,
   body: (w: WireConfig) => Promise<void>,
 ): Promise<void> {
-  const w = testWire(tag, SUBNET, true);
-  let bridge: BridgeProcess | null = null;
-  try {
-    await wireUp(w);
+  return withTwinWire(tag, SUBNET, control, async (w) => {
     await assertTwin(w);
-    if (control) bridge = await BridgeProcess.start(w, ["--control", control]);
     await body(w);
-  } finally {
-    if (bridge) await bridge.stop();
-    await wireDown(w);
-    if (control) await Deno.remove(control).catch(() => {});
-  }
+  });
 }
 
 /** Kernel results, computed once per scenario (by its kernel test, or by its shim test). */
@@ -349,7 +275,7 @@ Deno.test("oracle kernel: the wire helper makes the twin link when asked", async
 
 SCENARIOS.forEach((s, i) => {
   Deno.test(`oracle kernel: ${s.name}`, async () => {
-    await buildPrograms();
+    await buildShimPrograms();
     await withOracleWire(`orck${i}`, null, async (w) => {
       kernelRuns.delete(s.name);
       await kernelRun(s, w);
@@ -357,7 +283,7 @@ SCENARIOS.forEach((s, i) => {
   });
 
   Deno.test(`oracle shim: ${s.name}`, async () => {
-    await buildPrograms();
+    await buildShimPrograms();
     const control = `/tmp/pno-oracle-${Deno.pid}-${i}.sock`;
     await withOracleWire(`orcs${i}`, control, async (w) => {
       const kernel = await kernelRun(s, w);
