@@ -258,8 +258,21 @@ export class RegionServer {
     }
   }
 
+  /**
+   * Keeps the last 8 distinct reasons: one application repeating itself (acknowledgements it
+   * never reads, one per wake socket) counts up on its line, "(xN)", instead of pushing the
+   * other reasons out.
+   */
   private note(message: string): void {
     this.refused++;
+    const i = this.lastErrors.findIndex((e) => e === message || e.startsWith(`${message} (x`));
+    if (i >= 0) {
+      const m = / \(x(\d+)\)$/.exec(this.lastErrors[i]);
+      const times = m ? Number(m[1]) + 1 : 2;
+      this.lastErrors.splice(i, 1);
+      this.lastErrors.push(`${message} (x${times})`);
+      return;
+    }
     this.lastErrors.push(message);
     if (this.lastErrors.length > 8) this.lastErrors.shift();
   }
