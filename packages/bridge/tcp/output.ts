@@ -69,7 +69,9 @@ export function output(e: TcpEngine, s: TcpSocket): void {
   const st = s.state;
   if (st === SYN_SENT) return;
   let sent = false;
-  if (canSendData(st) && seqGt(s.sndUna, s.iss)) sent = sendData(e, s);
+  // The states that send data all come after our SYN was acknowledged. (A sequence comparison
+  // of SND.UNA with the ISS turns false once 2 GiB went out: a long flow stopped there.)
+  if (canSendData(st)) sent = sendData(e, s);
   if (!sent && s.ackNow) emit(e, s, s.sndNxt, 0, TCP_ACK, false);
 }
 
