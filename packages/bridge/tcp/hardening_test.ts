@@ -117,7 +117,36 @@ Deno.test("an orphan in FIN-WAIT-1 facing a zero window gives up after tcp_orpha
     }
   }
   assertEquals(e.connectionCount(), 0, `still there after ${probes} answered probes`);
-  assert(probes <= 9, `${probes} probes`);
+  // Linux gives an answered orphan up once the backoff reaches TCP_RTO_MAX (200 ms << 10 >
+  // 120 s) with at least tcp_orphan_retries (8) probes out: the tenth.
+  assert(probes >= 8 && probes <= 11, `${probes} probes`);
+});
+
+Deno.test("a zero window the peer keeps answering is probed on; a peer that stops answering is given up after tcp_retries2 probes", () => {
+  const c = passiveOpen({ minRtoMs: 200 });
+  const e = c.p.engine;
+  peerSend(c, 0, undefined, { window: 0 });
+  e.send(c.s, new Uint8Array(5000), 0, 5000);
+  let probes = 0;
+  const run = (ms: number, answer: boolean) => {
+    for (let t = 0; t < ms && e.connectionCount() > 0; t += 100) {
+      c.p.advance(100);
+      for (const r of c.p.take()) {
+        if (r.flags & TCP_RST) continue;
+        probes++;
+        if (answer) peerSend(c, 0, undefined, { window: 0 });
+      }
+    }
+  };
+  // An hour of answered probes (RFC 1122 4.2.2.17: the sender stays open indefinitely).
+  run(3_600_000, true);
+  assertEquals(e.connectionCount(), 1, `given up after ${probes} answered probes`);
+  assert(probes > 15, `${probes} probes`);
+  // The peer goes silent: tcp_retries2 (15) unanswered probes, then ETIMEDOUT.
+  const before = probes;
+  run(3_600_000, false);
+  assertEquals(e.connectionCount(), 0, "a silent peer's zero window is given up");
+  assertEquals(probes - before, 15);
 });
 
 Deno.test("a malformed option is ignored, not the segment (as Linux's tcp_parse_options)", () => {

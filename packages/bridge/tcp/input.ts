@@ -508,6 +508,9 @@ export function processAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): boolean
     dsack = true;
   }
   const sackGrew = s.sm.sackedBytes > oldSacked;
+  // The peer answers: probes of a shut window are no longer unanswered (Linux's tcp_ack
+  // clears icsk_probes_out on every acceptable ACK).
+  s.probesOut = 0;
   const acked = seqDiff(ack, s.sndUna);
   const flightBefore = seqDiff(s.sndNxt, s.sndUna);
   if (acked > 0) {

@@ -232,8 +232,10 @@ export class TcpSocket implements CcState {
   rttSeq = 0;
   rttStart = -1;
   persist = false;
-  /** Zero-window probes sent since the window closed. */
+  /** Zero-window probes sent since the window closed (the probe timer's backoff). */
   probes = 0;
+  /** Probes sent since the peer last acknowledged anything (Linux's icsk_probes_out). */
+  probesOut = 0;
 
   // ---- congestion control ----
   cc: CongestionControl;

@@ -91,16 +91,22 @@ export function onRto(e: TcpEngine, s: TcpSocket): void {
     return;
   }
   if (s.persist) {
-    // A peer that keeps its window shut is probed forever while the application holds the
-    // socket (RFC 9293 §3.8.6.1), but an orphan gives up after tcp_orphan_retries probes,
-    // as Linux's tcp_probe_timer does: nobody waits for its data any more.
-    if (s.orphan && s.probes >= e.orphanRetries) {
+    // As Linux's tcp_probe_timer: a peer that answers the probes of its shut window is probed
+    // on (RFC 9293 §3.8.6.1, RFC 1122 4.2.2.17) while the application holds the socket; a
+    // peer that stops answering is given up after tcp_retries2 probes (tcp_orphan_retries for
+    // an orphan). An orphan is also given up, answered or not, once the probes' backoff has
+    // reached the largest RTO and tcp_orphan_retries probes went out: nobody waits for its
+    // data any more.
+    const maxProbes = s.orphan ? e.orphanRetries : e.maxRetries;
+    const backedOff = s.rto * (1 << Math.min(s.probes, 16)) >= e.maxRto;
+    if (s.probesOut >= maxProbes || (s.orphan && backedOff && s.probes >= e.orphanRetries)) {
       e.fail(s, ETIMEDOUT);
       return;
     }
     // Zero-window probe (Linux style: an old sequence number that forces an ACK).
     c[K.C_WINDOW_PROBES]++;
     s.probes++;
+    s.probesOut++;
     emit(e, s, (s.sndUna - 1) >>> 0, 0, TCP_ACK, false);
     s.persist = true;
     s.rtoAt = now + Math.min(s.rto * (1 << Math.min(s.probes, 10)), e.maxRto);
