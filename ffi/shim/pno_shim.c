@@ -925,7 +925,6 @@ static uint32_t sock_poll(struct psock *p)
 	return mask;
 }
 
-/* Claims a waiter entry and registers a wake socket for it. 0, or -1. */
 /*
  * A forked child (an nginx worker) inherits its parent's control connection, but frames from
  * two processes on one stream would interleave, and each would read the other's
@@ -1010,7 +1009,18 @@ static struct {
 	struct pooled_waiter e[WAITER_POOL];
 } pool = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
-/* Takes a free waiter line for `owner`: its index and new generation, or -1. */
+/* Closes a registered waiter's wake socket ends; with `free_line`, gives its line back too. */
+static void forget_pooled(const struct pooled_waiter *w, int free_line)
+{
+	if (free_line)
+		__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)w->idx)->owner_pid, 0,
+				 __ATOMIC_RELEASE);
+	g.internal[w->rd] = g.internal[w->wr] = 0;
+	real.close(w->rd);
+	real.close(w->wr);
+}
+
+/* Takes a free waiter line for `owner`: its index and new generation, or -1 (ENOMEM). */
 static int reserve_waiter_line(pid_t owner, uint32_t *wgen)
 {
 	for (uint32_t i = 0; i < g.hdr->max_waiters; i++) {
@@ -1026,6 +1036,7 @@ static int reserve_waiter_line(pid_t owner, uint32_t *wgen)
 		__atomic_store_n(&wl->overflow, 0, __ATOMIC_RELEASE);
 		return (int)i;
 	}
+	errno = ENOMEM;
 	return -1;
 }
 
@@ -1066,13 +1077,8 @@ static int register_waiters(int ctl, pid_t owner, int want, struct pooled_waiter
 			break;
 	}
 	/* Acknowledgements come in order: the unacknowledged tail is given back. */
-	for (int k = acked; k < sent; k++) {
-		__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)out[k].idx)->owner_pid, 0,
-				 __ATOMIC_RELEASE);
-		g.internal[out[k].rd] = g.internal[out[k].wr] = 0;
-		real.close(out[k].rd);
-		real.close(out[k].wr);
-	}
+	for (int k = acked; k < sent; k++)
+		forget_pooled(&out[k], 1);
 	return acked;
 }
 
@@ -1088,95 +1094,54 @@ static void pool_fill(void)
 	pthread_mutex_unlock(&g.ctl_mu);
 }
 
-/* A pooled waiter of this process, set up as claim_waiter's caller wants it; 0 or -1. */
-static int pool_take(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dring *ev,
-		     int blocking, int *wake_wr)
+/* A registered waiter, set up as claim_waiter's caller wants it. */
+static void use_waiter(const struct pooled_waiter *w, int *waiter, uint32_t *wgen, int *wake_rd,
+		       struct pno_dring *ev, int blocking, int *wake_wr)
 {
-	pthread_mutex_lock(&pool.mu);
-	if (pool.pid != mypid() || pool.n == 0) {
-		pthread_mutex_unlock(&pool.mu);
-		return -1;
-	}
-	struct pooled_waiter w = pool.e[--pool.n];
-	pthread_mutex_unlock(&pool.mu);
 	if (!blocking)
-		real.fcntl(w.rd, F_SETFL, real.fcntl(w.rd, F_GETFL) | O_NONBLOCK);
-	pno_region_ev_consumer(ev, g.base, (uint32_t)w.idx);
+		real.fcntl(w->rd, F_SETFL, real.fcntl(w->rd, F_GETFL) | O_NONBLOCK);
+	pno_region_ev_consumer(ev, g.base, (uint32_t)w->idx);
+	/* Events of a previous owner are not ours. */
 	int64_t stale = pno_dring_peek(ev, g.hdr->ev_slots);
 	if (stale > 0)
 		pno_dring_release(ev, (uint32_t)stale);
 	if (wake_wr) {
-		*wake_wr = w.wr;
+		*wake_wr = w->wr; /* to wake itself (a nested set with ready items) */
 	} else {
-		g.internal[w.wr] = 0;
-		real.close(w.wr);
+		g.internal[w->wr] = 0;
+		real.close(w->wr);
 	}
-	*waiter = w.idx;
-	*wgen = w.gen;
-	*wake_rd = w.rd;
-	return 0;
+	*waiter = w->idx;
+	*wgen = w->gen;
+	*wake_rd = w->rd;
 }
 
+/*
+ * Claims a waiter entry with a wake socket the bridge knows (a blocking one for a thread's
+ * blocking calls, a non-blocking one for an epoll set): from the pool, or past it in an
+ * exchange of its own. 0, or -1.
+ */
 static int claim_waiter(int *waiter, uint32_t *wgen, int *wake_rd, struct pno_dring *ev,
 			int blocking, int *wake_wr)
 {
-	if (pool_take(waiter, wgen, wake_rd, ev, blocking, wake_wr) == 0)
-		return 0;
-	int sv[2];
-	/* SEQPACKET: datagrams that also end (recv returns 0) when the bridge's end goes. */
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | (blocking ? 0 : SOCK_NONBLOCK) | SOCK_CLOEXEC, 0,
-		       sv) != 0)
-		return -1;
-	for (uint32_t i = 0; i < g.hdr->max_waiters; i++) {
-		struct pno_waiter_line *wl = pno_region_waiter(g.base, i);
-		uint32_t owner = __atomic_load_n(&wl->owner_pid, __ATOMIC_ACQUIRE);
-		if (owner != 0 && !(kill((pid_t)owner, 0) != 0 && errno == ESRCH))
-			continue;
-		if (!__atomic_compare_exchange_n(&wl->owner_pid, &owner, (uint32_t)mypid(), 0,
-						 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-			continue;
-		*wgen = __atomic_add_fetch(&wl->gen, 1, __ATOMIC_SEQ_CST);
-		__atomic_store_n(&wl->sleeping, 0, __ATOMIC_RELEASE);
-		__atomic_store_n(&wl->overflow, 0, __ATOMIC_RELEASE);
-		pno_region_ev_consumer(ev, g.base, i);
-		/* Events of a previous owner are not ours. */
-		int64_t stale = pno_dring_peek(ev, g.hdr->ev_slots);
-		if (stale > 0)
-			pno_dring_release(ev, (uint32_t)stale);
-		uint32_t idx = i;
+	struct pooled_waiter w;
+	int have = 0;
+	pthread_mutex_lock(&pool.mu);
+	if (pool.pid == mypid() && pool.n > 0) {
+		w = pool.e[--pool.n];
+		have = 1;
+	}
+	pthread_mutex_unlock(&pool.mu);
+	if (!have) {
 		pthread_mutex_lock(&g.ctl_mu);
 		ctl_join();
-		int r = send_frame(g.ctl_fd, 5 /* WAIT_FD */, &idx, 4, sv[1]);
-		if (r == 0) {
-			kick_control();
-			/* Wait for the acknowledgement: until then a wakeup could go nowhere. */
-			uint8_t type, ack[8];
-			int afd = -1;
-			int n = recv_frame(g.ctl_fd, &type, ack, sizeof(ack), &afd);
-			if (afd >= 0)
-				real.close(afd);
-			if (n < 0 || type != 5)
-				r = -1;
-		}
+		have = register_waiters(g.ctl_fd, mypid(), 1, &w);
 		pthread_mutex_unlock(&g.ctl_mu);
-		if (r != 0) {
-			__atomic_store_n(&wl->owner_pid, 0, __ATOMIC_RELEASE);
-			real.close(sv[0]);
-			real.close(sv[1]);
+		if (!have)
 			return -1;
-		}
-		if (wake_wr)
-			*wake_wr = hide_fd(sv[1]); /* to wake itself (a nested set with ready items) */
-		else
-			real.close(sv[1]);
-		*waiter = (int)i;
-		*wake_rd = hide_fd(sv[0]);
-		return 0;
 	}
-	real.close(sv[0]);
-	real.close(sv[1]);
-	errno = ENOMEM;
-	return -1;
+	use_waiter(&w, waiter, wgen, wake_rd, ev, blocking, wake_wr);
+	return 0;
 }
 
 static void release_waiter(int waiter, uint32_t wgen)
@@ -1978,6 +1943,35 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
  * finds it by its placeholder's inode and takes that hold over. A message that is never
  * received keeps its sockets open until the application's last process is gone.
  */
+/* This process's psock of a region socket (dup()s of one socket share one), or NULL. */
+static struct psock *psock_of(uint32_t slot, uint32_t gen)
+{
+	for (int fd = 0; fd < MAX_FDS; fd++) {
+		struct psock *q = g.files[fd];
+		if (q && q->kind == P_OFFLOADED && q->slot == slot && q->gen == gen)
+			return q;
+	}
+	return NULL;
+}
+
+/* A psock for a region socket this process takes over by fd (passed or inherited), or NULL. */
+static struct psock *adopted_psock(int fd, uint32_t slot, uint32_t gen)
+{
+	struct psock *p = new_psock((real.fcntl(fd, F_GETFL) & O_NONBLOCK) != 0);
+	if (p) {
+		p->slot = slot;
+		p->gen = gen;
+	}
+	return p;
+}
+
+/* One holder of the socket fewer; the last one gone closes it, as close() would. */
+static void drop_holder(struct psock *p)
+{
+	if (__atomic_sub_fetch(&line(p->slot)->holders, 1, __ATOMIC_SEQ_CST) == 0)
+		post_simple(p, PNO_CMD_CLOSE, p->linger, 0, 0, 0);
+}
+
 static int in_region(pid_t pid)
 {
 	for (uint32_t i = 0; i < g.hdr->max_procs; i++)
@@ -2028,8 +2022,8 @@ static int hold_in_flight(int fd, void *arg)
 static int drop_in_flight(int fd, void *arg)
 {
 	struct psock *p = offloaded(fd);
-	if (p && __atomic_sub_fetch(&line(p->slot)->holders, 1, __ATOMIC_SEQ_CST) == 0)
-		post_simple(p, PNO_CMD_CLOSE, p->linger, 0, 0, 0);
+	if (p)
+		drop_holder(p);
 	(void)arg;
 	return 0;
 }
@@ -2048,23 +2042,15 @@ static int adopt_passed(int fd, void *arg)
 		    __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) == PNO_KIND_FREE)
 			continue;
 		uint32_t gen = __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE);
-		struct psock *p = NULL;
-		for (int other = 0; other < MAX_FDS && !p; other++) {
-			struct psock *q = g.files[other];
-			if (q && q->kind == P_OFFLOADED && q->slot == slot && q->gen == gen)
-				p = q;
-		}
+		struct psock *p = psock_of(slot, gen);
 		if (p) {
 			/* We hold it already: the in-flight hold is one too many. */
 			p->fdrefs++;
-			if (__atomic_sub_fetch(&s->holders, 1, __ATOMIC_SEQ_CST) == 0)
-				post_simple(p, PNO_CMD_CLOSE, p->linger, 0, 0, 0);
+			drop_holder(p);
 		} else {
-			p = new_psock((real.fcntl(fd, F_GETFL) & O_NONBLOCK) != 0);
+			p = adopted_psock(fd, slot, gen);
 			if (!p)
 				break;
-			p->slot = slot;
-			p->gen = gen;
 			p->listening = __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) ==
 				       PNO_KIND_LISTENER;
 			p->bound_any = s->local_ip == 0;
@@ -3372,12 +3358,8 @@ EXPORT pid_t fork(void)
 		pthread_mutex_init(&pool.mu, NULL);
 		self = NULL;
 		ctl_adopt(child_ctl);
-		for (int k = 0; k < pool.n; k++) {
-			/* The parent's: its copies stay with it. */
-			g.internal[pool.e[k].rd] = g.internal[pool.e[k].wr] = 0;
-			real.close(pool.e[k].rd);
-			real.close(pool.e[k].wr);
-		}
+		for (int k = 0; k < pool.n; k++)
+			forget_pooled(&pool.e[k], 0); /* the parent's: its copies stay with it */
 		for (int k = 0; k < child_n; k++) {
 			__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)child_pool[k].idx)->owner_pid,
 					 (uint32_t)mypid(), __ATOMIC_RELEASE);
@@ -3395,15 +3377,8 @@ EXPORT pid_t fork(void)
 	}
 	if (child_ctl >= 0)
 		real.close(child_ctl);
-	for (int k = 0; k < child_n; k++) {
-		/* The child's (or, if the fork failed, nobody's). */
-		if (pid < 0)
-			__atomic_store_n(&pno_region_waiter(g.base, (uint32_t)child_pool[k].idx)->owner_pid,
-					 0, __ATOMIC_RELEASE);
-		g.internal[child_pool[k].rd] = g.internal[child_pool[k].wr] = 0;
-		real.close(child_pool[k].rd);
-		real.close(child_pool[k].wr);
-	}
+	for (int k = 0; k < child_n; k++)
+		forget_pooled(&child_pool[k], pid < 0); /* the child's (if the fork failed, nobody's) */
 	if (pid < 0 && child_proc >= 0) {
 		uint16_t *theirs = pno_region_proc_refs(g.base, (uint32_t)child_proc);
 		for (uint32_t s = 0; s < n; s++) {
@@ -3844,20 +3819,13 @@ static void inherit_adopt(void)
 		    __atomic_load_n(&proc_refs()[slot], __ATOMIC_ACQUIRE) == 0)
 			continue;
 		/* dup()s of one socket share one psock, as before the exec. */
-		struct psock *p = NULL;
-		for (int other = 0; other < fd && !p; other++) {
-			struct psock *q = g.files[other];
-			if (q && q->kind == P_OFFLOADED && q->slot == slot)
-				p = q;
-		}
+		struct psock *p = psock_of(slot, gen);
 		if (p) {
 			p->fdrefs++;
 		} else {
-			p = new_psock((real.fcntl(fd, F_GETFL) & O_NONBLOCK) != 0);
+			p = adopted_psock(fd, slot, gen);
 			if (!p)
 				continue;
-			p->slot = slot;
-			p->gen = gen;
 			p->listening = (flags & INH_LISTENING) != 0;
 			p->bound_any = (flags & INH_BOUND_ANY) != 0;
 			p->loop_listening = (flags & INH_LOOP_LISTENING) != 0;
