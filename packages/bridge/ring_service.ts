@@ -802,10 +802,7 @@ export class RingService {
         if (done === 0) break;
       }
     } catch (err) {
-      this.counters.isolated++;
-      this.counters.lastIsolation = `app ${app.id} (pid ${app.pid}) while leaving: ${
-        (err as Error)?.message
-      }`;
+      this.countFault(app, err, " while leaving");
     }
   }
 
@@ -847,11 +844,18 @@ export class RingService {
 
   /** Detaches an application whose service threw; counted, and the reason kept. */
   private isolate(app: AttachedApp, err: unknown): void {
-    this.counters.isolated++;
-    this.counters.lastIsolation = `app ${app.id} (pid ${app.pid}): ${(err as Error)?.message}`;
-    console.error(`pno bridge: ${this.counters.lastIsolation}`);
+    this.countFault(app, err, "");
     if (!app.detaching) this.detach(app, app.onGone ?? (() => {}));
     else this.finishDetach(app, true);
+  }
+
+  /** Counts a fault an application's rings caused, and keeps and logs why. */
+  private countFault(app: AttachedApp, err: unknown, when: string): void {
+    this.counters.isolated++;
+    this.counters.lastIsolation = `app ${app.id} (pid ${app.pid})${when}: ${
+      (err as Error)?.message
+    }`;
+    console.error(`pno bridge: ${this.counters.lastIsolation}`);
   }
 
   /** Posts edges the engine raised (call after the engine's poll) and wakes sleepers. */
