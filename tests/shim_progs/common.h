@@ -306,6 +306,20 @@ struct scenario {
   void (*run)(void);
 };
 
+/* Runs the scenario called `name`, then says `done`. */
+static inline int run_scenario(const char *name, const struct scenario *table, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(table[i].name, name) == 0) {
+      table[i].run();
+      say("done");
+      return 0;
+    }
+  }
+  say("FAIL unknown scenario %s", name);
+  return 2;
+}
+
+/* The program under test: SCENARIO PORT [ADDRESS]. */
 static inline int oracle_main(int argc, char **argv, const struct scenario *table, size_t n) {
   if (argc < 3) {
     fprintf(stderr, "usage: %s SCENARIO PORT [ADDRESS]\n", argv[0]);
@@ -313,15 +327,38 @@ static inline int oracle_main(int argc, char **argv, const struct scenario *tabl
   }
   g_port = atoi(argv[2]);
   g_addr = argc > 3 ? argv[3] : "0.0.0.0";
-  for (size_t i = 0; i < n; i++) {
-    if (strcmp(table[i].name, argv[1]) == 0) {
-      table[i].run();
-      say("done");
-      return 0;
-    }
+  return run_scenario(argv[1], table, n);
+}
+
+/* A peer in the namespace: SCENARIO ADDRESS PORT (the server's address in g_addr). */
+static inline int peer_main(int argc, char **argv, const struct scenario *table, size_t n) {
+  if (argc < 4) {
+    fprintf(stderr, "usage: %s SCENARIO ADDRESS PORT\n", argv[0]);
+    return 2;
   }
-  say("FAIL unknown scenario %s", argv[1]);
-  return 2;
+  g_addr = argv[2];
+  g_port = atoi(argv[3]);
+  return run_scenario(argv[1], table, n);
+}
+
+/* Reads exactly n bytes (at most 63) and prints them, or EOF / the error, without failing. */
+static inline void say_read(const char *what, int fd, size_t n) {
+  char buf[64];
+  size_t got = 0;
+  while (got < n) {
+    ssize_t k = read(fd, buf + got, n - got);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) {
+      say("%s: -1 %s after %zu bytes", what, ename(errno), got);
+      return;
+    }
+    if (k == 0) {
+      say("%s: EOF after %zu bytes", what, got);
+      return;
+    }
+    got += (size_t)k;
+  }
+  say("%s: \"%s\"", what, esc(buf, n));
 }
 
 #endif

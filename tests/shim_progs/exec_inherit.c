@@ -117,25 +117,6 @@ static void say_socket(const char *what, int fd) {
       port == g_port ? "the scenario's" : port == g_port + 1 ? "the scenario's + 1" : "other");
 }
 
-/* Reads exactly n bytes and prints them (or what went wrong, without failing). */
-static void say_read(const char *what, int fd, size_t n) {
-  char buf[64];
-  size_t got = 0;
-  while (got < n) {
-    ssize_t k = read(fd, buf + got, n - got);
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0) {
-      say("%s: -1 %s after %zu bytes", what, ename(errno), got);
-      return;
-    }
-    if (k == 0) {
-      say("%s: EOF after %zu bytes", what, got);
-      return;
-    }
-    got += (size_t)k;
-  }
-  say("%s: \"%s\"", what, esc(buf, n));
-}
 
 static void say_write(const char *what, int fd, const char *text) {
   ssize_t n = send(fd, text, strlen(text), MSG_NOSIGNAL);

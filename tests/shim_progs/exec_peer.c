@@ -4,11 +4,10 @@
  */
 #include "common.h"
 
-static const char *g_server;
 
 /* Connects to the server's port + offset, retrying while nothing listens there yet. */
 static int dial(int offset) {
-  struct sockaddr_in sa = sin_of(g_server, g_port + offset);
+  struct sockaddr_in sa = sin_of(g_addr, g_port + offset);
   for (int attempt = 0;; attempt++) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     if (s < 0) fail("socket");
@@ -23,25 +22,6 @@ static int dial(int offset) {
   }
 }
 
-/* Reads exactly n bytes and prints them, or EOF / the error. */
-static void say_read(const char *what, int fd, size_t n) {
-  char buf[64];
-  size_t got = 0;
-  while (got < n) {
-    ssize_t k = read(fd, buf + got, n - got);
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0) {
-      say("%s: -1 %s after %zu bytes", what, ename(errno), got);
-      return;
-    }
-    if (k == 0) {
-      say("%s: EOF after %zu bytes", what, got);
-      return;
-    }
-    got += (size_t)k;
-  }
-  say("%s: \"%s\"", what, esc(buf, n));
-}
 
 static void say_eof(const char *what, int fd) {
   char b;
@@ -120,12 +100,6 @@ static void sc_scm_other(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 4) {
-    fprintf(stderr, "usage: %s SCENARIO ADDRESS PORT\n", argv[0]);
-    return 2;
-  }
-  g_server = argv[2];
-  g_port = atoi(argv[3]);
   static const struct scenario table[] = {
       {"exec-listener", sc_exec_listener},
       {"exec-listener-execl", sc_exec_listener},
@@ -135,13 +109,5 @@ int main(int argc, char **argv) {
       {"upgrade-listener", sc_reload_handover},
       {"scm-send", sc_scm_other},
   };
-  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-    if (strcmp(table[i].name, argv[1]) == 0) {
-      table[i].run();
-      say("done");
-      return 0;
-    }
-  }
-  say("FAIL unknown scenario %s", argv[1]);
-  return 2;
+  return peer_main(argc, argv, table, sizeof table / sizeof table[0]);
 }

@@ -15,7 +15,6 @@
 
 #define BATCH 8
 
-static const char *g_server;
 
 static uint64_t t_conns, t_requests, t_req_bytes, t_resp_bytes, t_bad_bytes, t_bad_fnv,
     t_bad_header, t_errors;
@@ -63,7 +62,7 @@ static int recv_exact(int fd, uint8_t *p, size_t n) {
 static int connect_server(void) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
   if (s < 0) fail("socket");
-  struct sockaddr_in sa = sin_of(g_server, g_port);
+  struct sockaddr_in sa = sin_of(g_addr, g_port);
   for (int attempt = 0;; attempt++) {
     if (connect(s, (struct sockaddr *)&sa, sizeof sa) == 0) return s;
     if (attempt == 50) {
@@ -203,23 +202,9 @@ static void sc_close_race(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 4) {
-    fprintf(stderr, "usage: %s SCENARIO ADDRESS PORT\n", argv[0]);
-    return 2;
-  }
-  g_server = argv[2];
-  g_port = atoi(argv[3]);
   static const struct scenario table[] = {
       {"shared-epoll", sc_shared_epoll},
       {"close-race", sc_close_race},
   };
-  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-    if (strcmp(table[i].name, argv[1]) == 0) {
-      table[i].run();
-      say("done");
-      return 0;
-    }
-  }
-  say("FAIL unknown scenario %s", argv[1]);
-  return 2;
+  return peer_main(argc, argv, table, sizeof table / sizeof table[0]);
 }
