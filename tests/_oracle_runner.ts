@@ -115,3 +115,32 @@ export async function withTwinWire(
     if (control) await Deno.remove(control).catch(() => {});
   }
 }
+
+/** One run of a program and its peer. */
+export interface Run {
+  /** The program's stdout lines, `#checkpoint` left out. */
+  prog: string[];
+  /** The peer's stdout lines. */
+  peer: string[];
+  progCode: number;
+  peerCode: number;
+  /** `ss` lines on the scenario's port at the checkpoint; null: no checkpoint was reached. */
+  kernelSockets: string[] | null;
+  /** The program's stderr (the shim's complaints, if any). */
+  stderr: string;
+  timedOut: boolean;
+}
+
+/** The run, readable in an assertion message (the last 4,000 characters of stderr). */
+export function describe(label: string, r: Run): string {
+  return [
+    `--- ${label}: program exit ${r.progCode}${r.timedOut ? " (timed out)" : ""}`,
+    ...r.prog,
+    `--- peer exit ${r.peerCode}`,
+    ...r.peer,
+    `--- host kernel's ESTABLISHED sockets on the port at the checkpoint: ${
+      r.kernelSockets === null ? "no checkpoint" : JSON.stringify(r.kernelSockets)
+    }`,
+    ...(r.stderr ? ["--- program stderr", r.stderr.trimEnd().slice(-4000)] : []),
+  ].join("\n");
+}

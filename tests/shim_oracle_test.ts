@@ -25,9 +25,11 @@ import { SHIM_LIBRARY, shimEnv } from "../packages/shim/launcher.ts";
 import { addressOf } from "./_harness.ts";
 import {
   buildShimPrograms,
+  describe,
   establishedOn,
   LineProc,
   PROGS as BIN,
+  type Run,
   withTwinWire,
 } from "./_oracle_runner.ts";
 
@@ -82,21 +84,6 @@ const SCENARIOS: Scenario[] = [
   { name: "sockopts", prog: "sockinfo" },
   { name: "linger-zero", prog: "sockinfo" },
 ];
-
-/** What one run of a scenario showed. */
-interface Run {
-  /** The program's stdout lines, `#checkpoint` left out. */
-  prog: string[];
-  /** The peer's stdout lines. */
-  peer: string[];
-  progCode: number;
-  peerCode: number;
-  /** `ss` lines on the scenario's port at the checkpoint; null: no checkpoint was reached. */
-  kernelSockets: string[] | null;
-  /** The program's stderr (the shim's complaints, if any). */
-  stderr: string;
-  timedOut: boolean;
-}
 
 /**
  * Runs one scenario: the program on the host (under the shim when `env` says so), the peer in
@@ -191,20 +178,6 @@ async function runScenario(
     if (peer) run.peerCode = await peer.end();
   }
   return run;
-}
-
-/** The run, readable in an assertion message. */
-function describe(label: string, r: Run): string {
-  return [
-    `--- ${label}: program exit ${r.progCode}${r.timedOut ? " (timed out)" : ""}`,
-    ...r.prog,
-    `--- peer exit ${r.peerCode}`,
-    ...r.peer,
-    `--- host kernel's ESTABLISHED sockets on the port at the checkpoint: ${
-      r.kernelSockets === null ? "no checkpoint" : JSON.stringify(r.kernelSockets)
-    }`,
-    ...(r.stderr ? ["--- program stderr", r.stderr.trimEnd()] : []),
-  ].join("\n");
 }
 
 /** Both sides ran to `done`, with no FAIL and exit 0. */

@@ -18,9 +18,11 @@ import { SHIM_LIBRARY, shimEnv } from "../packages/shim/launcher.ts";
 import { addressOf } from "./_harness.ts";
 import {
   buildShimPrograms,
+  describe,
   establishedOn,
   LineProc,
   PROGS as BIN,
+  type Run,
   withTwinWire,
 } from "./_oracle_runner.ts";
 const SUBNET = 232;
@@ -31,17 +33,6 @@ const SCENARIOS = [
   { name: "shared-epoll", port: 22900 },
   { name: "close-race", port: 22902 },
 ];
-
-/** One run: each side's lines (`#checkpoint` left out), exit codes, the checkpoint's `ss`. */
-interface Run {
-  prog: string[];
-  peer: string[];
-  progCode: number;
-  peerCode: number;
-  kernelSockets: string[] | null;
-  stderr: string;
-  timedOut: boolean;
-}
 
 /** The program on the host (under the shim when `env` says so), the peer in the namespace. */
 async function runScenario(
@@ -107,19 +98,6 @@ async function runScenario(
     if (peer) run.peerCode = await peer.end();
   }
   return run;
-}
-
-function describe(label: string, r: Run): string {
-  return [
-    `--- ${label}: program exit ${r.progCode}${r.timedOut ? " (timed out)" : ""}`,
-    ...r.prog,
-    `--- peer exit ${r.peerCode}`,
-    ...r.peer,
-    `--- host kernel's ESTABLISHED sockets on the port at the checkpoint: ${
-      r.kernelSockets === null ? "no checkpoint" : JSON.stringify(r.kernelSockets)
-    }`,
-    ...(r.stderr ? ["--- program stderr", r.stderr.trimEnd().slice(-4000)] : []),
-  ].join("\n");
 }
 
 function assertClean(label: string, r: Run): void {
