@@ -29,8 +29,8 @@ Commands:
   ls [PID]       every socket of the attached applications: offloaded (pno) or kernel
   stats          live figures like top (--json once); from the proxy's :9464 or the bridge's
   capture        record what a running bridge sends and receives: --out FILE.pcapng
-  bench          --redis / --echo: PnO against the kernel path; --micro: rings;
-                 --engine: TCP engine
+  bench          PnO against the kernel path in one run: --redis, --nginx, --echo, --tcp,
+                 --wake, --memory, --stats; --micro: rings; --engine: TCP engine
   test           run every test (unit and integration); ends with "N passed, N failed"
   help           this text`;
 
