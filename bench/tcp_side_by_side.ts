@@ -119,7 +119,7 @@ seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "bytes": got, "badChunks": bad, "info": tcp_info(c)}))
 `;
 
-type Mode = "discard" | "source" | "echo";
+export type Mode = "discard" | "source" | "echo";
 const PORTS: Record<Mode, number> = { echo: 7, discard: 9, source: 19 };
 
 /** A sender's repair work in one run. */
@@ -152,6 +152,10 @@ export interface TcpBenchOptions {
   profile: boolean;
   /** Also run the clean PnO discard on a bridge under `deno --cpu-prof` and summarise it. */
   cpuProf?: boolean;
+  /** The parts to run (default both): the clean wire, the faulty one. */
+  parts?: ReadonlySet<"clean" | "lossy">;
+  /** The faulty runs' modes (default source, discard, echo). */
+  lossyModes?: readonly Mode[];
   log: (line: string) => void;
 }
 
@@ -364,107 +368,125 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
     }
     return out;
   };
+  const parts = o.parts ?? new Set(["clean", "lossy"]);
   try {
-    // 1. The links joined directly: what the forwarder costs.
-    o.log("direct links (no forwarder)");
-    await wireUp(w);
-    let ep = await startEndpoints();
-    const direct = [
-      ...await both(ep, "discard", o.mib * MiB, null),
-      ...await both(ep, "source", o.mib * MiB, null),
-    ];
-    await stopBridge();
-    // 2. Clean forwarders.
-    const clean: Impairments = { seed: o.seed };
-    o.log("clean forwarders");
-    await wireUp(w, clean);
-    ep = await startEndpoints();
-    const forwarded: Run[] = [];
-    let profile: string[] = [];
-    for (const mode of ["discard", "source"] as const) {
-      await restartForwarders(w, clean);
-      o.log(`  Linux ${mode} ${o.mib} MiB...`);
-      forwarded.push(await runOnce(w, ep, "Linux", mode, o.mib * MiB));
-      await restartForwarders(w, clean);
-      o.log(`  PnO ${mode} ${o.mib} MiB${o.profile && mode === "discard" ? " (perf)" : ""}...`);
-      let pno: Run | null = null;
-      const run = async () => {
-        pno = await runOnce(w, ep, "PnO", mode, o.mib * MiB);
-      };
-      if (o.profile && mode === "discard") profile = await profiled(ep.bridge.ready.pid, run);
-      else await run();
-      forwarded.push(pno!);
-    }
-    const fwd = await forwarderCounters(w);
-    let cpuProfile: string[] = [];
-    if (o.cpuProf) {
-      // A bridge of its own, so the profile holds its start, this run and its stop only.
-      await stopBridge();
-      const dir = await Deno.makeTempDir({ prefix: "pno-cpu-prof-" });
-      try {
-        ep = await startEndpoints(["--cpu-prof", `--cpu-prof-dir=${dir}`]);
-        await restartForwarders(w, clean);
-        o.log(`  PnO discard ${o.mib} MiB (deno --cpu-prof)...`);
-        await runOnce(w, ep, "PnO", "discard", o.mib * MiB);
-        await stopBridge();
-        const file = [...Deno.readDirSync(dir)].find((f) => f.name.endsWith(".cpuprofile"));
-        cpuProfile = file
-          ? summariseCpuProfile(await Deno.readTextFile(`${dir}/${file.name}`))
-          : ["(no profile written)"];
-      } finally {
-        await Deno.remove(dir, { recursive: true });
-      }
+    let ep: Endpoints | null = null;
+    let direct: Run[] = [],
+      forwarded: Run[] = [],
+      profile: string[] = [],
+      cpuProfile: string[] = [];
+    let fwd: Awaited<ReturnType<typeof forwarderCounters>> = {};
+    if (parts.has("clean")) {
+      // 1. The links joined directly: what the forwarder costs.
+      o.log("direct links (no forwarder)");
+      await wireUp(w);
       ep = await startEndpoints();
+      direct = [
+        ...await both(ep, "discard", o.mib * MiB, null),
+        ...await both(ep, "source", o.mib * MiB, null),
+      ];
+      await stopBridge();
+      // 2. Clean forwarders.
+      const clean: Impairments = { seed: o.seed };
+      o.log("clean forwarders");
+      await wireUp(w, clean);
+      ep = await startEndpoints();
+      for (const mode of ["discard", "source"] as const) {
+        await restartForwarders(w, clean);
+        o.log(`  Linux ${mode} ${o.mib} MiB...`);
+        forwarded.push(await runOnce(w, ep, "Linux", mode, o.mib * MiB));
+        await restartForwarders(w, clean);
+        o.log(`  PnO ${mode} ${o.mib} MiB${o.profile && mode === "discard" ? " (perf)" : ""}...`);
+        let pno: Run | null = null;
+        const run = async () => {
+          pno = await runOnce(w, ep!, "PnO", mode, o.mib * MiB);
+        };
+        if (o.profile && mode === "discard") profile = await profiled(ep.bridge.ready.pid, run);
+        else await run();
+        forwarded.push(pno!);
+      }
+      fwd = await forwarderCounters(w);
+      if (o.cpuProf) {
+        // A bridge of its own, so the profile holds its start, this run and its stop only.
+        await stopBridge();
+        const dir = await Deno.makeTempDir({ prefix: "pno-cpu-prof-" });
+        try {
+          ep = await startEndpoints(["--cpu-prof", `--cpu-prof-dir=${dir}`]);
+          await restartForwarders(w, clean);
+          o.log(`  PnO discard ${o.mib} MiB (deno --cpu-prof)...`);
+          await runOnce(w, ep, "PnO", "discard", o.mib * MiB);
+          await stopBridge();
+          const file = [...Deno.readDirSync(dir)].find((f) => f.name.endsWith(".cpuprofile"));
+          cpuProfile = file
+            ? summariseCpuProfile(await Deno.readTextFile(`${dir}/${file.name}`))
+            : ["(no profile written)"];
+        } finally {
+          await Deno.remove(dir, { recursive: true });
+        }
+        ep = await startEndpoints();
+      }
     }
     // 3. Faults.
     const lossy: Impairments = { ...LOSSY, seed: o.seed };
-    o.log(`faults: ${JSON.stringify(lossy)}`);
     const faulty: Run[] = [];
-    for (const mode of ["source", "discard", "echo"] as const) {
-      faulty.push(...await both(ep, mode, o.lossyMib * MiB, lossy));
+    let faultCounts: Awaited<ReturnType<typeof forwarderCounters>> = {};
+    if (parts.has("lossy")) {
+      if (ep === null) {
+        await wireUp(w, lossy);
+        ep = await startEndpoints();
+      }
+      o.log(`faults: ${JSON.stringify(lossy)}`);
+      for (const mode of o.lossyModes ?? ["source", "discard", "echo"] as const) {
+        faulty.push(...await both(ep, mode, o.lossyMib * MiB, lossy));
+      }
+      faultCounts = await forwarderCounters(w);
     }
-    const faultCounts = await forwarderCounters(w);
 
     report.push(
       `TCP, one connection, PnO (the bridge's services on its DPDK port) and Linux (python3 ` +
         `services on the host kernel, twin link), client: python3 in ${w.ns}`,
       "",
     );
-    const overhead = ["forwarder cost on a clean wire (MB/s: direct link / through pno_fwd)"];
-    for (const r of direct) {
-      const f = forwarded.find((x) => x.stack === r.stack && x.mode === r.mode)!;
-      overhead.push(
-        `  ${r.stack.padEnd(5)} ${r.mode.padEnd(7)} ${mbps(r).toFixed(1)} / ${
-          mbps(f).toFixed(1)
-        } (${(mbps(f) / mbps(r)).toFixed(2)}x)`,
+    if (parts.has("clean")) {
+      const overhead = ["forwarder cost on a clean wire (MB/s: direct link / through pno_fwd)"];
+      for (const r of direct) {
+        const f = forwarded.find((x) => x.stack === r.stack && x.mode === r.mode)!;
+        overhead.push(
+          `  ${r.stack.padEnd(5)} ${r.mode.padEnd(7)} ${mbps(r).toFixed(1)} / ${
+            mbps(f).toFixed(1)
+          } (${(mbps(f) / mbps(r)).toFixed(2)}x)`,
+        );
+      }
+      report.push(...overhead, "");
+      report.push(
+        ...table(`clean wire through the forwarders, ${o.mib} MiB, seed ${o.seed}`, forwarded),
+      );
+      report.push(`  forwarder frames: ${summariseFwd(fwd)}`, "");
+    }
+    if (parts.has("lossy")) {
+      report.push(
+        ...table(
+          `${o.lossyMib} MiB at ${LOSSY.lossPercent}% loss + ${LOSSY.reorderPercent}% reordering ` +
+            `+ ${LOSSY.delayMs} ms delay, each direction (seed ${o.seed}, forwarders restarted ` +
+            `per run)`,
+          faulty,
+        ),
+      );
+      report.push(`  forwarder (last run): ${summariseFwd(faultCounts)}`);
+      report.push(
+        "  retr/RTO/spur: segments retransmitted / RTOs / spurious retransmissions of the data " +
+          "sender at that end (Linux: TCP_INFO; bridge: /stats; spurious where the bridge " +
+          "sends or the Linux server: D-SACKs the client sent)",
       );
     }
-    report.push(...overhead, "");
-    report.push(
-      ...table(`clean wire through the forwarders, ${o.mib} MiB, seed ${o.seed}`, forwarded),
-    );
-    report.push(`  forwarder frames: ${summariseFwd(fwd)}`, "");
-    report.push(
-      ...table(
-        `${o.lossyMib} MiB at ${LOSSY.lossPercent}% loss + ${LOSSY.reorderPercent}% reordering + ` +
-          `${LOSSY.delayMs} ms delay, each direction (seed ${o.seed}, forwarders restarted per run)`,
-        faulty,
-      ),
-    );
-    report.push(`  forwarder (last run): ${summariseFwd(faultCounts)}`);
-    report.push(
-      "  retr/RTO/spur: segments retransmitted / RTOs / spurious retransmissions of the data " +
-        "sender at that end (Linux: TCP_INFO; bridge: /stats; spurious where the bridge sends " +
-        "or the Linux server: D-SACKs the client sent)",
-    );
-    if (o.profile) {
+    if (o.profile && parts.has("clean")) {
       report.push(
         "",
         `bridge profile during the clean PnO discard run (perf, ${o.mib} MiB, self time):`,
         ...profile.map((l) => `  ${l}`),
       );
     }
-    if (o.cpuProf) {
+    if (o.cpuProf && parts.has("clean")) {
       report.push(
         "",
         `bridge CPU profile during a clean PnO discard run (deno --cpu-prof, ${o.mib} MiB):`,

@@ -9,7 +9,7 @@ import { echoSideBySide } from "../bench/echo_side_by_side.ts";
 import { formatRedisTable, redisSideBySide } from "../bench/redis_side_by_side.ts";
 import { formatNginxTable, nginxSideBySide } from "../bench/nginx_side_by_side.ts";
 import { runMicroBench } from "../bench/rings_micro.ts";
-import { tcpSideBySide } from "../bench/tcp_side_by_side.ts";
+import { type Mode, tcpSideBySide } from "../bench/tcp_side_by_side.ts";
 import { wakeSideBySide } from "../bench/wake_side_by_side.ts";
 import { statsSideBySide } from "../bench/stats_side_by_side.ts";
 import { memorySideBySide } from "../bench/memory_side_by_side.ts";
@@ -18,7 +18,8 @@ export const BENCH_HELP = `pno bench: run the benchmarks
 
 Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
                  [--nginx [--seconds N] [--connections N]]
-                 [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile] [--cpu-prof]]
+                 [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile] [--cpu-prof]
+                        [--tcp-parts clean,lossy] [--lossy-modes source,discard,echo]]
                  [--wake] [--stats [--windows N]] [--memory [--memory-idle N] [--memory-mib N]]
 
 Options:
@@ -62,6 +63,8 @@ Options:
     --no-profile  skip the perf profile
     --cpu-prof    also a V8 profile (deno --cpu-prof) of a bridge of its own during a clean
                   PnO discard run: self time per function
+    --tcp-parts P       which parts to run: clean, lossy or both (default clean,lossy)
+    --lossy-modes M     the faulty runs' modes (default source,discard,echo)
   --wake      an idle bridge's answer time and cost: ping RTT while busy and after a quiet
               second, and the bridge's CPU while idle, with timer naps only
               (PNO_WIRE_WAKE=0) and with the wire's wakeup armed; the host kernel alongside
@@ -111,6 +114,8 @@ export async function benchMain(args: string[]): Promise<number> {
       "windows",
       "memory-idle",
       "memory-mib",
+      "tcp-parts",
+      "lossy-modes",
     ],
     alias: { h: "help" },
     default: {
@@ -124,6 +129,8 @@ export async function benchMain(args: string[]): Promise<number> {
       windows: "32",
       "memory-idle": "5000",
       "memory-mib": "256",
+      "tcp-parts": "clean,lossy",
+      "lossy-modes": "source,discard,echo",
       profile: true,
     },
     negatable: ["profile"],
@@ -172,12 +179,22 @@ export async function benchMain(args: string[]): Promise<number> {
     if (!(mib > 0) || !(lossyMib > 0) || !Number.isInteger(seed)) {
       throw new Error("--mib and --lossy-mib take sizes in MiB, --seed an integer");
     }
+    const parts: string[] = String(flags["tcp-parts"]).split(",");
+    const modes: string[] = String(flags["lossy-modes"]).split(",");
+    if (
+      parts.some((p) => p !== "clean" && p !== "lossy") ||
+      modes.some((m) => m !== "source" && m !== "discard" && m !== "echo")
+    ) {
+      throw new Error("--tcp-parts takes clean,lossy; --lossy-modes source,discard,echo");
+    }
     const lines = await tcpSideBySide({
       mib,
       lossyMib,
       seed,
       profile: flags.profile,
       cpuProf: flags["cpu-prof"],
+      parts: new Set(parts as ("clean" | "lossy")[]),
+      lossyModes: modes as Mode[],
       log: (line) => console.error(line),
     });
     console.log(lines.join("\n"));
