@@ -45,6 +45,8 @@ export class MemLink implements IpLink {
   now = 0;
   sent = 0;
   dropped = 0;
+  /** Frames longer than the MTU, dropped as a real link drops them. */
+  oversized = 0;
 
   private readonly slotSize: number;
   private readonly free: Int32Array;
@@ -94,6 +96,12 @@ export class MemLink implements IpLink {
     const slot = this.reserved;
     if (slot < 0) return;
     this.reserved = -1;
+    // A frame longer than the MTU does not fit the wire: a veth (or a NIC) drops it.
+    if (tcpLen + 20 > this.mtu) {
+      this.oversized++;
+      this.free[this.freeTop++] = slot;
+      return;
+    }
     if (this.queueLimit > 0 && this.hLen >= this.queueLimit) {
       this.dropped++;
       this.free[this.freeTop++] = slot;

@@ -156,16 +156,15 @@ export function sendDataBudget(e: TcpEngine, s: TcpSocket): boolean {
       }
       if (budget < len) break;
       const fin = s.finQueued && len === unsent;
-      if (!emit(e, s, s.sndNxt, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, false)) {
-        return done(e, sent, budget);
-      }
+      const n = emit(e, s, s.sndNxt, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, false);
+      if (n < 0) return done(e, sent, budget);
       sent = true;
-      budget -= len;
-      s.prrOut += len;
-      if (fin) return done(e, sent, budget);
+      budget -= n;
+      s.prrOut += n;
+      if (fin && n === len) return done(e, sent, budget);
     }
     if (s.finQueued && !s.finSent && s.sndNxt === end) {
-      if (emit(e, s, s.sndNxt, 0, TCP_ACK | TCP_FIN, false)) sent = true;
+      if (emit(e, s, s.sndNxt, 0, TCP_ACK | TCP_FIN, false) >= 0) sent = true;
     }
   }
   return done(e, sent, budget);
@@ -196,13 +195,17 @@ export function emitRange(e: TcpEngine, s: TcpSocket, seq: number, max: number):
   if (len < 0) len = 0;
   const fin = s.finSent && ((seq + len) >>> 0) === s.finSeq && len < max;
   if (len === 0 && !fin) return 0;
-  if (!emit(e, s, seq, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, true)) return -1;
-  return len + (fin ? 1 : 0);
+  const n = emit(e, s, seq, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, true);
+  if (n < 0) return -1;
+  return n + (fin && n === len ? 1 : 0);
 }
 
 /**
  * Writes one segment of `s` into a buffer lent by the link and sends it. `flags` carries ACK
- * for every synchronized segment. Returns false when the link has no buffer.
+ * for every synchronized segment. The payload is at most `dataLen`: less when the segment
+ * carries SACK blocks, which take room the MSS leaves to data (RFC 6691; Linux's
+ * tcp_current_mss), so the frame still fits the path MTU; a FIN goes only with the last byte.
+ * Returns the payload bytes sent, or -1 when the link has no buffer.
  */
 export function emit(
   e: TcpEngine,
@@ -211,13 +214,13 @@ export function emit(
   dataLen: number,
   flags: number,
   rexmit: boolean,
-) {
+): number {
   const link = e.link;
   const off = link.reserve();
   if (off < 0) {
     e.counters[K.C_NO_BUFFER]++;
     queueOutRetry(e, s);
-    return false;
+    return -1;
   }
   const b = link.buf;
   const now = e.now;
@@ -250,6 +253,12 @@ export function emit(
     }
   }
   const hl = p - off;
+  // sndMss is the payload beside the timestamp option; other options come out of it.
+  const room = s.sndMss - (hl - 20 - (s.tsOn ? 12 : 0));
+  if (dataLen > room) {
+    dataLen = room;
+    flags &= ~TCP_FIN;
+  }
   let wnd: number;
   if (syn) {
     wnd = s.rx.writable();
@@ -283,10 +292,10 @@ export function emit(
   if (flags & TCP_RST) {
     c[K.C_RST_OUT]++;
     s.rstOut++;
-    return true;
+    return 0;
   }
   const space = dataLen + (syn ? 1 : 0) + (flags & TCP_FIN ? 1 : 0);
-  if (space === 0) return true;
+  if (space === 0) return 0;
   if (rexmit) {
     c[K.C_RETRANS_SEGS]++;
     s.retransSegs++;
@@ -319,7 +328,7 @@ export function emit(
     s.lastDataOutAt = now;
     const flight = seqDiff(s.sndNxt, s.sndUna);
     if (flight > s.maxFlight) s.maxFlight = flight;
-    if (dataLen < s.sndMss) s.sndSml = (seq + dataLen) >>> 0;
+    if (dataLen < room) s.sndSml = (seq + dataLen) >>> 0;
   }
   // RFC 8985 §7.2: the probe timer restarts when new data goes out, not only on an ACK (a
   // response sent after idle, then lost, would otherwise wait for the RTO).
@@ -327,7 +336,7 @@ export function emit(
     armPto(e, s);
     if (s.ptoAt !== 0) arm(e, s);
   }
-  return true;
+  return dataLen;
 }
 
 /**

@@ -315,7 +315,7 @@ export function onPto(e: TcpEngine, s: TcpSocket): void {
     if (unsent > 0 && room > 0) {
       const len = Math.min(unsent, s.sndMss, room);
       const fin = s.finQueued && len === unsent;
-      if (emit(e, s, s.sndNxt, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, false)) {
+      if (emit(e, s, s.sndNxt, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, false) >= 0) {
         sent = true;
         s.tlpRetrans = false;
       }
