@@ -139,7 +139,19 @@ interface Run {
   /** Data sent by the server (source, echo) and by the client (discard, echo). */
   server: Repairs;
   client: Repairs;
+  /** The bridge's loss-recovery counters over the run (PnO only). */
+  recovery?: Record<string, number>;
 }
+
+/** The bridge's counters that say how it recovered, reported per PnO run under faults. */
+const RECOVERY_COUNTERS = [
+  "sackRecoveries",
+  "rackLosses",
+  "undoRecoveries",
+  "dsacksIn",
+  "tlpProbes",
+  "tlpRecoveries",
+] as const;
 
 /** Options of the benchmark. */
 export interface TcpBenchOptions {
@@ -214,6 +226,7 @@ async function runOnce(
     spurious: r.info.spurious,
   };
   let server: Repairs;
+  let recovery: Record<string, number> | undefined;
   if (stack === "PnO") {
     // The service's socket may still be closing: its counters are the engine's totals.
     await new Promise((res) => setTimeout(res, 200));
@@ -225,11 +238,12 @@ async function runOnce(
       rtos: d("rtoEvents"),
       spurious: own !== undefined ? d(own) : dsacks,
     };
+    recovery = Object.fromEntries(RECOVERY_COUNTERS.map((k) => [k, d(k)]));
   } else {
     const line = await waitKernelLine(ep, mode);
     server = { retrans: line.info.retrans, rtos: line.info.rto ?? NaN, spurious: dsacks };
   }
-  return { stack, mode, bytes, seconds: r.seconds, server, client };
+  return { stack, mode, bytes, seconds: r.seconds, server, client, recovery };
 }
 
 let kernelSeen = 0;
@@ -472,6 +486,13 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
           faulty,
         ),
       );
+      for (const r of faulty) {
+        if (r.recovery === undefined) continue;
+        report.push(
+          `  PnO ${r.mode} recovery: ` +
+            Object.entries(r.recovery).map(([k, v]) => `${k} ${v}`).join(", "),
+        );
+      }
       report.push(`  forwarder (last run): ${summariseFwd(faultCounts)}`);
       report.push(
         "  retr/RTO/spur: segments retransmitted / RTOs / spurious retransmissions of the data " +

@@ -501,7 +501,7 @@ export function processAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): boolean
   const wnd = seg.window << s.sndWscale;
   const oldSacked = s.sm.sackedBytes;
   const priorUna = s.sndUna;
-  const delivered = rackBegin(s, e.now);
+  const delivered = rackBegin(s, e.now, true);
   let dsack = false;
   if (s.sackOn && seg.sackCount > 0 && sackUpdate(s, seg, delivered)) {
     e.counters[K.C_DSACKS_IN]++;

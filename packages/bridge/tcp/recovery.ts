@@ -154,34 +154,56 @@ function rackDelivered(i: number): void {
     s.rackRtt = rtt;
     s.rackAdvanced = true;
   }
-  // Step 3: a never-retransmitted segment delivered below the highest delivered one arrived
-  // out of order.
+  // Step 3: a never-retransmitted segment delivered below the highest one delivered before
+  // this ACK arrived out of order. (Compared with the ACK's prior value, as Linux compares
+  // with prior_fack: one ACK that moves SND.UNA and SACKs above a hole delivers its SACKed
+  // segments first, and the segments it acknowledges cumulatively are not reordered.)
   if (!retrans) {
-    if (seqLt(end, s.rackFack)) s.reordSeen = true;
-    else s.rackFack = end;
+    if (seqLt(end, s.rackFackPrior)) s.reordSeen = true;
+    if (seqGt(end, s.rackFack)) s.rackFack = end;
   }
 }
 
-/** Sets up the send map callbacks for socket `s` at time `now`. */
-export function rackBegin(s: TcpSocket, now: number): (i: number) => void {
+/**
+ * Sets up the send map callbacks for socket `s` at time `now`. `newAck`: the first call for
+ * an arriving ACK, which fixes the RACK.fack its deliveries are compared with.
+ */
+export function rackBegin(s: TcpSocket, now: number, newAck = false): (i: number) => void {
   rackSock = s;
   rackNow = now;
+  if (newAck) {
+    // Everything below SND.UNA was delivered: RACK.fack starts there and is never behind it.
+    if (!s.rackFackSet || seqLt(s.rackFack, s.sndUna)) {
+      s.rackFack = s.sndUna;
+      s.rackFackSet = true;
+    }
+    s.rackFackPrior = s.rackFack;
+  }
   return rackDelivered;
 }
 
 /**
- * The reordering window (RFC 8985 §6.2 step 4, as Linux's tcp_rack_reo_wnd): none before any
- * reordering was seen once recovery or DupThresh SACKed segments say loss is likely, else a
- * quarter of the minimum RTT, widened by each D-SACK round (a retransmission proved
- * spurious), never above SRTT.
+ * The reordering window (RFC 8985 §6.2 step 4): none before any reordering was seen once
+ * recovery or DupThresh SACKed segments say loss is likely; before that a quarter of the
+ * minimum RTT. Once the path has shown reordering, a quarter of SRTT, as FreeBSD's RACK
+ * (rack_calc_thresh_rack) takes it: a path that reorders by holding some packets back while
+ * others pass has a minimum RTT far below the delay the held ones see (measured through the
+ * bench's forwarder: min RTT under 1 ms, SRTT 15 ms), and a window from the minimum marked
+ * nearly every held packet lost. Each D-SACK round (a retransmission proved spurious) widens
+ * it by one step, as Linux's reo_wnd_steps; never above SRTT.
  */
 function reoWnd(s: TcpSocket): number {
   if (!s.reordSeen) {
     if (s.recovery !== RECOVERY_NONE) return 0;
     if (s.sm.sackedBytes >= DUP_THRESH * s.sndMss) return 0;
+    const min = s.rackMinRtt !== Infinity
+      ? s.rackMinRtt
+      : s.minRtt === Infinity
+      ? s.srtt
+      : s.minRtt;
+    return Math.min(min / 4, s.srtt);
   }
-  const min = s.rackMinRtt !== Infinity ? s.rackMinRtt : s.minRtt === Infinity ? s.srtt : s.minRtt;
-  const w = (min / 4) * s.reoWndMult;
+  const w = (s.srtt / 4) * s.reoWndMult;
   return w < s.srtt ? w : s.srtt;
 }
 

@@ -192,6 +192,44 @@ Deno.test("RACK: a quarter RTT of patience before out-of-order delivery counts a
   }
 });
 
+Deno.test("RACK: once the path reordered, the window is a quarter of SRTT, not of the minimum RTT", () => {
+  // A path that holds some packets back by 10 ms while others pass at once: its minimum RTT
+  // is a fraction of a millisecond, SRTT about 15 ms. A window from the minimum RTT would
+  // take every held-back segment for lost the moment one sent after it is SACKed.
+  for (const held of [true, false]) {
+    const { c, segs } = withFlight(4, { minRtoMs: 1000 }, (c) => {
+      c.s.minRtt = 0.2;
+      c.s.rackMinRtt = 0.2;
+      c.s.srtt = 16;
+      c.s.reordSeen = true;
+    });
+    c.p.advance(1);
+    // S1 passed S0 (held back, or lost).
+    peerSend(c, 0, undefined, { ack: segs[0][0], sack: [segs[1][0], end(segs[1])] });
+    c.p.advance(2);
+    assertEquals(dataSent(c).length, 0, "S0 taken for lost within the window (SRTT/4 = 4 ms)");
+    if (held) {
+      c.p.advance(1); // S0 arrives 4 ms late: within the window, nothing was resent
+      peerSend(c, 0, undefined, { ack: end(segs[1]) });
+      c.p.advance(20);
+      assertEquals(dataSent(c).length, 0, "a held-back segment was resent");
+      assertEquals(c.s.retransSegs, 0);
+    } else {
+      c.p.advance(5);
+      assertEquals(dataSent(c).map(([q]) => q), [segs[0][0]], "S0 not resent after the window");
+    }
+  }
+});
+
+Deno.test("RACK: an ACK that moves SND.UNA and SACKs above a hole does not mean reordering", () => {
+  const { c, segs } = withFlight(4, { minRtoMs: 1000 });
+  c.p.advance(5);
+  // S0 arrives, S1 is lost, S2 and S3 arrive: one ACK for S0 with S2-S3 SACKed. Its SACKed
+  // segments are handled before its cumulative part, but S0 did not arrive out of order.
+  peerSend(c, 0, undefined, { ack: end(segs[0]), sack: [segs[2][0], end(segs[3])] });
+  assert(!c.s.reordSeen, "reordering seen where there was only a loss");
+});
+
 Deno.test("D-SACK: a duplicate segment is reported in the first SACK block (RFC 2883 §4)", () => {
   const c = passiveOpen();
   const e = c.p.engine;

@@ -280,6 +280,9 @@ export class TcpSocket implements CcState {
   rackRtt = 0;
   /** Highest end of a delivered, never-retransmitted segment (RACK.fack). */
   rackFack = 0;
+  /** RACK.fack before the ACK being processed; whether RACK.fack has its first value. */
+  rackFackPrior = 0;
+  rackFackSet = false;
   /** The last ACK delivered a segment sent later than any before: run loss detection. */
   rackAdvanced = false;
   /** Reordering was seen on this connection (RACK.reordering_seen). */
