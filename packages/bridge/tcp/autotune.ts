@@ -137,10 +137,13 @@ export const TRIM_INTERVAL_MS = 1000;
 
 /**
  * Frees the memory behind the in-memory rings of connections that went quiet: a ring empty at
- * two sweeps in a row with nothing through it between. Meant for the bridge's idle rounds, at
- * most once per TRIM_INTERVAL_MS (one walk of the connection table); never on the data path.
- * Returns the bytes freed (the caller may then ask for a collection: V8 frees an ArrayBuffer's
- * memory only when it collects it).
+ * two sweeps in a row with nothing through it between. Every connection's send map (any kind of
+ * ring) goes back toward its first size when its flight stayed small since the previous sweep
+ * (SendMap.shrinkIfSmall: a flight of 4 MiB in 1448-byte segments grew it to 4,096 records,
+ * 68 KiB, kept until the connection closed). Meant for the bridge's idle rounds, at most once
+ * per TRIM_INTERVAL_MS (one walk of the connection table); never on the data path. Returns the
+ * bytes freed (the caller may then ask for a collection: V8 frees an ArrayBuffer's memory only
+ * when it collects it).
  */
 export function trimQuietBuffers(e: TcpEngine, nowMs: number): number {
   if (nowMs - e.trimAt < TRIM_INTERVAL_MS) return 0;
@@ -150,6 +153,7 @@ export function trimQuietBuffers(e: TcpEngine, nowMs: number): number {
     if (s.tx instanceof MemStream) freed += s.tx.trimIfQuiet();
     // Out-of-order bytes live past the producer index: keep the ring while any wait.
     if (s.rx instanceof MemStream && s.ofo.count === 0) freed += s.rx.trimIfQuiet();
+    freed += s.sm.shrinkIfSmall();
   });
   return freed;
 }

@@ -6,6 +6,7 @@ import type { MemStream } from "./_mem_stream.ts";
 import { ESTABLISHED, type TcpSocket } from "./socket.ts";
 import { TRIM_INTERVAL_MS, trimQuietBuffers, wscaleFor } from "./autotune.ts";
 import { TCP_SYN } from "../wire/tcp.ts";
+import { SEND_MAP_INITIAL, SEND_MAP_RECORD_BYTES } from "./sendmap.ts";
 
 const KiB = 1024, MiB = 1 << 20;
 const PORT = 5001;
@@ -256,4 +257,39 @@ Deno.test("autotune: a connection gone quiet gives its rings' memory back, not i
   const r = bulk(p, 2 * MiB, Infinity, 30_000);
   assertEquals(r.bad, 0);
   assertEquals(r.got, 2 * MiB);
+});
+
+Deno.test("autotune: a quiet connection's send map goes back to its first size; the next flight flows", () => {
+  const p = pair({ delayMs: 5 });
+  const sm = p.ca.sm;
+  assertEquals(sm.capacity, SEND_MAP_INITIAL);
+  const first = bulk(p, 8 * MiB, Infinity, 30_000);
+  assertEquals([first.got, first.bad], [8 * MiB, 0]);
+  // A 10 ms RTT with windows up to 4 MiB: hundreds of segments in flight at the peak.
+  const bigCap = sm.capacity;
+  assert(bigCap >= 256, `send map of ${bigCap} records after the bulk`);
+  p.wire.runUntil(() => false, 500);
+  assertEquals(sm.count, 0, "everything acknowledged");
+  // Two sweeps a second apart: the first still sees the large flight since the last one.
+  const rings = [p.ca.tx, p.ca.rx, p.cb.tx, p.cb.rx] as MemStream[];
+  const backing = rings.reduce((sum, r) => sum + r.backingBytes(), 0);
+  const mapB = p.cb.sm.capacity;
+  let freed = 0;
+  for (let i = 0; i < 2; i++) {
+    p.wire.runUntil(() => false, TRIM_INTERVAL_MS);
+    freed += trimQuietBuffers(p.a, p.wire.now) + trimQuietBuffers(p.b, p.wire.now);
+  }
+  assertEquals(sm.capacity, SEND_MAP_INITIAL);
+  assertEquals(p.cb.sm.capacity, SEND_MAP_INITIAL);
+  assertEquals(
+    freed,
+    backing + (bigCap + mapB - 2 * SEND_MAP_INITIAL) * SEND_MAP_RECORD_BYTES,
+    "the sweep counts the map's arrays with the rings' backing",
+  );
+  // The next flight grows the map again and arrives byte-exact.
+  const next = bulk(p, 2 * MiB, Infinity, 30_000);
+  assertEquals([next.got, next.bad], [2 * MiB, 0]);
+  assert(sm.capacity > SEND_MAP_INITIAL, "the map grew again with the flight");
+  p.wire.runUntil(() => false, 500);
+  assertEquals(sm.count, 0);
 });

@@ -5,8 +5,10 @@
  * segment to tell a loss from reordering; the bytes themselves stay in the send ring.
  *
  * A ring of parallel typed arrays that starts small and doubles when a flight outgrows it
- * (memory follows the window; no allocation per segment once grown). Sequence numbers are
- * compared modulo 2^32.
+ * (memory follows the window; no allocation per segment once grown), and shrinks again when
+ * the flight stays small (`shrinkIfSmall`, from the quiet-connection sweep in autotune.ts,
+ * never on the data path), as the rings' backing does. Sequence numbers are compared modulo
+ * 2^32.
  *
  * @module
  */
@@ -20,7 +22,11 @@ export const SM_LOST = 2;
 /** Retransmitted at least once (its send time is the last retransmission's). */
 export const SM_RETRANS = 4;
 
-const INITIAL = 16;
+/** Records a new map holds, and the least a shrunk one keeps. */
+export const SEND_MAP_INITIAL = 16;
+/** Bytes one record costs: start and end (4 each), send time (8), flags (1). */
+export const SEND_MAP_RECORD_BYTES = 17;
+const INITIAL = SEND_MAP_INITIAL;
 
 /** Per-segment records of the flight. */
 export class SendMap {
@@ -37,6 +43,13 @@ export class SendMap {
   lostBytes = 0;
   /** Retransmitted records not yet acknowledged or SACKed. */
   retransOut = 0;
+  /** The most records held at once since the last `shrinkIfSmall` (the flight it had to fit). */
+  private highWater = 0;
+
+  /** Records the arrays can hold before they grow (a power of two). */
+  get capacity(): number {
+    return this.mask + 1;
+  }
 
   /** Slot of the i-th record (0 = lowest sequence). */
   private at(i: number): number {
@@ -64,7 +77,7 @@ export class SendMap {
     this.end[k] = r;
     this.sentAt[k] = now;
     this.flag[k] = 0;
-    this.count++;
+    if (++this.count > this.highWater) this.highWater = this.count;
   }
 
   /** Index of the first record whose right edge is above `seq` (count if none). */
@@ -187,7 +200,7 @@ export class SendMap {
     this.flag[n] = this.flag[k];
     if ((this.flag[k] & (SM_RETRANS | SM_SACKED | SM_LOST)) === SM_RETRANS) this.retransOut++;
     this.end[k] = seq;
-    this.count++;
+    if (++this.count > this.highWater) this.highWater = this.count;
   }
 
   /** Takes back every lost mark (the losses proved spurious): all of it is in flight again. */
@@ -210,8 +223,32 @@ export class SendMap {
     return i < this.count && seqGe(seq, this.left(i)) && (this.flags(i) & SM_SACKED) !== 0;
   }
 
+  /**
+   * Called by a periodic sweep (never on the data path): if the most records held at once
+   * since the previous call would fit in a quarter of the arrays, moves the records into
+   * arrays of twice that high-water mark (at least SEND_MAP_INITIAL), so a connection that once
+   * had a large flight does not keep its arrays forever. The factor of two leaves room for the
+   * flight to double before it grows again, so a flow near a boundary does not shrink and grow
+   * at every sweep. The records in flight always fit: the high-water mark is at least the
+   * count. Returns the bytes given back.
+   */
+  shrinkIfSmall(): number {
+    const used = Math.max(this.highWater, this.count);
+    this.highWater = this.count;
+    let cap = INITIAL;
+    while (cap < 2 * used) cap *= 2;
+    const old = this.mask + 1;
+    if (cap >= old) return 0;
+    this.resize(cap);
+    return (old - cap) * SEND_MAP_RECORD_BYTES;
+  }
+
   private grow(): void {
-    const cap = (this.mask + 1) * 2;
+    this.resize((this.mask + 1) * 2);
+  }
+
+  /** Moves the records, in order from index 0, into new arrays of `cap` (>= count) records. */
+  private resize(cap: number): void {
     const s = new Uint32Array(cap), e = new Uint32Array(cap);
     const t = new Float64Array(cap), f = new Uint8Array(cap);
     for (let i = 0; i < this.count; i++) {

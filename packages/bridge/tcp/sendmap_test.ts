@@ -1,5 +1,12 @@
 import { assert, assertEquals } from "@std/assert";
-import { SendMap, SM_LOST, SM_RETRANS, SM_SACKED } from "./sendmap.ts";
+import {
+  SEND_MAP_INITIAL,
+  SEND_MAP_RECORD_BYTES,
+  SendMap,
+  SM_LOST,
+  SM_RETRANS,
+  SM_SACKED,
+} from "./sendmap.ts";
 
 function filled(n: number, base = 1000, len = 100): SendMap {
   const m = new SendMap();
@@ -65,4 +72,79 @@ Deno.test("send map: split keeps marks; a timeout marks everything lost and forg
   assertEquals(m.retransOut, 0);
   for (let i = 0; i < m.count; i++) assertEquals(m.flags(i), SM_LOST);
   assert(!m.isSacked(1250));
+});
+
+Deno.test("send map: shrinks to its first size once the flight stayed small for a sweep", () => {
+  // 3,000 records (a 4 MiB flight of 1448-byte segments) grow it to 4,096.
+  const m = filled(3000, 0xfff00000, 1448);
+  assertEquals(m.capacity, 4096);
+  assertEquals(m.shrinkIfSmall(), 0, "full: nothing to give back");
+  m.sack((0xfff00000 + 2000 * 1448) >>> 0, (0xfff00000 + 2001 * 1448) >>> 0, null);
+  m.retransmitted(10, 77);
+  m.ackTo((0xfff00000 + 10 * 1448) >>> 0, null);
+  assertEquals(m.count, 2990);
+  // The flight was 3,000 records since the last sweep: it keeps its arrays.
+  assertEquals(m.shrinkIfSmall(), 0);
+  // All but 20 acknowledged (across the sequence wrap): the next sweep still remembers the
+  // large flight between the two, the one after halves down to twice the 20 kept, in order.
+  m.ackTo((0xfff00000 + 2980 * 1448) >>> 0, null);
+  assertEquals(m.count, 20);
+  assertEquals(m.shrinkIfSmall(), 0, "the flight was large since the previous sweep");
+  assertEquals(m.shrinkIfSmall(), (4096 - 64) * SEND_MAP_RECORD_BYTES);
+  assertEquals(m.capacity, 64, "twice the records held, rounded to a power of two");
+  assertEquals(m.count, 20);
+  for (let i = 0; i < 20; i++) {
+    assertEquals(m.left(i), (0xfff00000 + (2980 + i) * 1448) >>> 0);
+    assertEquals(m.time(i), 2980 + i);
+  }
+  assertEquals(m.flags(0), 0);
+  assert(m.isSacked((0xfff00000 + 2000 * 1448) >>> 0) === false, "acknowledged, gone");
+  // Once the map is empty it goes back to its first size, and is filled again past it.
+  m.ackTo((0xfff00000 + 3000 * 1448) >>> 0, null);
+  assertEquals(m.count, 0);
+  assertEquals(m.shrinkIfSmall(), 0, "20 records were held since the previous sweep");
+  assertEquals(m.shrinkIfSmall(), (64 - SEND_MAP_INITIAL) * SEND_MAP_RECORD_BYTES);
+  assertEquals(m.capacity, SEND_MAP_INITIAL);
+  assertEquals(m.shrinkIfSmall(), 0, "already at its first size");
+  for (let i = 0; i < 40; i++) m.push(100 + i * 10, 110 + i * 10, i);
+  assertEquals(m.capacity, 64);
+  assertEquals([m.left(39), m.right(39), m.time(39)], [490, 500, 39]);
+});
+
+Deno.test("send map: a map with records in flight is never shrunk below its count", () => {
+  const m = filled(1000);
+  assertEquals(m.capacity, 1024);
+  // The head moves near the arrays' end and new records wrap past it to slot 0.
+  m.ackTo(1000 + 900 * 100, null);
+  for (let i = 1000; i < 1200; i++) m.push(1000 + i * 100, 1100 + i * 100, i);
+  assertEquals(m.count, 300);
+  m.sack(1000 + 1100 * 100, 1000 + 1102 * 100, null);
+  m.markLost(150);
+  m.retransmitted(160, 5000);
+  const sacked = m.sackedBytes, lost = m.lostBytes, retrans = m.retransOut;
+  assertEquals(m.shrinkIfSmall(), 0, "1,000 records were held since the last sweep");
+  // Every sweep from a count of 300 down to 0, acknowledging a little between sweeps.
+  for (let acked = 900; m.count > 0;) {
+    m.shrinkIfSmall();
+    assert(m.capacity >= m.count, `capacity ${m.capacity} below count ${m.count}`);
+    for (let i = 0; i < m.count; i++) {
+      assertEquals([m.left(i), m.time(i)], [
+        1000 + (acked + i) * 100,
+        acked + i === 1060 ? 5000 : acked + i,
+      ]);
+    }
+    if (acked === 900) {
+      assertEquals(m.capacity, 1024, "300 records held: a quarter of 1,024 is too few");
+      assertEquals([m.sackedBytes, m.lostBytes, m.retransOut], [sacked, lost, retrans]);
+      assertEquals(m.flags(150), SM_LOST);
+      assertEquals(m.flags(160), SM_RETRANS);
+      assertEquals(m.flags(200), SM_SACKED);
+    }
+    acked += 50;
+    m.ackTo(1000 + acked * 100, null);
+  }
+  assertEquals([m.sackedBytes, m.lostBytes, m.retransOut], [0, 0, 0]);
+  m.shrinkIfSmall();
+  m.shrinkIfSmall();
+  assertEquals(m.capacity, SEND_MAP_INITIAL, "two sweeps with nothing in flight");
 });
