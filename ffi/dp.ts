@@ -51,6 +51,7 @@ export const dpSymbols = {
   pno_dp_rx_intr_probe: { parameters: ["u16", "u16"], result: "i32" },
   pno_dp_wake_open: { parameters: ["buffer"], result: "i32" },
   pno_dp_wake_arm: { parameters: ["i32", "i32"], result: "i32" },
+  pno_dp_wake_drain: { parameters: ["i32"], result: "void" },
   // Blocks in poll(2): on a thread of Deno's pool, so the event loop turns meanwhile.
   pno_dp_wait: { parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: true },
   // The same, blocking the calling thread (the poll loop's, between its I/O turns).

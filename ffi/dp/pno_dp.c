@@ -390,6 +390,11 @@ static void drain_wake(int fd)
 		;
 }
 
+void pno_dp_wake_drain(int fd)
+{
+	drain_wake(fd);
+}
+
 int pno_dp_wake_arm(int fd, int armed)
 {
 	if (wake_filter(fd, armed ? 1 : 0) != 0)
@@ -424,10 +429,10 @@ int pno_dp_wait(int wake_fd, int event_fd, int timeout_ms)
 	if (n < 0)
 		return -errno;
 	int why = 0;
-	if (pfd[0].revents & POLLIN) {
-		drain_wake(wake_fd);
+	/* The frame that woke us stays queued: draining takes two system calls, which the reply
+	 * to that frame would wait for; the next arm drains instead. */
+	if (pfd[0].revents & POLLIN)
 		why |= PNO_DP_WOKE_WIRE;
-	}
 	if (pfd[1].revents & POLLIN) {
 		uint64_t count;
 		ssize_t r = read(event_fd, &count, sizeof(count)); /* -1: another reader took it */

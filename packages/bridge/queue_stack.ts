@@ -189,6 +189,8 @@ export class QueueStack {
     // Edges the engine raised this round reach the applications' waiters before we sleep.
     this.rings.flushEvents();
     const sent = this.device.flush();
+    // A wakeup's disarm, after the answer to the frame that woke us is on its way.
+    this.wireWake?.settle();
     // Frames the engine sent to our own address are received next round: work, not a nap.
     const work = n + commands + sent + this.iface.loopbackPending;
     if (work === 0) {

@@ -15,6 +15,8 @@ import { libc } from "../../../ffi/libc.ts";
 
 export class WireWake {
   private armed = false;
+  /** Disarmed by the loop, filter not yet put back (see `disarm`). */
+  private disarmPending = false;
 
   private constructor(private readonly dp: DpLibrary, readonly fd: number) {}
 
@@ -27,16 +29,35 @@ export class WireWake {
 
   /** From now on a frame on the wire ends `wait`. */
   arm(): void {
+    if (this.disarmPending) {
+      // Still armed: only what queued since the last sleep goes.
+      this.disarmPending = false;
+      this.armed = true;
+      this.dp.pno_dp_wake_drain(this.fd);
+      return;
+    }
     if (this.armed) return;
     if (this.dp.pno_dp_wake_arm(this.fd, 1) !== 0) throw new Error(dpLastError(this.dp));
     this.armed = true;
   }
 
-  /** Frames stop reaching the socket (the loop polls the port itself). */
+  /**
+   * Frames stop reaching the socket (the loop polls the port itself), once `settle` runs: the
+   * filter's attach is a system call, and the reply to the frame that woke the loop should
+   * not wait for it. Until then at most a socket buffer of frames (4 KiB) is queued; the
+   * rest the kernel drops before copying.
+   */
   disarm(): void {
     if (!this.armed) return;
-    if (this.dp.pno_dp_wake_arm(this.fd, 0) !== 0) throw new Error(dpLastError(this.dp));
     this.armed = false;
+    this.disarmPending = true;
+  }
+
+  /** Puts the dropping filter back after a disarm (called after the round's work is sent). */
+  settle(): void {
+    if (!this.disarmPending) return;
+    this.disarmPending = false;
+    if (this.dp.pno_dp_wake_arm(this.fd, 0) !== 0) throw new Error(dpLastError(this.dp));
   }
 
   /**
