@@ -16,7 +16,8 @@
  * with three busy threads, or a drop in the client's receive path); af_packet's RX ring can
  * also overflow (port imissed). So the bulk runs print their retransmissions and assert data
  * integrity only. The 8 MiB echo is paced by the echo itself (the client's window and the
- * bridge's 256 KiB rings): there the bridge retransmits nothing, and that is asserted.
+ * bridge's rings): there nothing is lost, and the bridge neither times out nor retransmits
+ * anything but a tail loss probe (the test says why a probe may happen).
  *
  * @module
  */
@@ -157,11 +158,27 @@ async function withRelay(
 
 // ---- clean wire ----
 
-Deno.test("clean wire: 8 MiB echoed byte-exact and the bridge retransmits nothing", async () => {
+Deno.test("clean wire: 8 MiB echoed byte-exact, no timeout, no retransmission but a tail loss probe", async () => {
   await withBridge("tcpt1", 130, async (w, bridge) => {
     const { d } = await transfer(w, bridge, "echo", 8 * MiB, 60_000, "clean");
-    assertEquals(d.retransSegs, 0, "retransmissions on a clean, echo-paced transfer");
-    assertEquals(d.rtoEvents, 0);
+    // Nothing is lost here, so no timeout and no loss recovery. A tail loss probe (RFC 8985 §7: one
+    // segment after 2 SRTT without an ACK, at least 10 ms) is what a sender does when the ACK clock
+    // stalls, and on this 2-core machine it can stall without a loss: run beside three CPU hogs, 5
+    // runs in 50 retransmitted a probe; in the three captured at both ends, the Linux peer had
+    // ACKed the probed segment 1-9 ms before the probe went out, and the ACK waited behind 100-221
+    // frames of its data in the bridge's port (read 9-22 ms later, the bridge descheduled between
+    // rounds). The bridge now holds a probe while a full burst says frames wait unread (recovery.ts
+    // onPto; 0 retransmissions in 55 runs under the same load), but an ACK can still be late inside
+    // the kernel, before the port. Nor can every probe be proven spurious by a D-SACK: Linux 6.18
+    // D-SACKed the first probe of a run and not the second, though its capture shows that segment
+    // arriving twice too (tcp_data_queue clears the pending D-SACK at each data segment, and six
+    // in-order ones were processed before the ACK left).
+    assertEquals(d.rtoEvents, 0, "a retransmission timeout on a clean, echo-paced transfer");
+    assert(
+      d.retransSegs <= d.tlpProbes,
+      `${d.retransSegs} retransmissions, ${d.tlpProbes} of them tail loss probes: only probes`,
+    );
+    assertEquals(d.rackLosses, 0, "a segment marked lost on a clean wire");
   });
 });
 

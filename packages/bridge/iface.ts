@@ -176,11 +176,14 @@ export class Interface {
     this.netmask = config.prefix === 0 ? 0 : (0xffffffff << (32 - config.prefix)) >>> 0;
   }
 
+  /** Frames the device returned at the last `poll` (a full burst: more may be waiting). */
+  lastBurst = 0;
+
   /** Receives one burst from the device and processes every frame in it; returns its size. */
   poll(nowMs: number): number {
     this.nowMs = nowMs;
     const dev = this.device;
-    const n = dev.receive();
+    const n = this.lastBurst = dev.receive();
     for (let i = 0; i < n; i++) this.receive(dev.rxBuf, dev.rxOffset(i), dev.rxLength(i), nowMs);
     return n + this.receiveLoopback(nowMs);
   }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { DpLibrary } from "../../ffi/dp.ts";
+import { DP_BURST, type DpLibrary } from "../../ffi/dp.ts";
 import type { DmaKnobs } from "./dma.ts";
 import { Interface } from "./iface.ts";
 import type { FrameDevice } from "./phy/device.ts";
@@ -185,6 +185,8 @@ export class QueueStack {
   step(nowMs: number): number {
     const n = this.iface.poll(nowMs);
     const commands = this.rings.poll(nowMs);
+    // A full burst leaves frames in the port: timers that wait for ACKs look again next round.
+    this.engine.inputPending = this.iface.lastBurst >= DP_BURST;
     this.engine.poll(nowMs);
     // Edges the engine raised this round reach the applications' waiters before we sleep.
     this.rings.flushEvents();

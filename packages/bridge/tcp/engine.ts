@@ -217,6 +217,12 @@ export class TcpEngine {
   readonly autotune: boolean;
   /** When trimQuietBuffers (autotune.ts) last walked the table. */
   trimAt = -Infinity;
+  /**
+   * Set by the loop before `poll`: the port returned a full burst, so more frames wait unread.
+   * A tail loss probe waits for them (recovery.ts onPto): the ACKs it would ask for may be
+   * among them.
+   */
+  inputPending = false;
   readonly synRetries: number;
   readonly synAckRetries: number;
   readonly maxRetries: number;

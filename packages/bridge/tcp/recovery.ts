@@ -329,6 +329,17 @@ export function armPto(e: TcpEngine, s: TcpSocket): void {
 export function onPto(e: TcpEngine, s: TcpSocket): void {
   if (s.recovery !== RECOVERY_NONE || s.sndUna === s.sndNxt || !canSendData(s.state)) return;
   if (s.tlpActive) return;
+  if (e.inputPending) {
+    // The port holds frames the loop has not read: the ACK clock has not stopped, the loop is
+    // behind it. Measured (the 8 MiB echo of tests/tcp_transfer_test.ts beside three CPU
+    // hogs, captures at both ends): each spurious probe followed a full burst; the Linux peer
+    // had ACKed the probed segment 1-9 ms before the probe went out, and that ACK waited
+    // behind 100-221 frames of its data, read 9-22 ms later (the bridge descheduled between
+    // rounds). Look again next round; the RTO is not deferred, so a flood of input cannot hold
+    // a connection forever.
+    s.ptoAt = e.now + 1;
+    return;
+  }
   const flight = seqDiff(s.sndNxt, s.sndUna);
   let sent = false;
   if (!s.finSent) {

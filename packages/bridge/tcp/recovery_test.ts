@@ -144,6 +144,83 @@ Deno.test("tail loss probe: a loss the probe repaired reduces cwnd; a D-SACKed p
   }
 });
 
+/**
+ * Three segments out, the first acknowledged: two in flight, so the probe timeout is 2 SRTT
+ * (no delayed-ACK allowance). Returns the probe timeout and the two in flight.
+ */
+function tailOut(minRtoMs: number) {
+  const c = passiveOpen({ minRtoMs, initialRtoMs: minRtoMs });
+  const e = c.p.engine;
+  c.s.srtt = 20;
+  e.setOption(c.s, OPT_NODELAY, 1);
+  const mss = c.s.sndMss;
+  e.send(c.s, new Uint8Array(3 * mss), 0, 3 * mss);
+  e.poll(c.p.now);
+  const [s0, s1, s2] = dataSent(c);
+  peerSend(c, 0, undefined, { ack: end(s0) });
+  const pto = c.s.ptoAt - c.p.now;
+  assert(pto >= 10 && pto <= 40, `probe timeout ${pto} ms`);
+  return { c, e, s1, s2, pto, ackAt: c.p.now };
+}
+
+Deno.test("tail loss probe: without unread input, it goes out at 2 SRTT", () => {
+  const { c, e, s2, pto } = tailOut(1000);
+  let probe: [number, number][] = [], probeAt = -1;
+  for (let t = 1; t <= 200 && probe.length === 0; t++) {
+    c.p.advance(1);
+    probe = dataSent(c);
+    probeAt = t;
+  }
+  assert(probeAt >= pto && probeAt <= pto + 1, `probe at ${probeAt} ms, timeout ${pto}`);
+  assertEquals(probe.map(([q]) => q), [s2[0]]);
+  assertEquals(e.counters[K.C_TLP_PROBES], 1);
+});
+
+Deno.test("tail loss probe: waits while the port holds unread frames; the RTO does not", () => {
+  for (const ackArrives of [true, false]) {
+    const { c, e, s1, s2, pto, ackAt } = tailOut(300);
+    // The loop read full bursts for five probe timeouts: the ACKs may be among what waits.
+    e.inputPending = true;
+    for (let t = 0; t < 5 * pto; t++) {
+      c.p.advance(1);
+      assertEquals(dataSent(c), [], `a probe at ${t} ms while input waited`);
+    }
+    assertEquals(e.counters[K.C_TLP_PROBES], 0);
+    if (ackArrives) {
+      // They were there: no probe, ever.
+      peerSend(c, 0, undefined, { ack: end(s2) });
+      e.inputPending = false;
+      for (let t = 0; t < 1000; t++) c.p.advance(1);
+      assertEquals(dataSent(c), []);
+      assertEquals(e.counters[K.C_TLP_PROBES], 0);
+    } else {
+      // Input keeps coming but none of it for us: the RTO still fires on time.
+      let rtoAt = -1;
+      while (c.p.now - ackAt < 1000 && rtoAt < 0) {
+        c.p.advance(1);
+        if (dataSent(c).some(([q]) => q === s1[0])) rtoAt = c.p.now - ackAt;
+      }
+      assert(rtoAt >= 300 && rtoAt <= 310, `retransmission ${rtoAt} ms after the last ACK`);
+      assertEquals(e.counters[K.C_RTO_EVENTS], 1);
+      assertEquals(e.counters[K.C_TLP_PROBES], 0);
+    }
+  }
+});
+
+Deno.test("tail loss probe: deferred for unread input, sent as soon as the port is drained", () => {
+  const { c, e, s2, pto } = tailOut(1000);
+  e.inputPending = true;
+  for (let t = 0; t < 3 * pto; t++) c.p.advance(1);
+  assertEquals(dataSent(c), []);
+  e.inputPending = false;
+  c.p.advance(1);
+  c.p.advance(1);
+  const probe = dataSent(c);
+  assertEquals(probe.length, 1, "the probe goes out within a round or two");
+  assertEquals(probe[0][0], s2[0], "the tail again");
+  assertEquals(e.counters[K.C_TLP_PROBES], 1);
+});
+
 Deno.test("RACK: a lost retransmission is found by time, not by the RTO (RFC 8985 §6)", () => {
   const { c, segs } = withFlight(6, { minRtoMs: 1000, initialRtoMs: 1000 });
   const e = c.p.engine;
