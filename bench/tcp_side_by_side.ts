@@ -57,7 +57,9 @@ PATTERN = bytes(i % 251 for i in range(251 * 263))  # any offset mod 251 + 64 Ki
 const KERNEL_SERVICES = TCP_INFO_PY + String.raw`
 import json, sys, threading
 host = sys.argv[1]
-def serve(mode, c):
+ccs = sys.argv[2].split(",")
+def serve(mode, c, cc):
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     try:
         if mode == "discard":
             while c.recv(1 << 16): pass
@@ -74,14 +76,16 @@ def serve(mode, c):
         pass
     print(json.dumps({"mode": mode, "info": tcp_info(c)}), flush=True)
     c.close()
-def listen(mode, port):
+def listen(mode, port, cc):
     l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     l.bind((host, port)); l.listen(16)
     while True:
         c, _ = l.accept()
-        threading.Thread(target=serve, args=(mode, c), daemon=True).start()
-for mode, port in (("echo", 7), ("discard", 9), ("source", 19)):
-    threading.Thread(target=listen, args=(mode, port), daemon=True).start()
+        threading.Thread(target=serve, args=(mode, c, cc), daemon=True).start()
+for i, cc in enumerate(ccs):
+    for mode, port in (("echo", 7), ("discard", 9), ("source", 19)):
+        threading.Thread(target=listen, args=(mode, port + 1000 * i, cc), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
 `;
@@ -90,7 +94,10 @@ threading.Event().wait()
 const CLIENT = TCP_INFO_PY + String.raw`
 import json, sys, threading, time
 mode, host, port, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-c = socket.create_connection((host, port), timeout=600)
+c = socket.socket()
+if len(sys.argv) > 5: c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, sys.argv[5].encode())
+c.settimeout(600)
+c.connect((host, port))
 mv = memoryview(PATTERN)
 def send_all():
     off = 0
@@ -133,6 +140,8 @@ interface Repairs {
 /** One run of one stack. */
 interface Run {
   stack: "PnO" | "Linux";
+  /** The Linux end's congestion control (TCP_CONGESTION on both of its sockets). */
+  cc?: string;
   mode: Mode;
   bytes: number;
   seconds: number;
@@ -168,6 +177,13 @@ export interface TcpBenchOptions {
   parts?: ReadonlySet<"clean" | "lossy">;
   /** The faulty runs' modes (default source, discard, echo). */
   lossyModes?: readonly Mode[];
+  /** The faulty runs' impairments (default LOSSY: the issue's 1% + 25% + 10 ms). */
+  faults?: Impairments;
+  /**
+   * The Linux end's congestion controls (default ["cubic"], the engine's): the first is the
+   * reference of every ratio and the only one on the clean wire; the faulty runs run each.
+   */
+  linuxCcs?: string[];
   log: (line: string) => void;
 }
 
@@ -197,6 +213,8 @@ const BRIDGE_SPURIOUS = ["spuriousRetrans", "dsackDups", "dsackIn"];
 
 interface Endpoints {
   bridge: BridgeProcess;
+  /** The congestion controls the kernel services listen with (ports 1000 apart). */
+  linuxCcs: string[];
   /** The kernel services' output lines, one JSON per connection that ended. */
   kernelLines: () => Promise<string>;
 }
@@ -208,12 +226,15 @@ async function runOnce(
   stack: Run["stack"],
   mode: Mode,
   bytes: number,
+  cc: string,
 ): Promise<Run> {
   const host = (stack === "PnO" ? w.bridgeAddress : w.twin!.hostAddress).split("/")[0];
+  // The kernel services listen for each congestion control on ports 1000 apart.
+  const port = PORTS[mode] + (stack === "PnO" ? 0 : 1000 * ep.linuxCcs.indexOf(cc));
   const tcpBefore = await bridgeTcp(ep.bridge);
   const dsacksBefore = await clientDsacksSent(w);
   const out = await sh(
-    inNs(w, "timeout", "600", "python3", "-c", CLIENT, mode, host, String(PORTS[mode]), `${bytes}`),
+    inNs(w, "timeout", "600", "python3", "-c", CLIENT, mode, host, `${port}`, `${bytes}`, cc),
   );
   const r = JSON.parse(out.trim().split("\n").pop()!);
   if (r.bytes !== bytes || r.badChunks !== 0) {
@@ -243,7 +264,16 @@ async function runOnce(
     const line = await waitKernelLine(ep, mode);
     server = { retrans: line.info.retrans, rtos: line.info.rto ?? NaN, spurious: dsacks };
   }
-  return { stack, mode, bytes, seconds: r.seconds, server, client, recovery };
+  return {
+    stack,
+    cc: stack === "Linux" ? cc : undefined,
+    mode,
+    bytes,
+    seconds: r.seconds,
+    server,
+    client,
+    recovery,
+  };
 }
 
 let kernelSeen = 0;
@@ -306,15 +336,19 @@ const mbps = (r: Run) => r.bytes / r.seconds / 1e6;
 const fmtRepairs = (x: Repairs) =>
   `${x.retrans}/${Number.isNaN(x.rtos) ? "?" : x.rtos}/${x.spurious ?? "-"}`;
 
+/** "PnO", or "Linux cubic": the Linux rows name their congestion control. */
+const label = (r: Run) => r.stack === "Linux" ? `Linux ${r.cc}` : r.stack;
+
+/** Rows per run; each ratio is to the first Linux row of its mode. */
 function table(title: string, runs: Run[]): string[] {
   const lines = [
     title,
-    "mode    | stack |      MB/s | ratio |       s | server retr/RTO/spur | client retr/RTO/spur",
+    "mode    | stack       |      MB/s | ratio |       s | server retr/RTO/spur | client retr/RTO/spur",
   ];
   for (const r of runs) {
     const linux = runs.find((x) => x.stack === "Linux" && x.mode === r.mode)!;
     lines.push(
-      `${r.mode.padEnd(7)} | ${r.stack.padEnd(5)} | ${mbps(r).toFixed(2).padStart(9)} | ${
+      `${r.mode.padEnd(7)} | ${label(r).padEnd(11)} | ${mbps(r).toFixed(2).padStart(9)} | ${
         (mbps(r) / mbps(linux)).toFixed(2).padStart(5)
       } | ${r.seconds.toFixed(2).padStart(7)} | ${fmtRepairs(r.server).padStart(20)} | ${
         fmtRepairs(r.client).padStart(20)
@@ -341,7 +375,7 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
     });
     if (kernel === null) {
       kernel = new Deno.Command("python3", {
-        args: ["-c", KERNEL_SERVICES, w.twin!.hostAddress.split("/")[0]],
+        args: ["-c", KERNEL_SERVICES, w.twin!.hostAddress.split("/")[0], ccs.join(",")],
         stdout: "piped",
         stderr: "inherit",
       }).spawn();
@@ -359,7 +393,11 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
         await new Promise((res) => setTimeout(res, 20));
       }
     }
-    return { bridge: bridge!, kernelLines: () => Promise.resolve(kernelText) };
+    return {
+      bridge: bridge!,
+      linuxCcs: ccs,
+      kernelLines: () => Promise.resolve(kernelText),
+    };
   };
   const stopBridge = async () => {
     if (bridge === null) return;
@@ -373,13 +411,24 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       }
     }
   };
-  const both = async (ep: Endpoints, mode: Mode, bytes: number, imp: Impairments | null) => {
+  const ccs = o.linuxCcs ?? ["cubic"];
+  /** Linux (with each congestion control in `withCcs`), then PnO, the forwarders restarted. */
+  const both = async (
+    ep: Endpoints,
+    mode: Mode,
+    bytes: number,
+    imp: Impairments | null,
+    withCcs: string[] = [ccs[0]],
+  ) => {
     const out: Run[] = [];
-    for (const stack of ["Linux", "PnO"] as const) {
+    for (const cc of withCcs) {
       if (imp !== null) await restartForwarders(w, imp);
-      o.log(`  ${stack} ${mode} ${bytes / MiB} MiB...`);
-      out.push(await runOnce(w, ep, stack, mode, bytes));
+      o.log(`  Linux (${cc}) ${mode} ${bytes / MiB} MiB...`);
+      out.push(await runOnce(w, ep, "Linux", mode, bytes, cc));
     }
+    if (imp !== null) await restartForwarders(w, imp);
+    o.log(`  PnO ${mode} ${bytes / MiB} MiB...`);
+    out.push(await runOnce(w, ep, "PnO", mode, bytes, ccs[0]));
     return out;
   };
   const parts = o.parts ?? new Set(["clean", "lossy"]);
@@ -408,12 +457,12 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       for (const mode of ["discard", "source"] as const) {
         await restartForwarders(w, clean);
         o.log(`  Linux ${mode} ${o.mib} MiB...`);
-        forwarded.push(await runOnce(w, ep, "Linux", mode, o.mib * MiB));
+        forwarded.push(await runOnce(w, ep, "Linux", mode, o.mib * MiB, ccs[0]));
         await restartForwarders(w, clean);
         o.log(`  PnO ${mode} ${o.mib} MiB${o.profile && mode === "discard" ? " (perf)" : ""}...`);
         let pno: Run | null = null;
         const run = async () => {
-          pno = await runOnce(w, ep!, "PnO", mode, o.mib * MiB);
+          pno = await runOnce(w, ep!, "PnO", mode, o.mib * MiB, ccs[0]);
         };
         if (o.profile && mode === "discard") profile = await profiled(ep.bridge.ready.pid, run);
         else await run();
@@ -428,7 +477,7 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
           ep = await startEndpoints(["--cpu-prof", `--cpu-prof-dir=${dir}`]);
           await restartForwarders(w, clean);
           o.log(`  PnO discard ${o.mib} MiB (deno --cpu-prof)...`);
-          await runOnce(w, ep, "PnO", "discard", o.mib * MiB);
+          await runOnce(w, ep, "PnO", "discard", o.mib * MiB, ccs[0]);
           await stopBridge();
           const file = [...Deno.readDirSync(dir)].find((f) => f.name.endsWith(".cpuprofile"));
           cpuProfile = file
@@ -441,7 +490,8 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       }
     }
     // 3. Faults.
-    const lossy: Impairments = { ...LOSSY, seed: o.seed };
+    const faults = o.faults ?? LOSSY;
+    const lossy: Impairments = { ...faults, seed: o.seed };
     const faulty: Run[] = [];
     let faultCounts: Awaited<ReturnType<typeof forwarderCounters>> = {};
     if (parts.has("lossy")) {
@@ -451,14 +501,18 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       }
       o.log(`faults: ${JSON.stringify(lossy)}`);
       for (const mode of o.lossyModes ?? ["source", "discard", "echo"] as const) {
-        faulty.push(...await both(ep, mode, o.lossyMib * MiB, lossy));
+        faulty.push(...await both(ep, mode, o.lossyMib * MiB, lossy, ccs));
       }
       faultCounts = await forwarderCounters(w);
     }
 
+    const hostCc = (await Deno.readTextFile("/proc/sys/net/ipv4/tcp_congestion_control")).trim();
     report.push(
       `TCP, one connection, PnO (the bridge's services on its DPDK port) and Linux (python3 ` +
         `services on the host kernel, twin link), client: python3 in ${w.ns}`,
+      `Linux's congestion control: ${ccs.join(", ")} (TCP_CONGESTION on both of its sockets; ` +
+        `this host's default is ${hostCc}); PnO's engine runs CUBIC. Ratios are to Linux ` +
+        `${ccs[0]}.`,
       "",
     );
     if (parts.has("clean")) {
@@ -480,8 +534,12 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
     if (parts.has("lossy")) {
       report.push(
         ...table(
-          `${o.lossyMib} MiB at ${LOSSY.lossPercent}% loss + ${LOSSY.reorderPercent}% reordering ` +
-            `+ ${LOSSY.delayMs} ms delay, each direction (seed ${o.seed}, forwarders restarted ` +
+          `${o.lossyMib} MiB at ${faults.lossPercent ?? 0}% loss + ${
+            faults.reorderPercent ?? 0
+          }% ` +
+            `reordering + ${
+              faults.delayMs ?? 0
+            } ms delay, each direction (seed ${o.seed}, forwarders restarted ` +
             `per run)`,
           faulty,
         ),

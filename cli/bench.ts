@@ -10,6 +10,7 @@ import { formatRedisTable, redisSideBySide } from "../bench/redis_side_by_side.t
 import { formatNginxTable, nginxSideBySide } from "../bench/nginx_side_by_side.ts";
 import { runMicroBench } from "../bench/rings_micro.ts";
 import { type Mode, tcpSideBySide } from "../bench/tcp_side_by_side.ts";
+import type { Impairments } from "./wire.ts";
 import { wakeSideBySide } from "../bench/wake_side_by_side.ts";
 import { statsSideBySide } from "../bench/stats_side_by_side.ts";
 import { memorySideBySide } from "../bench/memory_side_by_side.ts";
@@ -19,7 +20,8 @@ export const BENCH_HELP = `pno bench: run the benchmarks
 Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N]]
                  [--nginx [--seconds N] [--connections N]]
                  [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile] [--cpu-prof]
-                        [--tcp-parts clean,lossy] [--lossy-modes source,discard,echo]]
+                        [--tcp-parts clean,lossy] [--lossy-modes source,discard,echo]
+                        [--lossy-faults loss=1,reorder=25,delay=10] [--linux-cc cubic,bbr]]
                  [--wake] [--stats [--windows N]] [--memory [--memory-idle N] [--memory-mib N]]
 
 Options:
@@ -65,6 +67,11 @@ Options:
                   PnO discard run: self time per function
     --tcp-parts P       which parts to run: clean, lossy or both (default clean,lossy)
     --lossy-modes M     the faulty runs' modes (default source,discard,echo)
+    --lossy-faults F    the faulty runs' faults (default loss=1,reorder=25,delay=10; also
+                        jitter=MS, duplicate=PCT)
+    --linux-cc LIST     the Linux end's congestion controls (default cubic,bbr): the first,
+                        the algorithm PnO's engine runs, is the reference of every ratio and
+                        the only one on the clean wire; the faulty runs run each
   --wake      an idle bridge's answer time and cost: ping RTT while busy and after a quiet
               second, and the bridge's CPU while idle, with timer naps only
               (PNO_WIRE_WAKE=0) and with the wire's wakeup armed; the host kernel alongside
@@ -85,6 +92,30 @@ Options:
     --memory-idle N  idle connections per server (default 5000)
     --memory-mib N   MiB of the bulk echo (default 256)
   -h, --help  show this help`;
+
+/** "loss=1,reorder=25,delay=10[,jitter=J,duplicate=D]": the faulty runs' impairments. */
+function parseFaults(text: string): Impairments {
+  const keys: Record<string, keyof Impairments> = {
+    loss: "lossPercent",
+    reorder: "reorderPercent",
+    delay: "delayMs",
+    jitter: "jitterMs",
+    duplicate: "duplicatePercent",
+  };
+  const out: Impairments = {};
+  for (const part of text.split(",")) {
+    const [k, v] = part.split("=");
+    const key = keys[k];
+    const n = Number(v);
+    if (key === undefined || !(n >= 0)) {
+      throw new Error(
+        `--lossy-faults: ${part}? (loss=PCT,reorder=PCT,delay=MS,jitter=MS,duplicate=PCT)`,
+      );
+    }
+    out[key] = n;
+  }
+  return out;
+}
 
 /** Runs the benchmarks the flags select. */
 export async function benchMain(args: string[]): Promise<number> {
@@ -116,6 +147,8 @@ export async function benchMain(args: string[]): Promise<number> {
       "memory-mib",
       "tcp-parts",
       "lossy-modes",
+      "lossy-faults",
+      "linux-cc",
     ],
     alias: { h: "help" },
     default: {
@@ -131,6 +164,7 @@ export async function benchMain(args: string[]): Promise<number> {
       "memory-mib": "256",
       "tcp-parts": "clean,lossy",
       "lossy-modes": "source,discard,echo",
+      "linux-cc": "cubic,bbr",
       profile: true,
     },
     negatable: ["profile"],
@@ -194,6 +228,8 @@ export async function benchMain(args: string[]): Promise<number> {
       profile: flags.profile,
       cpuProf: flags["cpu-prof"],
       parts: new Set(parts as ("clean" | "lossy")[]),
+      linuxCcs: String(flags["linux-cc"]).split(","),
+      faults: flags["lossy-faults"] === undefined ? undefined : parseFaults(flags["lossy-faults"]),
       lossyModes: modes as Mode[],
       log: (line) => console.error(line),
     });
