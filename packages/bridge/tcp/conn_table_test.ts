@@ -46,3 +46,23 @@ Deno.test("conn table: the hash is keyed (tuples that share a slot under one key
   const slots = new Set(colliding.map((p) => b.hash(0x0a000001, 80, 0x0a000063, p)));
   assert(slots.size >= 13, `${slots.size} distinct slots`);
 });
+
+Deno.test("conn table: the last-found entry answers its tuple only, and never once removed", () => {
+  const t = new ConnTable<TableEntry>(16, 1, 2);
+  const a = entry(0x0a000001, 80, 0x0a000002, 5000);
+  const b = entry(0x0a000001, 80, 0x0a000002, 5001);
+  t.insert(a);
+  t.insert(b);
+  assertEquals(t.lookup(0x0a000001, 80, 0x0a000002, 5000), a);
+  assertEquals(t.lookup(0x0a000001, 80, 0x0a000002, 5000), a);
+  assertEquals(t.lookup(0x0a000001, 80, 0x0a000002, 5001), b);
+  assertEquals(t.lookup(0x0a000001, 80, 0x0a000003, 5001), null);
+  assertEquals(t.lookup(0x0a000001, 81, 0x0a000002, 5001), null);
+  t.remove(b);
+  assertEquals(t.lookup(0x0a000001, 80, 0x0a000002, 5001), null);
+  // A new connection on the same 4-tuple (the old one gone): the new entry, not the old.
+  const b2 = entry(0x0a000001, 80, 0x0a000002, 5001);
+  t.insert(b2);
+  assertEquals(t.lookup(0x0a000001, 80, 0x0a000002, 5001), b2);
+  assertEquals(t.lookup(0x0a000001, 80, 0x0a000002, 5000), a);
+});
