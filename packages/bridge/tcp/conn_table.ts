@@ -10,7 +10,7 @@
  * @module
  */
 
-import { hash4 } from "./isn.ts";
+import { hash4Masked } from "./isn.ts";
 
 /** What the table needs of an entry: its 4-tuple and the slot it occupies (-1 when out). */
 export interface TableEntry {
@@ -64,7 +64,7 @@ export class ConnTable<T extends TableEntry> {
 
   /** The home slot of a 4-tuple. */
   hash(lip: number, lport: number, rip: number, rport: number): number {
-    return hash4(this.k0, this.k1, lip, rip, (lport << 16) | rport, 3) & this.mask;
+    return hash4Masked(this.k0, this.k1, lip, rip, (lport << 16) | rport, 3, this.mask);
   }
 
   /** The entry for a 4-tuple, or null. */
