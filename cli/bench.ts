@@ -30,8 +30,9 @@ Options:
               writes with the ratio to plain memcpy measured in the same run, and one-way
               latency to a polling consumer
   --engine    the TCP engine alone on the in-memory wire, one thread: segments per second
-              for 64 B and 1460 B payloads and heap bytes allocated per segment, with the
-              TypeScript checksum and with the native one
+              for 64 B and 1460 B payloads and heap bytes allocated per segment, then bulk
+              receive alone (one engine taking in-order data), with the TypeScript checksum
+              and with the native one
   --echo      the kernel path and PnO side by side in one run: a kernel client in pno-client
               against an echo server on the host kernel (twin veth), the same echo on the
               rings (TCP in the bridge) and the bridge's echo service; request/response rate

@@ -1,8 +1,9 @@
 /**
  * The typed dlopen table of libpno_copy (ffi/copy/pno_copy.h): memcpy between native memory
  * areas given as (base pointer, offset), for the ring copies whose both sides are native (the
- * mapped region, the DPDK mbuf pool); the Internet checksum, alone or fused with a ring copy. Every symbol is a fast call (pointers and u32 only), so
- * a copy costs a few nanoseconds plus memcpy and allocates nothing.
+ * mapped region, the DPDK mbuf pool); the Internet checksum, alone or fused with a ring copy in
+ * either direction. Every symbol is a fast call (pointers and u32 only), so a copy costs a few
+ * nanoseconds plus memcpy and allocates nothing.
  *
  * @module
  */
@@ -28,6 +29,17 @@ export const copySymbols = {
   pno_copy_from_ring_csum_arrays: {
     name: "pno_copy_from_ring_csum",
     parameters: ["buffer", "u32", "buffer", "u32", "u32", "u32"],
+    result: "u32",
+  },
+  // A received payload into a receive ring, the segment (header and payload) summed in the
+  // same pass.
+  pno_copy_to_ring_csum: {
+    parameters: ["pointer", "u32", "u32", "pointer", "u32", "u32", "u32"],
+    result: "u32",
+  },
+  pno_copy_to_ring_csum_arrays: {
+    name: "pno_copy_to_ring_csum",
+    parameters: ["buffer", "u32", "u32", "buffer", "u32", "u32", "u32"],
     result: "u32",
   },
 } as const satisfies Deno.ForeignLibraryInterface;

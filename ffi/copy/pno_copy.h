@@ -35,4 +35,13 @@ uint32_t pno_csum(uint32_t sum, const uint8_t *buf, uint32_t off, uint32_t len);
 uint32_t pno_copy_from_ring_csum(uint8_t *dst, uint32_t dst_off, const uint8_t *ring,
                                  uint32_t cap, uint32_t pos, uint32_t len);
 
+/*
+ * pno_copy_to_ring, and in the same pass the checksum of the head bytes before src + src_off
+ * (an even count: a TCP header, summed but not copied) and of the len bytes copied, as
+ * pno_csum(0, src, src_off - head, head + len): a received TCP segment's payload enters the
+ * receive ring's free space with the segment summed, to be published only if it verifies.
+ */
+uint32_t pno_copy_to_ring_csum(uint8_t *ring, uint32_t cap, uint32_t pos, const uint8_t *src,
+                               uint32_t src_off, uint32_t len, uint32_t head);
+
 #endif

@@ -48,6 +48,13 @@ export class DmaRxStream implements RxStream {
     this.inner.copyIn(offset, src, srcOffset, len);
   }
 
+  copyInSum(offset: number, src: Uint8Array, srcOffset: number, len: number, head = 0): number {
+    if (this.inner.copyInSum === undefined) return -1;
+    const sum = this.inner.copyInSum(offset, src, srcOffset, len, head);
+    if (sum >= 0) this.link.charge(len, true); // -1: nothing moved
+    return sum;
+  }
+
   publish(n: number): void {
     this.inner.publish(n);
   }

@@ -319,6 +319,34 @@ export class NicRxProducer extends _ProducerSide implements RxStream {
     this.toRing((this.prod + offset) >>> 0, src, srcOffset, len);
   }
 
+  /**
+   * `copyIn` summed in the same pass when both sides are native (RxStream); else -1, having
+   * copied nothing. The sum is of `src` as read: an application scribbling on its ring cannot
+   * change it.
+   */
+  copyInSum(offset: number, src: Uint8Array, srcOffset: number, len: number, head = 0): number {
+    if (this.nativeData !== null && (head & 1) === 0) {
+      const p = this.callerNative.pointerOf(src);
+      if (p !== null) {
+        checkSpan(src, srcOffset - head, head + len);
+        if (!(offset >= 0 && offset + len <= this.free(offset + len))) {
+          throw new RangeError(`copyIn ${offset}+${len} past free space`);
+        }
+        const at = (this.prod + offset) >>> 0;
+        return this.native!.pno_copy_to_ring_csum(
+          this.nativeData,
+          this.capacity,
+          at,
+          p,
+          srcOffset,
+          len,
+          head,
+        );
+      }
+    }
+    return -1;
+  }
+
   /** Makes the next `n` bytes visible to the application. */
   publish(n: number): void {
     if (!(n >= 0 && n <= this.capacity - ((this.prod - this.cachedCons) >>> 0))) {

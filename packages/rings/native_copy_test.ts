@@ -54,6 +54,19 @@ Deno.test("native copies: region <-> native pool through libpno_copy, wrapping, 
     const back = new Uint8Array(2500);
     assertEquals(host.rx.read(back, 0, 2500), 2500);
     assertEquals(back, pattern.subarray(100, 2600));
+    // copyInSum: a pool frame's payload into the RX ring's free space, the frame's 32 header
+    // bytes and its payload summed in the same pass, across the wrap (prod at 5000: 904 of
+    // 4096), unpublished until publish.
+    pool.set(pattern.subarray(0, 1000), 777 + 2500);
+    const rxSum = nic.rx.copyInSum(0, pool, 777 + 32, 3468, 32);
+    assertEquals(rxSum, nativeCopy()!.pno_csum(0, pool, 777, 3500));
+    assertEquals(host.rx.read(back, 0, 2500), 0, "unpublished");
+    nic.rx.publish(3468);
+    const wide = new Uint8Array(3468);
+    assertEquals(host.rx.read(wide, 0, 3468), 3468);
+    assertEquals(wide, pool.subarray(777 + 32, 777 + 3500));
+    // A plain buffer cannot be reached natively: nothing is copied, the caller copies.
+    assertEquals(nic.rx.copyInSum(0, unsummed, 0, 100), -1);
     // A plain (non-native) buffer still goes through the TypeScript path.
     const plain = new Uint8Array(2500);
     nic.tx.copyOut(100, plain, 0, 2500);

@@ -32,6 +32,22 @@ export interface RxStream {
   writable(): number;
   /** Copies `len` bytes of `src` to `offset` bytes past the producer index, not yet visible. */
   copyIn(offset: number, src: Uint8Array, srcOffset: number, len: number): void;
+  /**
+   * `copyIn`, also summing for the Internet checksum in the same pass the `head` bytes before
+   * `srcOffset` (an even count, default 0: a segment's header, summed but not copied) and the
+   * bytes copied: the sum `checksumAdd(0, src, srcOffset - head, head + len)` would give, folded
+   * to 16 bits. Returns -1, having copied nothing, when this stream cannot sum as it copies (no
+   * native library, memory it cannot reach natively): the caller verifies and copies the usual
+   * way. The bytes land in free space, unpublished: a caller that finds the sum wrong publishes
+   * nothing.
+   */
+  copyInSum?(
+    offset: number,
+    src: Uint8Array,
+    srcOffset: number,
+    len: number,
+    head?: number,
+  ): number;
   /** Makes the next `n` bytes at the producer index visible to the application. */
   publish(n: number): void;
 }

@@ -19,9 +19,9 @@
 import type { RxStream, TxStream } from "../../rings/stream.ts";
 import { openCopy } from "../../../ffi/copy.ts";
 
-const nativeCopySum = Deno.env.get("PNO_NATIVE_CSUM") === "0"
-  ? null
-  : openCopy()?.pno_copy_from_ring_csum_arrays ?? null;
+const nativeLib = Deno.env.get("PNO_NATIVE_CSUM") === "0" ? null : openCopy();
+const nativeCopySum = nativeLib?.pno_copy_from_ring_csum_arrays ?? null;
+const nativeCopyInSum = nativeLib?.pno_copy_to_ring_csum_arrays ?? null;
 
 /** The smallest backing array, once there are bytes to hold. */
 export const MEM_STREAM_MIN_BACKING = 4096;
@@ -189,6 +189,27 @@ export class MemStream implements TxStream, RxStream {
     }
     this.data.set(src.subarray(srcOffset, srcOffset + first), start);
     if (first < len) this.data.set(src.subarray(srcOffset + first, srcOffset + len), 0);
+  }
+
+  /**
+   * `copyIn` summed in the same pass by libpno_copy (RxStream); -1, having copied nothing,
+   * without the library or for a byte-loop ring.
+   */
+  copyInSum(offset: number, src: Uint8Array, srcOffset: number, len: number, head = 0): number {
+    if (nativeCopyInSum === null || this.loopCopy || len === 0) return -1;
+    const need = this.prod - this.cons + offset + len;
+    // The native copy trusts its range.
+    if (
+      !(len > 0 && offset >= 0 && need <= this.capacity && (head & 1) === 0 &&
+        srcOffset - head >= 0 && srcOffset + len <= src.length)
+    ) {
+      throw new RangeError(
+        `copyInSum ${offset}+${len} (head ${head}) past the source or free space`,
+      );
+    }
+    if (need > this.data.length) this.reserve(need);
+    const start = (this.prod + offset) & this.mask;
+    return nativeCopyInSum(this.data, this.data.length, start, src, srcOffset, len, head);
   }
 
   /** Makes `n` bytes at the producer index visible. */

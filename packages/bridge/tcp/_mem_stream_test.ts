@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertThrows } from "@std/assert";
 import { MEM_STREAM_MIN_BACKING, MemStream } from "./_mem_stream.ts";
 import { checksumAddTs, checksumFinish } from "../wire/checksum.ts";
 
@@ -84,6 +84,45 @@ Deno.test("MemStream: the copy summed natively wraps at the backing, not the cap
   if (sum >= 0) {
     assertEquals(checksumFinish(sum), checksumFinish(checksumAddTs(0, plain, 0, 3500)));
   }
+});
+
+Deno.test("MemStream: copyInSum lands bytes unpublished, wrapped, past held ones; sums the source", () => {
+  const r = new MemStream(64 * 1024, false, 1 << 20);
+  r.write(pattern(3000), 0, 3000);
+  r.read(new Uint8Array(3000), 0, 2500); // 500 unread bytes at 2500 of the 4 KiB backing
+  const src = pattern(2600, 7000);
+  // Out-of-order bytes 1200 past the producer index, then the in-order ones before them: the
+  // summed copy (producer index 3000) wraps round the 4 KiB backing and stops short of them.
+  r.copyIn(1200, src, 1200, 1400);
+  const sum = r.copyInSum(0, src, 0, 1200);
+  assert(sum >= 0, "MemStream sums natively (make -C ffi)");
+  assertEquals(r.readable(), 500, "nothing published by the copy");
+  assertEquals(checksumFinish(sum), checksumFinish(checksumAddTs(0, src, 0, 1200)));
+  r.publish(2600);
+  const back = new Uint8Array(3100);
+  assertEquals(r.read(back, 0, 3100), 3100);
+  assertEquals(back.subarray(0, 500), pattern(500, 2500));
+  assertEquals(back.subarray(500), src);
+  // A copy that needs a larger backing grows it first, keeping what is held. The 32 bytes
+  // before the copied ones (a segment's header) are summed, not copied.
+  r.write(pattern(3000, 1), 0, 3000);
+  const big = pattern(5032, 3);
+  const bigSum = r.copyInSum(0, big, 32, 5000, 32);
+  assertEquals(r.backingBytes(), 8192);
+  r.publish(5000);
+  const all = new Uint8Array(8000);
+  assertEquals(r.read(all, 0, 8000), 8000);
+  assertEquals(all.subarray(0, 3000), pattern(3000, 1));
+  assertEquals(all.subarray(3000), big.subarray(32));
+  assertEquals(checksumFinish(bigSum), checksumFinish(checksumAddTs(0, big, 0, 5032)));
+  // A byte-loop ring does not sum: it copies nothing, the caller copies.
+  const loop = new MemStream(4096, true);
+  assertEquals(loop.copyInSum(0, big, 0, 100), -1);
+  assertEquals(loop.backingBytes(), 0);
+  // Past the free space is the caller's bug, refused before the native copy.
+  const full = new MemStream(4096);
+  full.write(pattern(4000), 0, 4000);
+  assertThrows(() => full.copyInSum(0, big, 0, 100), RangeError);
 });
 
 Deno.test("MemStream: a ring quiet between two sweeps lets its backing go, keeps its capacity", () => {

@@ -5,7 +5,12 @@
  * @module
  */
 
-import { type ConnectOptions, TcpEngine, type TcpEngineOptions } from "./engine.ts";
+import {
+  type ConnectOptions,
+  type ListenOptions,
+  TcpEngine,
+  type TcpEngineOptions,
+} from "./engine.ts";
 import { MemWire, type MemWireOptions } from "./mem_wire.ts";
 import { ESTABLISHED, type TcpSocket } from "./socket.ts";
 import type { IpLink } from "./link.ts";
@@ -119,6 +124,8 @@ export interface Craft {
   ts?: [number, number];
   sack?: number[];
   srcPort?: number;
+  /** A byte of the segment (header and payload) whose lowest bit flips after the checksum. */
+  corrupt?: number;
 }
 
 /** A hand-driven remote end: crafts segments into the engine, parses what comes back. */
@@ -165,6 +172,7 @@ export class ScriptPeer {
     const dl = c.data?.length ?? 0;
     if (c.data) this.tx.set(c.data, hl);
     tcpSetChecksum(this.tx, 0, hl + dl, this.ip, this.engineIp);
+    if (c.corrupt !== undefined) this.tx[c.corrupt] ^= 1;
     this.engine.input(this.tx, 0, hl + dl, this.ip, this.engineIp, this.now);
     this.engine.poll(this.now);
   }
@@ -252,7 +260,14 @@ export function peerSend(
   c: ScriptConn,
   flags: number,
   data?: Uint8Array,
-  extra: { seq?: number; ack?: number; sack?: number[]; window?: number; ts?: number } = {},
+  extra: {
+    seq?: number;
+    ack?: number;
+    sack?: number[];
+    window?: number;
+    ts?: number;
+    corrupt?: number;
+  } = {},
 ): void {
   c.p.send(c.port, {
     srcPort: c.peerPort,
@@ -263,6 +278,7 @@ export function peerSend(
     sack: extra.sack,
     window: extra.window,
     ts: c.ts >= 0 ? [extra.ts ?? c.ts++, c.ecr] : undefined,
+    corrupt: extra.corrupt,
   });
   if (extra.seq === undefined) {
     c.seq = (c.seq + (data?.length ?? 0) + (flags & (TCP_FIN | TCP_SYN) ? 1 : 0)) >>> 0;
@@ -318,9 +334,10 @@ export function passiveOpen(
   opts: TcpEngineOptions = {},
   peer: PeerSynOptions = {},
   port = 80,
+  listenOpts: ListenOptions = {},
 ): ScriptConn {
   const p = new ScriptPeer(opts);
-  const l = p.engine.listen(port, 4);
+  const l = p.engine.listen(port, 4, listenOpts);
   const isn = (peer.isn ?? 1000) >>> 0;
   const ts = peer.ts === undefined ? 100 : peer.ts;
   p.send(port, {

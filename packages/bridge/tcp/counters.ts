@@ -67,6 +67,11 @@ export const C_PMTU_UPDATES = 48;
 export const C_TIME_WAIT_OVERFLOW = 49;
 /** close() calls that reset because `maxOrphans` connections were finishing already. */
 export const C_ORPHAN_OVERFLOW = 50;
+/**
+ * In-order data segments taken by the receive fast path: the payload summed for its checksum
+ * while copied into the receive ring, in one pass (input.ts `copyVerified`; Linux's TCPHPHits).
+ */
+export const C_RCV_FAST_PATH = 51;
 
 /** Counter names, in index order (snapshot keys). */
 export const COUNTER_NAMES = [
@@ -121,6 +126,7 @@ export const COUNTER_NAMES = [
   "pmtuUpdates",
   "timeWaitOverflow",
   "orphanOverflow",
+  "rcvFastPath",
 ] as const;
 
 export type CounterName = typeof COUNTER_NAMES[number];

@@ -9,7 +9,7 @@
  *
  * Data path without allocation: `input` parses into one reused {@linkcode TcpSegment}, looks
  * the 4-tuple up in an open-addressed table of numbers, copies payload straight into the
- * socket's RX stream; output writes headers with byte stores into memory the {@linkcode IpLink}
+ * socket's RX stream (the next in-order data summed for its checksum in the same pass); output writes headers with byte stores into memory the {@linkcode IpLink}
  * lends and copies payload straight from the TX stream. Timers live on a timing wheel of
  * intrusive lists; output and readiness events are batched and run by `poll`.
  *
@@ -23,12 +23,15 @@
 import {
   seqDiff,
   seqLt,
+  TCP_ACK,
   TCP_ERR_DATA_OFFSET,
   TCP_OK,
+  TCP_PSH,
   TCP_RST,
   tcpChecksumOk,
   TcpSegment,
 } from "../wire/tcp.ts";
+import { NATIVE_CHECKSUM } from "../wire/checksum.ts";
 import type { IpLink } from "./link.ts";
 import { CC_CUBIC, ccById } from "./cc.ts";
 import { hash4, mulberry32 } from "./isn.ts";
@@ -36,7 +39,14 @@ import { MemStream } from "./_mem_stream.ts";
 import * as K from "./counters.ts";
 import { ConnTable } from "./conn_table.ts";
 import { TimerWheel } from "./timer_wheel.ts";
-import { inputClosed, inputListen, inputSynchronized, inputSynSent } from "./input.ts";
+import {
+  copyVerified,
+  inputClosed,
+  inputListen,
+  inputSynchronized,
+  inputSynSent,
+  predicted,
+} from "./input.ts";
 import { flush, queueOut, sendRst, sendSyn } from "./output.ts";
 import { arm, onTimer } from "./timers.ts";
 import { MIN_SND_MSS } from "./input.ts";
@@ -259,6 +269,13 @@ export class TcpEngine {
   inBuf: Uint8Array = new Uint8Array(0);
   inSrc = 0;
   inDst = 0;
+  /**
+   * The socket whose receive ring holds this segment's payload already, `placedLen` bytes at
+   * the producer index, copied and verified at input (input.ts `copyVerified`); null when the
+   * payload is still only in `inBuf`. Cleared at every `input`.
+   */
+  placed: TcpSocket | null = null;
+  placedLen = 0;
   readonly sackScratch: Uint32Array = new Uint32Array(8);
 
   readonly table: ConnTable<TcpSocket>;
@@ -352,20 +369,39 @@ export class TcpEngine {
       c[K.C_DROP_SHORT]++;
       return;
     }
-    if (!tcpChecksumOk(buf, off, len, srcIp, dstIp)) {
-      c[K.C_DROP_CHECKSUM]++;
-      return;
-    }
     const seg = this.seg;
     const rc = seg.parse(buf, off, len);
-    if (rc !== TCP_OK) {
-      c[
-        rc === TCP_ERR_DATA_OFFSET ? K.C_DROP_DATA_OFFSET : K.C_DROP_SHORT
-      ]++;
-      return;
-    }
     srcIp >>>= 0;
     dstIp >>>= 0;
+    this.placed = null;
+    // Header prediction: with the native checksum, the next in-order data of an established
+    // connection is summed as it is copied into the receive ring (input.ts `predicted`, `copyVerified`); every other
+    // segment is verified before anything reads it, and is looked up below.
+    let s: TcpSocket | null = null;
+    let looked = false;
+    if (
+      NATIVE_CHECKSUM && rc === TCP_OK && seg.payloadLen > 0 && (seg.flags & ~TCP_PSH) === TCP_ACK
+    ) {
+      s = this.table.lookup(dstIp, seg.dstPort, srcIp, seg.srcPort);
+      looked = true;
+    }
+    if (s !== null && predicted(s, seg)) {
+      if (!copyVerified(this, s, seg, buf, off, srcIp, dstIp)) {
+        c[K.C_DROP_CHECKSUM]++;
+        return;
+      }
+    } else {
+      if (!tcpChecksumOk(buf, off, len, srcIp, dstIp)) {
+        c[K.C_DROP_CHECKSUM]++;
+        return;
+      }
+      if (rc !== TCP_OK) {
+        c[
+          rc === TCP_ERR_DATA_OFFSET ? K.C_DROP_DATA_OFFSET : K.C_DROP_SHORT
+        ]++;
+        return;
+      }
+    }
     // No replies to broadcast, multicast or unspecified addresses (RFC 1122 §4.2.3.10).
     if (
       srcIp === 0 || dstIp === 0 || (dstIp >>> 28) === 14 || (srcIp >>> 28) === 14 ||
@@ -380,7 +416,7 @@ export class TcpEngine {
     this.inBuf = buf;
     this.inSrc = srcIp;
     this.inDst = dstIp;
-    const s = this.table.lookup(dstIp, seg.dstPort, srcIp, seg.srcPort);
+    if (!looked) s = this.table.lookup(dstIp, seg.dstPort, srcIp, seg.srcPort);
     // TIME-WAIT lives in records of its own (a SYN that may reuse the 4-tuple goes on).
     if (s === null && this.tw.count > 0) {
       const r = this.tw.lookup(dstIp, seg.dstPort, srcIp, seg.srcPort);

@@ -16,7 +16,9 @@ import {
   TCP_FIN,
   TCP_RST,
   TCP_SYN,
+  tcpChecksumOk,
   type TcpSegment,
+  tcpSumOk,
 } from "../wire/tcp.ts";
 import {
   CLOSE_WAIT,
@@ -368,6 +370,53 @@ export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): 
   if (s.state === CLOSED) return;
   // 7. Text and 8. FIN.
   processText(e, s, seg, 0);
+}
+
+/**
+ * Header prediction for the receive fast path, after Van Jacobson's and Linux's
+ * (tcp_rcv_established): an established connection's next in-order data, all of it inside the
+ * window we advertised and the ring's free space, and nothing held out of order. The engine has
+ * already checked that the segment carries ACK (and maybe PSH) and nothing else. Such a segment
+ * is summed as it is copied into the receive ring (`copyVerified`), before its checksum is
+ * known. Out-of-order bytes wait past the producer index, where a copy that then fails its
+ * checksum would have overwritten them: with any held, and for every other segment (FIN, a
+ * window edge, not in order), the segment is verified first and copied later by processText.
+ */
+export function predicted(s: TcpSocket, seg: TcpSegment): boolean {
+  return s.state === ESTABLISHED && seg.seq === s.rcvNxt && s.ofo.count === 0 && !s.orphan &&
+    seg.payloadLen <= rcvWnd(s) && seg.payloadLen <= s.rx.writable();
+}
+
+/**
+ * The fast path's checksum of a `predicted` segment (at `off` of `buf`): its payload goes into
+ * the receive ring's free space, unpublished, and the whole segment is summed in the same pass
+ * (one native call, where verify-then-copy read the payload twice). False when it does not
+ * verify: nothing has changed then, the bytes past the producer index not being the
+ * application's until published (and nothing waits there: `predicted`). True: processText
+ * publishes them without copying again (`e.placed`).
+ */
+export function copyVerified(
+  e: TcpEngine,
+  s: TcpSocket,
+  seg: TcpSegment,
+  buf: Uint8Array,
+  off: number,
+  srcIp: number,
+  dstIp: number,
+): boolean {
+  const rx = s.rx;
+  const hdrLen = seg.payloadOff - off;
+  const len = hdrLen + seg.payloadLen;
+  const sum = rx.copyInSum === undefined
+    ? -1
+    : rx.copyInSum(0, buf, seg.payloadOff, seg.payloadLen, hdrLen);
+  // A stream that cannot sum as it copies copied nothing: verify, processText copies later.
+  if (sum < 0) return tcpChecksumOk(buf, off, len, srcIp, dstIp);
+  if (!tcpSumOk(sum, len, srcIp, dstIp)) return false;
+  e.placed = s;
+  e.placedLen = seg.payloadLen;
+  e.counters[K.C_RCV_FAST_PATH]++;
+  return true;
 }
 
 /** RFC 9293 §3.10.7.4 first check, against the window we advertised. */
@@ -738,7 +787,9 @@ export function processText(e: TcpEngine, s: TcpSocket, seg: TcpSegment, synSkip
     }
     if (dLen > 0) {
       if (off === 0) {
-        s.rx.copyIn(0, e.inBuf, dOff, dLen);
+        // The fast path copied (and verified) the payload at input: publish it as it is.
+        if (e.placed === s && e.placedLen === dLen) e.placed = null;
+        else s.rx.copyIn(0, e.inBuf, dOff, dLen);
         let adv = dLen;
         const had = s.ofo.count;
         while (s.ofo.count > 0 && seqLe(s.ofo.left(0), (s.rcvNxt + adv) >>> 0)) {

@@ -84,6 +84,33 @@ Deno.test("fused copy and sum out of a ring: bytes and sum as copy then checksum
   }
 });
 
+Deno.test("fused copy and sum into a ring: bytes land wrapped, the sum is the segment's", () => {
+  const lib = openCopy()!;
+  const cap = 4096, src = bytes(13, 3000);
+  // [ring position, payload offset in src, payload length, header bytes before it (summed only)]
+  const cases = [
+    [0, 40, 1460, 32],
+    [4000, 41, 1460, 0],
+    [4095, 42, 1, 20],
+    [4095, 45, 2, 40],
+    [4001, 40, 1461, 32],
+    [3, 60, 0, 60],
+    [2048, 47, 2048, 2],
+  ];
+  for (const [pos, off, len, head] of cases) {
+    const ring = new Uint8Array(cap).fill(0x5c), want = new Uint8Array(cap).fill(0x5c);
+    for (let i = 0; i < len; i++) want[(pos + i) % cap] = src[off + i];
+    const sum = lib.pno_copy_to_ring_csum_arrays(ring, cap, pos + cap * 5, src, off, len, head);
+    const at = `pos ${pos} off ${off} len ${len} head ${head}`;
+    assertEquals(ring, want, `${at}: only the payload is written`);
+    assertEquals(
+      checksumFinish(sum),
+      checksumFinish(checksumAddTs(0, src, off - head, head + len)),
+      at,
+    );
+  }
+});
+
 Deno.test("a segment whose payload was summed in the copy has the checksum of one summed whole", () => {
   const src = 0x0a000001, dst = 0x0a000002;
   const ring = new MemStream(8192);

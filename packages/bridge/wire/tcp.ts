@@ -185,6 +185,15 @@ export function tcpChecksumOk(
   return tcpChecksum(b, o, len, src, dst) === 0;
 }
 
+/**
+ * As `tcpChecksumOk`, for a received segment of `len` bytes summed elsewhere (as its payload
+ * was copied into a receive ring): `sum` is `checksumAdd(0, ...)` of all its bytes, header and
+ * payload, folded or not.
+ */
+export function tcpSumOk(sum: number, len: number, src: number, dst: number): boolean {
+  return checksumFinish(checksumAddPseudoV4(sum, src, dst, IPPROTO_TCP, len)) === 0;
+}
+
 // ---- option writers: each returns the offset after what it wrote ----
 
 export function optWriteMss(b: Uint8Array, o: number, mss: number): number {
