@@ -550,7 +550,7 @@ export function processAck(e: TcpEngine, s: TcpSocket, seg: TcpSegment): boolean
   const wnd = seg.window << s.sndWscale;
   const oldSacked = s.sm.sackedBytes;
   const priorUna = s.sndUna;
-  const delivered = rackBegin(s, e.now, true);
+  const delivered = rackBegin(e, s, true);
   let dsack = false;
   if (s.sackOn && seg.sackCount > 0 && sackUpdate(s, seg, delivered)) {
     e.counters[K.C_DSACKS_IN]++;
@@ -659,7 +659,7 @@ export function ackAdvance(
   s.sndUna = seg.ack;
   if (dataAcked > 0) s.tx.release(dataAcked);
   if (s.sackOn) {
-    s.sm.ackTo(s.sndUna, rackBegin(s, now));
+    s.sm.ackTo(s.sndUna, rackBegin(e, s));
     rackCheck(e, s);
   }
   if (s.dupBytes > 0) {
@@ -870,7 +870,7 @@ const STRETCH_ACK_SEGS = 16;
  */
 function ackImmediately(e: TcpEngine, s: TcpSocket): void {
   s.ackNow = true;
-  emit(e, s, s.sndNxt, 0, TCP_ACK, false); // on no buffer, the flush sends it
+  emit(e, s, seqDiff(s.sndNxt, s.sndUna), 0, TCP_ACK, false); // on no buffer, the flush sends it
 }
 
 export function consumeFin(e: TcpEngine, s: TcpSocket): void {

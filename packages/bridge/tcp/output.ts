@@ -36,6 +36,7 @@ import {
   SYN_SENT,
   type TcpSocket,
 } from "./socket.ts";
+import { checksumAdd } from "../wire/checksum.ts";
 import * as K from "./counters.ts";
 import { armPto, pipe } from "./recovery.ts";
 import { SM_LOST } from "./sendmap.ts";
@@ -72,7 +73,7 @@ export function output(e: TcpEngine, s: TcpSocket): void {
   // The states that send data all come after our SYN was acknowledged. (A sequence comparison
   // of SND.UNA with the ISS turns false once 2 GiB went out: a long flow stopped there.)
   if (canSendData(st)) sent = sendData(e, s);
-  if (!sent && s.ackNow) emit(e, s, s.sndNxt, 0, TCP_ACK, false);
+  if (!sent && s.ackNow) emit(e, s, seqDiff(s.sndNxt, s.sndUna), 0, TCP_ACK, false);
 }
 
 /** Sends what congestion, flow control and Nagle allow; true if a segment went out. */
@@ -95,7 +96,7 @@ export function sendDataBudget(e: TcpEngine, s: TcpSocket): boolean {
   if (s.rxmitHead) {
     s.rxmitHead = false;
     if (seqLt(s.sndUna, s.sndNxt)) {
-      const n = emitRange(e, s, s.sndUna, mss);
+      const n = emitRange(e, s, 0, mss);
       if (n < 0) return done(e, sent, budget);
       sent = true;
       budget -= n;
@@ -109,7 +110,7 @@ export function sendDataBudget(e: TcpEngine, s: TcpSocket): boolean {
     for (let i = 0; i < sm.count && sm.lostBytes > 0 && budget > 0; i++) {
       if (!(sm.flags(i) & SM_LOST)) continue;
       const l = sm.left(i);
-      const n = emitRange(e, s, l, Math.min(mss, seqDiff(sm.right(i), l)));
+      const n = emitRange(e, s, seqDiff(l, s.sndUna), Math.min(mss, seqDiff(sm.right(i), l)));
       if (n < 0) return done(e, sent, budget);
       sent = true;
       budget -= n;
@@ -120,7 +121,12 @@ export function sendDataBudget(e: TcpEngine, s: TcpSocket): boolean {
     // Go-back-N after a timeout: everything from HighRxt up to what was out is resent.
     let start = s.highRxt;
     while (seqLt(start, s.recoverySeq) && budget > 0) {
-      const n = emitRange(e, s, start, Math.min(mss, seqDiff(s.recoverySeq, start)));
+      const n = emitRange(
+        e,
+        s,
+        seqDiff(start, s.sndUna),
+        Math.min(mss, seqDiff(s.recoverySeq, start)),
+      );
       if (n < 0) return done(e, sent, budget);
       sent = true;
       budget -= n;
@@ -156,7 +162,8 @@ export function sendDataBudget(e: TcpEngine, s: TcpSocket): boolean {
       }
       if (budget < len) break;
       const fin = s.finQueued && len === unsent;
-      const n = emit(e, s, s.sndNxt, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, false);
+      const unsentAt = seqDiff(s.sndNxt, s.sndUna);
+      const n = emit(e, s, unsentAt, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, false);
       if (n < 0) return done(e, sent, budget);
       sent = true;
       budget -= n;
@@ -164,7 +171,7 @@ export function sendDataBudget(e: TcpEngine, s: TcpSocket): boolean {
       if (fin && n === len) return done(e, sent, budget);
     }
     if (s.finQueued && !s.finSent && s.sndNxt === end) {
-      if (emit(e, s, s.sndNxt, 0, TCP_ACK | TCP_FIN, false) >= 0) sent = true;
+      if (emit(e, s, seqDiff(s.sndNxt, s.sndUna), 0, TCP_ACK | TCP_FIN, false) >= 0) sent = true;
     }
   }
   return done(e, sent, budget);
@@ -185,17 +192,18 @@ export function maybePersist(e: TcpEngine, s: TcpSocket): void {
 }
 
 /**
- * Retransmits up to `max` bytes of sequence space at `seq` (data, and the FIN if it falls in
- * the range). Returns the sequence space sent, or -1 if no buffer.
+ * Retransmits up to `max` bytes of sequence space `from` bytes past SND.UNA (data, and the FIN
+ * if it falls in the range). Returns the sequence space sent, or -1 if no buffer.
  */
-export function emitRange(e: TcpEngine, s: TcpSocket, seq: number, max: number): number {
+export function emitRange(e: TcpEngine, s: TcpSocket, from: number, max: number): number {
+  const seq = (s.sndUna + from) >>> 0;
   const dataEnd = s.finSent ? s.finSeq : s.sndNxt;
   let len = seqDiff(dataEnd, seq);
   if (len > max) len = max;
   if (len < 0) len = 0;
   const fin = s.finSent && ((seq + len) >>> 0) === s.finSeq && len < max;
   if (len === 0 && !fin) return 0;
-  const n = emit(e, s, seq, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, true);
+  const n = emit(e, s, from, len, fin ? TCP_ACK | TCP_FIN : TCP_ACK, true);
   if (n < 0) return -1;
   return n + (fin && n === len ? 1 : 0);
 }
@@ -206,15 +214,20 @@ export function emitRange(e: TcpEngine, s: TcpSocket, seq: number, max: number):
  * carries SACK blocks, which take room the MSS leaves to data (RFC 6691; Linux's
  * tcp_current_mss), so the frame still fits the path MTU; a FIN goes only with the last byte.
  * Returns the payload bytes sent, or -1 when the link has no buffer.
+ *
+ * The segment's sequence number is given as `from`, its offset from SND.UNA (negative for a
+ * probe below it), a small integer: a sequence number of 2^30 or more passed to a call is
+ * boxed as a heap number (16 bytes per segment).
  */
 export function emit(
   e: TcpEngine,
   s: TcpSocket,
-  seq: number,
+  from: number,
   dataLen: number,
   flags: number,
   rexmit: boolean,
 ): number {
+  const seq = (s.sndUna + from) >>> 0;
   const link = e.link;
   const off = link.reserve();
   if (off < 0) {
@@ -227,6 +240,7 @@ export function emit(
   let p = off + 20;
   const syn = (flags & TCP_SYN) !== 0;
   const tsVal = (now + s.tsOffset) >>> 0;
+  let tsAt = -1;
   if (syn) {
     p = optWriteMss(b, p, Math.min(e.link.mtu - 40, 65535));
     if (s.tsOn) {
@@ -236,7 +250,10 @@ export function emit(
     } else if (s.sackOn) p = optWriteSackPerm(b, p);
     if (s.wsOn) p = optWriteWscale(b, p, s.rcvWscale);
   } else {
-    if (s.tsOn) p = optWriteTs(b, p, tsVal, s.tsRecent);
+    if (s.tsOn) {
+      tsAt = p + 4;
+      p = optWriteTs(b, p, 0, 0);
+    }
     if (s.sackOn && (flags & TCP_ACK) && (s.ofo.count > 0 || s.dsackOutLeft !== s.dsackOutRight)) {
       const max = s.tsOn ? 3 : 4;
       const scratch = e.sackScratch;
@@ -268,17 +285,43 @@ export function emit(
   // The payload is summed for the checksum as it is copied out of the send ring, when it can be.
   let dataSum = -1;
   if (dataLen > 0) {
-    const from = seqDiff(seq, s.sndUna);
     if (s.tx.copyOutSum !== undefined) dataSum = s.tx.copyOutSum(from, b, off + hl, dataLen);
     else s.tx.copyOut(from, b, off + hl, dataLen);
     if (((seq + dataLen) >>> 0) === ((s.sndUna + s.tx.readable()) >>> 0)) flags |= TCP_PSH;
   }
   const ackNum = flags & TCP_ACK ? s.rcvNxt : 0;
-  tcpWriteHeader(b, off, s.localPort, s.remotePort, seq, ackNum, hl, flags, wnd);
+  // The 32-bit fields (sequence and acknowledgment numbers, timestamps) are stored here, not
+  // passed to tcpWriteHeader and optWriteTs: V8 inlines only some of emit's callees (its
+  // inlining budget runs out), and a number of 2^30 or more passed to a call it did not
+  // inline is boxed as a heap number, 16 bytes each (48 bytes per ACK before; output_test.ts).
+  tcpWriteHeader(b, off, s.localPort, s.remotePort, 0, 0, hl, flags, wnd);
+  b[off + 4] = seq >>> 24;
+  b[off + 5] = seq >>> 16;
+  b[off + 6] = seq >>> 8;
+  b[off + 7] = seq;
+  b[off + 8] = ackNum >>> 24;
+  b[off + 9] = ackNum >>> 16;
+  b[off + 10] = ackNum >>> 8;
+  b[off + 11] = ackNum;
+  if (tsAt >= 0) {
+    const ecr = s.tsRecent;
+    b[tsAt] = tsVal >>> 24;
+    b[tsAt + 1] = tsVal >>> 16;
+    b[tsAt + 2] = tsVal >>> 8;
+    b[tsAt + 3] = tsVal;
+    b[tsAt + 4] = ecr >>> 24;
+    b[tsAt + 5] = ecr >>> 16;
+    b[tsAt + 6] = ecr >>> 8;
+    b[tsAt + 7] = ecr;
+  }
   const tcpLen = hl + dataLen;
-  if (dataSum >= 0) tcpSetChecksumSummed(b, off, hl, dataLen, dataSum, s.localIp, s.remoteIp);
-  else tcpSetChecksum(b, off, tcpLen, s.localIp, s.remoteIp);
-  link.send(s.localIp, s.remoteIp, tcpLen);
+  // For the same reason the pseudo-header's addresses (192.168/16 and 172.16/12 are above
+  // 2^31) go into the checksum summed here, with the payload's sum.
+  const src = s.localIp, dst = s.remoteIp;
+  const addrSum = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff);
+  if (dataSum < 0) dataSum = dataLen > 0 ? checksumAdd(0, b, off + hl, dataLen) : 0;
+  tcpSetChecksumSummed(b, off, hl, dataLen, dataSum + addrSum, 0, 0);
+  link.send(src, dst, tcpLen);
   const c = e.counters;
   c[K.C_SEGS_OUT]++;
   c[K.C_BYTES_OUT] += dataLen;
@@ -419,7 +462,7 @@ export function sendSyn(e: TcpEngine, s: TcpSocket): void {
   const flags = s.state === SYN_SENT ? TCP_SYN : TCP_SYN | TCP_ACK;
   const c = e.counters;
   const before = c[K.C_RETRANS_SEGS];
-  emit(e, s, s.iss, 0, flags, s.retries > 0);
+  emit(e, s, seqDiff(s.iss, s.sndUna), 0, flags, s.retries > 0);
   if (s.retries === 0 && c[K.C_RETRANS_SEGS] === before && s.rttStart < 0) {
     s.rttStart = e.now;
     s.rttSeq = s.iss;
@@ -430,7 +473,7 @@ export function sendSyn(e: TcpEngine, s: TcpSocket): void {
 export function sendRst(e: TcpEngine, s: TcpSocket): void {
   if (!isSynchronized(s.state) && s.state !== SYN_SENT) return;
   if (s.state === SYN_SENT) return;
-  emit(e, s, s.sndNxt, 0, TCP_RST | TCP_ACK, false);
+  emit(e, s, seqDiff(s.sndNxt, s.sndUna), 0, TCP_RST | TCP_ACK, false);
 }
 
 /** A segment outside any connection (RST replies, cookie SYN-ACKs are built elsewhere). */

@@ -107,7 +107,7 @@ export function onRto(e: TcpEngine, s: TcpSocket): void {
     c[K.C_WINDOW_PROBES]++;
     s.probes++;
     s.probesOut++;
-    emit(e, s, (s.sndUna - 1) >>> 0, 0, TCP_ACK, false);
+    emit(e, s, -1, 0, TCP_ACK, false);
     s.persist = true;
     s.rtoAt = now + Math.min(s.rto * (1 << Math.min(s.probes, 10)), e.maxRto);
     return;
@@ -167,6 +167,6 @@ export function onKeepalive(e: TcpEngine, s: TcpSocket): void {
   }
   e.counters[K.C_KEEPALIVE_PROBES]++;
   s.kaProbes++;
-  emit(e, s, (s.sndUna - 1) >>> 0, 0, TCP_ACK, false);
+  emit(e, s, -1, 0, TCP_ACK, false);
   s.kaAt = now + s.keepIntvl;
 }
