@@ -19,6 +19,18 @@ export const copySymbols = {
     parameters: ["pointer", "u32", "u32", "pointer", "u32", "u32"],
     result: "void",
   },
+  // The same copies between byte arrays (the rings of the bridge's own services, MemStream):
+  // no view object per copy, as `set(subarray(...))` needs.
+  pno_copy_from_ring_arrays: {
+    name: "pno_copy_from_ring",
+    parameters: ["buffer", "u32", "buffer", "u32", "u32", "u32"],
+    result: "void",
+  },
+  pno_copy_to_ring_arrays: {
+    name: "pno_copy_to_ring",
+    parameters: ["buffer", "u32", "u32", "buffer", "u32", "u32"],
+    result: "void",
+  },
   // The Internet checksum of any byte array (V8's or native): "buffer" passes its address.
   pno_csum: { parameters: ["u32", "buffer", "u32", "u32"], result: "u32" },
   pno_copy_from_ring_csum: {

@@ -22,6 +22,8 @@ import { openCopy } from "../../../ffi/copy.ts";
 const nativeLib = Deno.env.get("PNO_NATIVE_CSUM") === "0" ? null : openCopy();
 const nativeCopySum = nativeLib?.pno_copy_from_ring_csum_arrays ?? null;
 const nativeCopyInSum = nativeLib?.pno_copy_to_ring_csum_arrays ?? null;
+const nativeCopyOut = nativeLib?.pno_copy_from_ring_arrays ?? null;
+const nativeCopyIn = nativeLib?.pno_copy_to_ring_arrays ?? null;
 
 /** The smallest backing array, once there are bytes to hold. */
 export const MEM_STREAM_MIN_BACKING = 4096;
@@ -53,9 +55,9 @@ export class MemStream implements TxStream, RxStream {
   private fixed = false;
 
   /**
-   * Copies use `set` over a `subarray` view (one short-lived view object per copy, ~30x faster
-   * than a byte loop for full-size segments); `loopCopy` copies byte by byte and allocates
-   * nothing (the benchmark uses it to show the engine itself is allocation-free). `limit`
+   * Copies are libpno_copy's memcpy when it is loaded (no allocation), else `set` over a
+   * `subarray` view (one short-lived view object per copy, ~30x faster than a byte loop for
+   * full-size segments); `loopCopy` copies byte by byte and allocates nothing. `limit`
    * (default: the capacity, a fixed-size ring) bounds `grow`.
    */
   constructor(capacity: number, readonly loopCopy = false, limit = capacity) {
@@ -150,6 +152,10 @@ export class MemStream implements TxStream, RxStream {
       for (let i = first; i < len; i++) dst[dstOffset + i] = d[i - first];
       return;
     }
+    if (nativeCopyOut !== null && dstOffset >= 0 && dstOffset + len <= dst.length && len <= size) {
+      nativeCopyOut(dst, dstOffset, this.data, size, start, len);
+      return;
+    }
     dst.set(this.data.subarray(start, start + first), dstOffset);
     if (first < len) dst.set(this.data.subarray(0, len - first), dstOffset + first);
   }
@@ -185,6 +191,10 @@ export class MemStream implements TxStream, RxStream {
       const d = this.data;
       for (let i = 0; i < first; i++) d[start + i] = src[srcOffset + i];
       for (let i = first; i < len; i++) d[i - first] = src[srcOffset + i];
+      return;
+    }
+    if (nativeCopyIn !== null && srcOffset >= 0 && srcOffset + len <= src.length && len <= size) {
+      nativeCopyIn(this.data, size, start, src, srcOffset, len);
       return;
     }
     this.data.set(src.subarray(srcOffset, srcOffset + first), start);
