@@ -295,7 +295,7 @@ export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): 
   // 1. Sequence number acceptability.
   const segLen = seg.seqLen();
   const wnd = rcvWnd(s);
-  if (!acceptable(s, seg.seq, segLen, wnd)) {
+  if (!acceptable(seqDiff(seg.seq, s.rcvNxt), segLen, wnd)) {
     if (f & TCP_RST) {
       c[K.C_DROP_RST_OUT_OF_WINDOW]++;
       return;
@@ -419,9 +419,12 @@ export function copyVerified(
   return true;
 }
 
-/** RFC 9293 §3.10.7.4 first check, against the window we advertised. */
-export function acceptable(s: TcpSocket, seq: number, len: number, wnd: number): boolean {
-  const d = seqDiff(seq, s.rcvNxt);
+/**
+ * RFC 9293 §3.10.7.4 first check, against the window we advertised, for a segment of `len`
+ * starting `d` bytes past RCV.NXT (an offset, not SEG.SEQ: a sequence number of 2^30 or more
+ * passed to a call V8 did not inline is boxed as a heap number, 16 bytes per segment).
+ */
+export function acceptable(d: number, len: number, wnd: number): boolean {
   if (len === 0) {
     // A peer that filled the window sends its ACKs at exactly the right edge: accept them
     // (RFC 9293 §3.10.7.4's allowance for valid ACKs; Linux's tcp_sequence() does the same).
@@ -433,7 +436,7 @@ export function acceptable(s: TcpSocket, seq: number, len: number, wnd: number):
   // (RFC 9293 §3.10.7.4: "special allowance should be made to accept valid ACKs"; Linux's
   // tcp_sequence() accepts SEG.SEQ = RCV.NXT with a zero window too).
   if (wnd === 0) return d === 0;
-  const last = seqDiff((seq + len - 1) >>> 0, s.rcvNxt);
+  const last = (d + len - 1) | 0;
   return (d >= 0 && d < wnd) || (last >= 0 && last < wnd);
 }
 
@@ -659,7 +662,8 @@ export function ackAdvance(
   s.sndUna = seg.ack;
   if (dataAcked > 0) s.tx.release(dataAcked);
   if (s.sackOn) {
-    s.sm.ackTo(s.sndUna, rackBegin(e, s));
+    s.sm.nextUna = s.sndUna;
+    s.sm.ackNext(rackBegin(e, s));
     rackCheck(e, s);
   }
   if (s.dupBytes > 0) {

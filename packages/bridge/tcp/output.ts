@@ -364,7 +364,13 @@ export function emit(
     // The send map: a new segment's record, or a retransmission's new send time.
     const end = (seq + space) >>> 0;
     if (!rexmit) {
-      if (!syn) s.sm.push(seq, end, now);
+      if (!syn) {
+        const sm = s.sm;
+        sm.nextLeft = seq;
+        sm.nextRight = end;
+        sm.nextSentAt = now;
+        sm.pushNext();
+      }
     } else smRetransmitted(s, seq, end, now);
   }
   if (!rexmit && dataLen > 0) {

@@ -69,13 +69,33 @@ export class SendMap {
     return this.flag[this.at(i)];
   }
 
+  /**
+   * The next record, for `pushNext`: the data path stores a segment's edges and send time here
+   * rather than passing them, since a sequence number of 2^30 or more or a fractional time
+   * passed to a call V8 did not inline is boxed as a heap number (16 bytes each, three per
+   * segment sent; bench/tcp_engine.ts), and a number field is written in place.
+   */
+  nextLeft = 0;
+  nextRight = 0;
+  nextSentAt = 0;
+  /** SND.UNA for `ackNext`, stored rather than passed for the same reason. */
+  nextUna = 0;
+
   /** Records a new segment [l, r) sent at `now` (above every record in the map). */
   push(l: number, r: number, now: number): void {
+    this.nextLeft = l;
+    this.nextRight = r;
+    this.nextSentAt = now;
+    this.pushNext();
+  }
+
+  /** Records the segment [nextLeft, nextRight) sent at `nextSentAt`. */
+  pushNext(): void {
     if (this.count > this.mask) this.grow();
     const k = this.at(this.count);
-    this.start[k] = l;
-    this.end[k] = r;
-    this.sentAt[k] = now;
+    this.start[k] = this.nextLeft;
+    this.end[k] = this.nextRight;
+    this.sentAt[k] = this.nextSentAt;
     this.flag[k] = 0;
     if (++this.count > this.highWater) this.highWater = this.count;
   }
@@ -97,6 +117,13 @@ export class SendMap {
    * needs its send time), before it leaves.
    */
   ackTo(una: number, delivered: ((i: number) => void) | null): void {
+    this.nextUna = una;
+    this.ackNext(delivered);
+  }
+
+  /** `ackTo(nextUna, delivered)`. */
+  ackNext(delivered: ((i: number) => void) | null): void {
+    const una = this.nextUna;
     while (this.count > 0) {
       const k = this.head;
       if (seqGt(this.end[k], una)) {

@@ -301,8 +301,11 @@ export class TcpSegment {
     if (hl < TCP_HEADER_LEN || hl > len) return TCP_ERR_DATA_OFFSET;
     this.srcPort = tcpSrcPort(b, off);
     this.dstPort = tcpDstPort(b, off);
-    this.seq = tcpSeq(b, off);
-    this.ack = tcpAck(b, off);
+    // The 32-bit fields are read here, not through tcpSeq/tcpAck: a number of 2^30 or more
+    // returned by a call V8 did not inline into the caller is boxed as a heap number (16
+    // bytes per field and segment; bench/tcp_engine.ts), stored into a field it is not.
+    this.seq = ((b[off + 4] << 24) | (b[off + 5] << 16) | (b[off + 6] << 8) | b[off + 7]) >>> 0;
+    this.ack = ((b[off + 8] << 24) | (b[off + 9] << 16) | (b[off + 10] << 8) | b[off + 11]) >>> 0;
     this.flags = b[off + 13];
     this.window = tcpWindow(b, off);
     this.urgent = (b[off + 18] << 8) | b[off + 19];
@@ -360,8 +363,9 @@ export class TcpSegment {
             break;
           }
           this.hasTimestamp = true;
-          this.tsVal = tcpSeq(b, p - 2);
-          this.tsEcr = tcpSeq(b, p + 2);
+          // Read here, not through tcpSeq, as `parse` reads SEG.SEQ.
+          this.tsVal = ((b[p + 2] << 24) | (b[p + 3] << 16) | (b[p + 4] << 8) | b[p + 5]) >>> 0;
+          this.tsEcr = ((b[p + 6] << 24) | (b[p + 7] << 16) | (b[p + 8] << 8) | b[p + 9]) >>> 0;
           break;
         case TCPOPT_SACK: {
           if (ol < 10 || ((ol - 2) & 7) !== 0) {
