@@ -7,7 +7,8 @@
  * measured window (`--max-semi-space-size`), so the growth of `heapUsed` across the window is
  * what the data path allocated; windows where the heap shrank (a GC ran anyway) are discarded.
  *
- * Run: `deno run -A bench/tcp_engine.ts` (re-executes itself with the V8 flags it needs).
+ * Run: `deno run -A --unstable-ffi bench/tcp_engine.ts` (each row runs in a child of its own,
+ * with the V8 flags it needs).
  *
  * @module
  */
@@ -242,15 +243,53 @@ export function measureReceive(payload: number, segments: number): Run {
   };
 }
 
-/** Runs the benchmark and returns the report text. */
-export function tcpEngineBench(segments = 400000): string {
+/** A row of the report: the bulk flow over the in-memory wire, or the receive alone. */
+interface Row {
+  kind: "wire" | "receive";
+  payload: number;
+  loop: boolean;
+}
+
+function measureRow(row: Row, segments: number): Run {
+  return row.kind === "wire"
+    ? measure(row.payload, segments, row.loop)
+    : measureReceive(row.payload, segments);
+}
+
+/**
+ * Measures one row in a process of its own, with the V8 flags the allocation figure needs. In
+ * one process, code V8 had optimized for the rows before (another link class, another copy
+ * mode) was deoptimized and tiered up again in the next, which then showed about 13 heap
+ * bytes per segment more or not, depending on the order of the rows.
+ */
+async function measureInChild(row: Row, segments: number): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--unstable-ffi", // libpno_copy's checksum (PNO_NATIVE_CSUM=0: the TypeScript one)
+      "--v8-flags=--expose-gc,--max-semi-space-size=256",
+      new URL(import.meta.url).pathname,
+    ],
+    env: { PNO_BENCH_ROW: JSON.stringify({ ...row, segments }) },
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error(`engine bench: row ${JSON.stringify(row)} failed`);
+  const r = JSON.parse(new TextDecoder().decode(out.stdout));
+  // JSON has no NaN: a figure that could not be measured comes back as null.
+  return { ...r, allocPerSeg: r.allocPerSeg ?? NaN, fastPath: r.fastPath ?? undefined };
+}
+
+/** Runs the benchmark, each row in a process of its own, and returns the report text. */
+export async function tcpEngineBench(segments = 400000): Promise<string> {
   const lines = [
     "TCP engine on the in-memory wire, one connection, one thread (segments both ways:",
     "data A→B and ACKs B→A; each counted once when sent and once when received)",
     "copy  payload | data segs/s | all segs/s (in+out) | goodput MB/s | heap bytes/segment",
   ];
   for (const [payload, loop] of [[64, false], [1460, false], [64, true], [1460, true]] as const) {
-    const r = measure(payload, segments, loop);
+    const r = await measureInChild({ kind: "wire", payload, loop }, segments);
     const s = r.ms / 1000;
     lines.push(
       `${loop ? "loop" : "view"}  ${String(r.payload).padStart(7)} | ${
@@ -268,7 +307,7 @@ export function tcpEngineBench(segments = 400000): string {
     "copy  payload | data segs/s |      ns/segment | goodput MB/s | heap bytes/segment | fast path",
   );
   for (const payload of [64, 1460]) {
-    const r = measureReceive(payload, segments);
+    const r = await measureInChild({ kind: "receive", payload, loop: false }, segments);
     const s = r.ms / 1000;
     lines.push(
       `view  ${String(r.payload).padStart(7)} | ${(r.dataSegs / s).toFixed(0).padStart(11)} | ` +
@@ -286,28 +325,18 @@ export function tcpEngineBench(segments = 400000): string {
     "copy: 'view' = ring copies (default MemStream: libpno_copy's memcpy, summing as it copies",
     "for the engine; with PNO_NATIVE_CSUM=0 set(subarray), a short-lived view per copy: those",
     "rows' extra bytes), 'loop' = byte loops. The engine emits an ACK without allocating",
-    "(output_test.ts); the rest is the in-memory wire's and the benchmark's own, and V8's",
-    "tiering: a row measured after rows of another kind can show ~13 bytes more.",
+    "(output_test.ts); the rest is the in-memory wire's and the benchmark's own. Each row",
+    "runs in a process of its own (after rows of another kind, V8's re-tiering added ~13",
+    "bytes); a row can still show ~13 bytes more in one run of several, from how V8 tiered.",
     `Internet checksum of a 1472-byte segment: ${checksumNs().toFixed(0)} ns`,
   );
   return lines.join("\n");
 }
 
 if (import.meta.main) {
-  if ((globalThis as { gc?: () => void }).gc === undefined && !Deno.env.get("PNO_BENCH_CHILD")) {
-    const cmd = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--unstable-ffi", // libpno_copy's checksum (PNO_NATIVE_CSUM=0: the TypeScript one)
-        "--v8-flags=--expose-gc,--max-semi-space-size=256",
-        new URL(import.meta.url).pathname,
-      ],
-      env: { PNO_BENCH_CHILD: "1" },
-      stdout: "inherit",
-      stderr: "inherit",
-    });
-    Deno.exit((await cmd.output()).code);
-  }
-  console.log(tcpEngineBench());
+  const row = Deno.env.get("PNO_BENCH_ROW");
+  if (row !== undefined) {
+    const { segments, ...r } = JSON.parse(row);
+    console.log(JSON.stringify(measureRow(r, segments)));
+  } else console.log(await tcpEngineBench());
 }
