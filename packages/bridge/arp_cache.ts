@@ -25,6 +25,12 @@ export class ArpCache {
   /** Next time a request for an unresolved address may be sent, per slot of `pendingIps`. */
   private readonly pendingIps: Uint32Array;
   private readonly pendingUntil: Float64Array;
+  /**
+   * The slot last found or written: a flow's frames come from and go to one neighbour, and
+   * every IPv4 frame from an on-link sender refreshes its entry (two scans of the table
+   * each, 1.2% of the bridge's samples in a bulk receive before this).
+   */
+  private lastSlot = 0;
 
   constructor(readonly capacity = 64, readonly ttlMs = 60_000, readonly requestIntervalMs = 1000) {
     this.macs = new Uint8Array(capacity * 6);
@@ -36,14 +42,26 @@ export class ArpCache {
 
   /** Offset into `macs` of the live entry for `ip`, or -1. */
   lookup(ip: number, nowMs: number): number {
+    const k = this.lastSlot;
+    if (this.ips[k] === ip && this.expires[k] > nowMs) return k * 6;
     for (let i = 0; i < this.capacity; i++) {
-      if (this.ips[i] === ip && this.expires[i] > nowMs) return i * 6;
+      if (this.ips[i] === ip && this.expires[i] > nowMs) {
+        this.lastSlot = i;
+        return i * 6;
+      }
     }
     return -1;
   }
 
   /** Records `ip` at the MAC in `src[off..off+6]`, refreshing its lifetime. */
   update(ip: number, src: Uint8Array, off: number, nowMs: number): void {
+    const k = this.lastSlot;
+    if (this.ips[k] === ip && this.expires[k] > nowMs && this.sameMac(k, src, off)) {
+      // A live entry, unchanged: only its lifetime moves (no request can be pending for an
+      // address whose entry is live: requests go out only when a lookup fails).
+      this.expires[k] = nowMs + this.ttlMs;
+      return;
+    }
     let slot = -1;
     let oldest = 0;
     for (let i = 0; i < this.capacity; i++) {
@@ -58,6 +76,13 @@ export class ArpCache {
     this.expires[slot] = nowMs + this.ttlMs;
     for (let i = 0; i < 6; i++) this.macs[slot * 6 + i] = src[off + i];
     this.clearPending(ip);
+    this.lastSlot = slot;
+  }
+
+  private sameMac(slot: number, src: Uint8Array, off: number): boolean {
+    const m = this.macs, o = slot * 6;
+    return m[o] === src[off] && m[o + 1] === src[off + 1] && m[o + 2] === src[off + 2] &&
+      m[o + 3] === src[off + 3] && m[o + 4] === src[off + 4] && m[o + 5] === src[off + 5];
   }
 
   /** True if a request for `ip` may go out now (at most one per interval per address). */

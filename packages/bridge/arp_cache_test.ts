@@ -35,3 +35,15 @@ Deno.test("ARP cache: requests for one address are rate-limited", () => {
   cache.update(7, mac(7), 0, 650);
   assert(cache.shouldRequest(7, 700), "an answer clears the pending request");
 });
+
+Deno.test("ARP cache: a frame from a known neighbour refreshes it; a new MAC for a live entry replaces the old", () => {
+  const cache = new ArpCache(4, 1000);
+  cache.update(1, mac(1), 0, 0);
+  cache.update(2, mac(2), 0, 0);
+  for (let t = 100; t <= 900; t += 100) cache.update(1, mac(1), 0, t);
+  assertEquals(cache.macs[cache.lookup(1, 1500) + 5], 1, "refreshed past its first lifetime");
+  assertEquals(cache.lookup(2, 1500), -1, "the other entry expired on time");
+  cache.update(1, mac(7), 0, 1600);
+  assertEquals(cache.macs[cache.lookup(1, 1700) + 5], 7, "the MAC moved while the entry lived");
+  assertEquals(cache.size(1700), 1);
+});
