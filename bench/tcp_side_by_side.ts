@@ -434,10 +434,8 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
   const parts = o.parts ?? new Set(["clean", "lossy"]);
   try {
     let ep: Endpoints | null = null;
-    let direct: Run[] = [],
-      forwarded: Run[] = [],
-      profile: string[] = [],
-      cpuProfile: string[] = [];
+    const forwarded: Run[] = [];
+    let direct: Run[] = [], profile: string[] = [], cpuProfile: string[] = [];
     let fwd: Awaited<ReturnType<typeof forwarderCounters>> = {};
     if (parts.has("clean")) {
       // 1. The links joined directly: what the forwarder costs.
