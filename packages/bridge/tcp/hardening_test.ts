@@ -272,3 +272,17 @@ Deno.test("ICMP fragmentation needed lowers the MSS and resends smaller (RFC 119
   e.icmpFragNeeded(c.p.engineIp, c.port, c.p.ip, c.peerPort, sent[0].seq, 68);
   assert(c.s.sndMss >= 552 - 40 - 12, `MSS ${c.s.sndMss}`);
 });
+
+Deno.test("PAWS lets a timestamp one tick older than TS.Recent pass, and drops two (Linux's TCP_PAWS_WINDOW)", () => {
+  const c = passiveOpen({}, { ts: 1000 });
+  peerSend(c, TCP_PSH, new Uint8Array(10));
+  const recent = c.s.tsRecent;
+  const drops = c.p.engine.counters[K.C_DROP_PAWS];
+  peerSend(c, TCP_PSH, new Uint8Array(10), { ts: recent - 1 });
+  assertEquals(c.p.engine.counters[K.C_DROP_PAWS], drops, "one tick older: accepted");
+  assertEquals(c.p.engine.recvAvailable(c.s), 20);
+  assertEquals(c.s.tsRecent, recent, "TS.Recent never moves back");
+  peerSend(c, TCP_PSH, new Uint8Array(10), { ts: recent - 2 });
+  assertEquals(c.p.engine.counters[K.C_DROP_PAWS], drops + 1, "two ticks older: dropped");
+  assertEquals(c.p.engine.recvAvailable(c.s), 20);
+});

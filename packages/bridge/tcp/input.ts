@@ -68,6 +68,13 @@ import { timeWaitEnter } from "./timewait.ts";
 
 /** The smallest send MSS we accept from a peer's option (Linux's TCP_MIN_SND_MSS). */
 export const MIN_SND_MSS = 48;
+/**
+ * How many ticks older than TS.Recent a timestamp may be and still pass PAWS: Linux's
+ * TCP_PAWS_WINDOW. A peer's segments sent within one tick of each other and reordered on the
+ * way (a retransmission and the segment after it) carry that much disorder legitimately.
+ */
+export const PAWS_WINDOW = 1;
+
 /** PAWS gives up on TS.Recent after 24 days idle (RFC 7323 §5.5). */
 export const PAWS_IDLE_MS = 24 * 24 * 3600 * 1000;
 
@@ -261,7 +268,7 @@ export function inputSynchronized(e: TcpEngine, s: TcpSocket, seg: TcpSegment): 
   const now = e.now;
   // PAWS (RFC 7323 §5). TS.Recent 0 is a value like any other (the peer's clock wraps).
   if (
-    s.tsOn && seg.hasTimestamp && !(f & TCP_RST) && seqLt(seg.tsVal, s.tsRecent) &&
+    s.tsOn && seg.hasTimestamp && !(f & TCP_RST) && seqDiff(s.tsRecent, seg.tsVal) > PAWS_WINDOW &&
     now - s.tsRecentAt < PAWS_IDLE_MS && !disorderedAck(s, seg)
   ) {
     c[K.C_DROP_PAWS]++;
