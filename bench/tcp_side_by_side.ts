@@ -169,6 +169,8 @@ export interface TcpBenchOptions {
   /** MiB per lossy run (default 8). */
   lossyMib: number;
   seed: number;
+  /** Pairs of clean runs per mode (default 3); the table shows the median of each stack. */
+  repeat?: number;
   /** Record a perf profile of the bridge during the clean bulk runs. */
   profile: boolean;
   /** Also run the clean PnO discard on a bridge under `deno --cpu-prof` and summarise it. */
@@ -333,6 +335,12 @@ async function profiled(pid: number, body: () => Promise<void>): Promise<string[
 }
 
 const mbps = (r: Run) => r.bytes / r.seconds / 1e6;
+
+/** The run with the median goodput (the lower middle one of an even count). */
+function medianRun(runs: Run[]): Run {
+  const sorted = [...runs].sort((a, b) => mbps(a) - mbps(b));
+  return sorted[(sorted.length - 1) >> 1];
+}
 const fmtRepairs = (x: Repairs) =>
   `${x.retrans}/${Number.isNaN(x.rtos) ? "?" : x.rtos}/${x.spurious ?? "-"}`;
 
@@ -435,6 +443,7 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
   try {
     let ep: Endpoints | null = null;
     const forwarded: Run[] = [];
+    const pairRatios: string[] = [];
     let direct: Run[] = [], profile: string[] = [], cpuProfile: string[] = [];
     let fwd: Awaited<ReturnType<typeof forwarderCounters>> = {};
     if (parts.has("clean")) {
@@ -452,19 +461,33 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       o.log("clean forwarders");
       await wireUp(w, clean);
       ep = await startEndpoints();
+      // Pairs of runs, Linux then PnO, `repeat` times: this VM's throughput moves with its
+      // neighbours' load (Linux's own figure by 1.7x between two runs), so each table row is
+      // the median run and the pairs' ratios are printed too.
+      const repeat = o.repeat ?? 3;
       for (const mode of ["discard", "source"] as const) {
-        await restartForwarders(w, clean);
-        o.log(`  Linux ${mode} ${o.mib} MiB...`);
-        forwarded.push(await runOnce(w, ep, "Linux", mode, o.mib * MiB, ccs[0]));
-        await restartForwarders(w, clean);
-        o.log(`  PnO ${mode} ${o.mib} MiB${o.profile && mode === "discard" ? " (perf)" : ""}...`);
-        let pno: Run | null = null;
-        const run = async () => {
-          pno = await runOnce(w, ep!, "PnO", mode, o.mib * MiB, ccs[0]);
-        };
-        if (o.profile && mode === "discard") profile = await profiled(ep.bridge.ready.pid, run);
-        else await run();
-        forwarded.push(pno!);
+        const linuxRuns: Run[] = [], pnoRuns: Run[] = [];
+        for (let k = 0; k < repeat; k++) {
+          await restartForwarders(w, clean);
+          o.log(`  Linux ${mode} ${o.mib} MiB...`);
+          linuxRuns.push(await runOnce(w, ep, "Linux", mode, o.mib * MiB, ccs[0]));
+          await restartForwarders(w, clean);
+          const perf = o.profile && mode === "discard" && k === 0;
+          o.log(`  PnO ${mode} ${o.mib} MiB${perf ? " (perf)" : ""}...`);
+          let pno: Run | null = null;
+          const run = async () => {
+            pno = await runOnce(w, ep!, "PnO", mode, o.mib * MiB, ccs[0]);
+          };
+          if (perf) profile = await profiled(ep.bridge.ready.pid, run);
+          else await run();
+          pnoRuns.push(pno!);
+        }
+        forwarded.push(medianRun(linuxRuns), medianRun(pnoRuns));
+        pairRatios.push(
+          `  ${mode} PnO/Linux per pair: ${
+            pnoRuns.map((r, k) => (mbps(r) / mbps(linuxRuns[k])).toFixed(2)).join(", ")
+          }`,
+        );
       }
       fwd = await forwarderCounters(w);
       if (o.cpuProf) {
@@ -527,6 +550,7 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       report.push(
         ...table(`clean wire through the forwarders, ${o.mib} MiB, seed ${o.seed}`, forwarded),
       );
+      report.push(...pairRatios);
       report.push(`  forwarder frames: ${summariseFwd(fwd)}`, "");
     }
     if (parts.has("lossy")) {

@@ -21,7 +21,8 @@ Usage: pno bench [--micro] [--engine] [--echo] [--redis [--requests N] [--idle N
                  [--nginx [--seconds N] [--connections N]]
                  [--tcp [--mib N] [--lossy-mib N] [--seed N] [--no-profile] [--cpu-prof]
                         [--tcp-parts clean,lossy] [--lossy-modes source,discard,echo]
-                        [--lossy-faults loss=1,reorder=25,delay=10] [--linux-cc cubic,bbr]]
+                        [--lossy-faults loss=1,reorder=25,delay=10] [--linux-cc cubic,bbr]
+                        [--repeat N]]
                  [--wake] [--stats [--windows N]] [--memory [--memory-idle N] [--memory-mib N]]
 
 Options:
@@ -70,6 +71,8 @@ Options:
     --lossy-modes M     the faulty runs' modes (default source,discard,echo)
     --lossy-faults F    the faulty runs' faults (default loss=1,reorder=25,delay=10; also
                         jitter=MS, duplicate=PCT)
+    --repeat N          pairs of clean runs per mode, Linux then PnO (default 3): the table
+                        shows each stack's median run, and the pairs' ratios follow it
     --linux-cc LIST     the Linux end's congestion controls (default cubic,bbr): the first,
                         the algorithm PnO's engine runs, is the reference of every ratio and
                         the only one on the clean wire; the faulty runs run each
@@ -150,6 +153,7 @@ export async function benchMain(args: string[]): Promise<number> {
       "lossy-modes",
       "lossy-faults",
       "linux-cc",
+      "repeat",
     ],
     alias: { h: "help" },
     default: {
@@ -166,6 +170,7 @@ export async function benchMain(args: string[]): Promise<number> {
       "tcp-parts": "clean,lossy",
       "lossy-modes": "source,discard,echo",
       "linux-cc": "cubic,bbr",
+      repeat: "3",
       profile: true,
     },
     negatable: ["profile"],
@@ -222,6 +227,9 @@ export async function benchMain(args: string[]): Promise<number> {
     ) {
       throw new Error("--tcp-parts takes clean,lossy; --lossy-modes source,discard,echo");
     }
+    if (!(Number.isInteger(Number(flags.repeat)) && Number(flags.repeat) >= 1)) {
+      throw new Error("--repeat takes a count of at least 1");
+    }
     const lines = await tcpSideBySide({
       mib,
       lossyMib,
@@ -230,6 +238,7 @@ export async function benchMain(args: string[]): Promise<number> {
       cpuProf: flags["cpu-prof"],
       parts: new Set(parts as ("clean" | "lossy")[]),
       linuxCcs: String(flags["linux-cc"]).split(","),
+      repeat: Number(flags.repeat),
       faults: flags["lossy-faults"] === undefined ? undefined : parseFaults(flags["lossy-faults"]),
       lossyModes: modes as Mode[],
       log: (line) => console.error(line),
