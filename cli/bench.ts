@@ -10,7 +10,7 @@ import { formatRedisTable, redisSideBySide } from "../bench/redis_side_by_side.t
 import { formatNginxTable, nginxSideBySide } from "../bench/nginx_side_by_side.ts";
 import { runMicroBench } from "../bench/rings_micro.ts";
 import { type Mode, tcpSideBySide } from "../bench/tcp_side_by_side.ts";
-import type { Impairments } from "./wire.ts";
+import { checkImpairments, type Impairments } from "./wire.ts";
 import { wakeSideBySide } from "../bench/wake_side_by_side.ts";
 import { statsSideBySide } from "../bench/stats_side_by_side.ts";
 import { memorySideBySide } from "../bench/memory_side_by_side.ts";
@@ -110,14 +110,15 @@ function parseFaults(text: string): Impairments {
   for (const part of text.split(",")) {
     const [k, v] = part.split("=");
     const key = keys[k];
-    const n = Number(v);
-    if (key === undefined || !(n >= 0)) {
+    if (key === undefined || v === undefined) {
       throw new Error(
         `--lossy-faults: ${part}? (loss=PCT,reorder=PCT,delay=MS,jitter=MS,duplicate=PCT)`,
       );
     }
-    out[key] = n;
+    out[key] = Number(v);
   }
+  // The values as the wire checks them, now rather than after the clean runs.
+  checkImpairments(out);
   return out;
 }
 

@@ -216,7 +216,7 @@ function links(w: WireConfig): Link[] {
 }
 
 /** Rejects impairments the forwarder would refuse, before anything is created. */
-function checkImpairments(imp: Impairments): void {
+export function checkImpairments(imp: Impairments): void {
   for (const [name, v] of Object.entries(imp)) {
     if (v !== undefined && !(Number.isFinite(v) && v >= 0)) {
       throw new RangeError(`${name} must be a number >= 0, not ${v}`);

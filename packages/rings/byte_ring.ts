@@ -313,10 +313,15 @@ export class NicRxProducer extends _ProducerSide implements RxStream {
   /** Copies `len` bytes of `src` to `offset` bytes past the producer index, not yet visible. */
   copyIn(offset: number, src: Uint8Array, srcOffset: number, len: number): void {
     checkSpan(src, srcOffset, len);
+    this.checkFree(offset, len);
+    this.toRing((this.prod + offset) >>> 0, src, srcOffset, len);
+  }
+
+  /** Throws unless `len` bytes at `offset` past the producer index are free. */
+  private checkFree(offset: number, len: number): void {
     if (!(offset >= 0 && offset + len <= this.free(offset + len))) {
       throw new RangeError(`copyIn ${offset}+${len} past free space`);
     }
-    this.toRing((this.prod + offset) >>> 0, src, srcOffset, len);
   }
 
   /**
@@ -329,9 +334,7 @@ export class NicRxProducer extends _ProducerSide implements RxStream {
       const p = this.callerNative.pointerOf(src);
       if (p !== null) {
         checkSpan(src, srcOffset - head, head + len);
-        if (!(offset >= 0 && offset + len <= this.free(offset + len))) {
-          throw new RangeError(`copyIn ${offset}+${len} past free space`);
-        }
+        this.checkFree(offset, len);
         const at = (this.prod + offset) >>> 0;
         return this.native!.pno_copy_to_ring_csum(
           this.nativeData,

@@ -9,8 +9,9 @@
  *
  * Data path without allocation: `input` parses into one reused {@linkcode TcpSegment}, looks
  * the 4-tuple up in an open-addressed table of numbers, copies payload straight into the
- * socket's RX stream (the next in-order data summed for its checksum in the same pass); output writes headers with byte stores into memory the {@linkcode IpLink}
- * lends and copies payload straight from the TX stream. Timers live on a timing wheel of
+ * socket's RX stream (the next in-order data summed for its checksum in the same pass); output
+ * writes headers with byte stores into memory the {@linkcode IpLink} lends and copies payload
+ * straight from the TX stream. Timers live on a timing wheel of
  * intrusive lists; output and readiness events are batched and run by `poll`.
  *
  * The bridge loop is: for each received segment `input(...)`, then `poll(now)` (which delivers
@@ -375,8 +376,9 @@ export class TcpEngine {
     dstIp >>>= 0;
     this.placed = null;
     // Header prediction: with the native checksum, the next in-order data of an established
-    // connection is summed as it is copied into the receive ring (input.ts `predicted`, `copyVerified`); every other
-    // segment is verified before anything reads it, and is looked up below.
+    // connection is summed as it is copied into the receive ring (input.ts `predicted`,
+    // `copyVerified`); every other segment is verified before anything reads it, and is looked
+    // up below.
     let s: TcpSocket | null = null;
     let looked = false;
     if (

@@ -875,9 +875,10 @@ const MAX_QUICKACKS = 16;
 const STRETCH_ACK_SEGS = 16;
 
 /**
- * Sends an ACK from the input path, not at the end of the poll round: a burst of segments
- * received in one round gets an ACK per two full segments (and one per out-of-order segment,
- * RFC 5681 §4.2), not one for the whole burst, so that a peer in slow start keeps its clock.
+ * Sends an ACK from the input path, not at the end of the poll round: within a burst received
+ * in one round, a quick ACK per segment while the peer is in slow start, one per
+ * STRETCH_ACK_SEGS after that, and one per out-of-order segment (RFC 5681 §4.2), so that the
+ * peer keeps its clock.
  */
 function ackImmediately(e: TcpEngine, s: TcpSocket): void {
   s.ackNow = true;

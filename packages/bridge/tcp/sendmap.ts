@@ -26,15 +26,14 @@ export const SM_RETRANS = 4;
 export const SEND_MAP_INITIAL = 16;
 /** Bytes one record costs: start and end (4 each), send time (8), flags (1). */
 export const SEND_MAP_RECORD_BYTES = 17;
-const INITIAL = SEND_MAP_INITIAL;
 
 /** Per-segment records of the flight. */
 export class SendMap {
-  private start = new Uint32Array(INITIAL);
-  private end = new Uint32Array(INITIAL);
-  private sentAt = new Float64Array(INITIAL);
-  private flag = new Uint8Array(INITIAL);
-  private mask = INITIAL - 1;
+  private start = new Uint32Array(SEND_MAP_INITIAL);
+  private end = new Uint32Array(SEND_MAP_INITIAL);
+  private sentAt = new Float64Array(SEND_MAP_INITIAL);
+  private flag = new Uint8Array(SEND_MAP_INITIAL);
+  private mask = SEND_MAP_INITIAL - 1;
   private head = 0;
   /** Records in the map. */
   count = 0;
@@ -262,7 +261,7 @@ export class SendMap {
   shrinkIfSmall(): number {
     const used = Math.max(this.highWater, this.count);
     this.highWater = this.count;
-    let cap = INITIAL;
+    let cap = SEND_MAP_INITIAL;
     while (cap < 2 * used) cap *= 2;
     const old = this.mask + 1;
     if (cap >= old) return 0;
