@@ -23,6 +23,9 @@ export const DP_STATS_FIELDS = [
   "rxNoMbuf",
   "txDropped",
   "mbufsFree",
+  // net_af_xdp only: frames the kernel dropped for a full RX ring or an empty fill ring.
+  "rxRingFull",
+  "rxFillEmpty",
 ] as const;
 
 /** `pno_dp_wait`'s answer: bits saying what ended the wait (0: its timeout). */
@@ -52,6 +55,7 @@ export const dpSymbols = {
   pno_dp_wake_open: { parameters: ["buffer"], result: "i32" },
   pno_dp_wake_arm: { parameters: ["i32", "i32"], result: "i32" },
   pno_dp_wake_drain: { parameters: ["i32"], result: "void" },
+  pno_dp_rx_wake_fd: { parameters: ["u16"], result: "i32" },
   // Blocks in poll(2): on a thread of Deno's pool, so the event loop turns meanwhile.
   pno_dp_wait: { parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: true },
   // The same, blocking the calling thread (the poll loop's, between its I/O turns).

@@ -9,15 +9,19 @@
  * negative value and leaves a message naming the failing step in pno_dp_last_error().
  */
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/if_packet.h>
+#include <linux/if_xdp.h>
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -51,6 +55,8 @@ static uintptr_t pool_base;
 static size_t pool_size;
 static struct pno_dp_queue queues[PNO_DP_MAX_QUEUES];
 static char last_error[256];
+/* Each queue's AF_XDP socket when the port is net_af_xdp (-1 otherwise): see pno_dp_rx_wake_fd. */
+static int xsk_fds[PNO_DP_MAX_QUEUES] = {-1, -1, -1, -1, -1, -1, -1, -1};
 
 static int fail(int code, const char *fmt, ...)
 {
@@ -137,6 +143,103 @@ int pno_dp_port_by_name(const char *name)
 	return port;
 }
 
+/*
+ * net_af_xdp creates one AF_XDP socket per RX queue in rte_eth_rx_queue_setup and keeps it to
+ * itself; DPDK has no call that names it. That socket is what an RX interrupt is to a NIC: it
+ * turns readable (poll: POLLIN) when its RX ring holds a frame. So port start notes which
+ * AF_XDP socket each queue's setup opened, by listing the process's descriptors before and
+ * after (the kernel's SO_DOMAIN tells an AF_XDP socket from any other).
+ */
+#ifndef AF_XDP
+#define AF_XDP 44
+#endif
+#define XSK_SCAN_MAX 64
+
+static int xdp_sockets(int *out)
+{
+	int n = 0;
+	DIR *dir = opendir("/proc/self/fd");
+	if (dir == NULL)
+		return 0;
+	struct dirent *entry;
+	while ((entry = readdir(dir)) != NULL && n < XSK_SCAN_MAX) {
+		if (entry->d_name[0] < '0' || entry->d_name[0] > '9')
+			continue;
+		int fd = atoi(entry->d_name), domain = 0;
+		socklen_t len = sizeof(domain);
+		if (fd != dirfd(dir) &&
+		    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_XDP)
+			out[n++] = fd;
+	}
+	closedir(dir);
+	return n;
+}
+
+/* The one AF_XDP socket that is open now and was not among `before`, or -1. */
+static int new_xdp_socket(const int *before, int n_before)
+{
+	int now[XSK_SCAN_MAX], n_now = xdp_sockets(now), found = -1;
+	for (int i = 0; i < n_now; i++) {
+		int seen = 0;
+		for (int j = 0; j < n_before && !seen; j++)
+			seen = now[i] == before[j];
+		if (seen)
+			continue;
+		if (found >= 0)
+			return -1; /* two new sockets: which is this queue's is unknown */
+		found = now[i];
+	}
+	return found;
+}
+
+int pno_dp_rx_wake_fd(uint16_t queue)
+{
+	if (queue >= PNO_DP_MAX_QUEUES || xsk_fds[queue] < 0)
+		return fail(-1, "queue %u has no AF_XDP socket to wait on", queue);
+	return xsk_fds[queue];
+}
+
+/*
+ * net_af_xdp loads its XDP program through libbpf and libxdp, which print to stderr: warnings
+ * about sections of the program's ELF they skip, and that /sys/fs/bpf is not mounted (libxdp
+ * then loads the program alone, without its dispatcher). None of it is the bridge's to show, but
+ * when the port fails to start the last message is often the reason, so it is kept for the error.
+ */
+typedef int (*bpf_print_fn)(int level, const char *format, va_list args);
+typedef bpf_print_fn (*bpf_set_print_fn)(bpf_print_fn fn);
+static char bpf_message[160];
+
+static int keep_bpf_message(int level, const char *format, va_list args)
+{
+	(void)level;
+	vsnprintf(bpf_message, sizeof(bpf_message), format, args);
+	size_t len = strlen(bpf_message);
+	while (len > 0 && (bpf_message[len - 1] == '\n' || bpf_message[len - 1] == ' '))
+		bpf_message[--len] = '\0';
+	return 0;
+}
+
+/* Both libraries are loaded already (the PMD needs them) or not at all (another driver). */
+static void capture_bpf_messages(void)
+{
+	static const char *const libs[][2] = {{"libbpf.so.1", "libbpf_set_print"},
+					      {"libxdp.so.1", "libxdp_set_print"}};
+	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
+		void *lib = dlopen(libs[i][0], RTLD_NOW | RTLD_NOLOAD);
+		if (lib == NULL)
+			continue;
+		bpf_set_print_fn set_print = (bpf_set_print_fn)dlsym(lib, libs[i][1]);
+		if (set_print != NULL)
+			set_print(keep_bpf_message);
+		dlclose(lib);
+	}
+}
+
+/* fail(), with libbpf's or libxdp's last word when there is one. */
+#define fail_bpf(code, fmt, ...)                                                                   \
+	(bpf_message[0] != '\0' ? fail(code, fmt " (%s)", __VA_ARGS__, bpf_message)                \
+				: fail(code, fmt, __VA_ARGS__))
+
 int pno_dp_port_start(uint16_t port, uint16_t n_queues, uint16_t ring_size)
 {
 	struct rte_eth_conf conf;
@@ -154,21 +257,25 @@ int pno_dp_port_start(uint16_t port, uint16_t n_queues, uint16_t ring_size)
 	if (n_queues > info.max_rx_queues || n_queues > info.max_tx_queues)
 		return fail(-1, "port %u has %u rx / %u tx queues; %u asked", port,
 			    info.max_rx_queues, info.max_tx_queues, n_queues);
+	capture_bpf_messages();
+	bpf_message[0] = '\0';
 	memset(&conf, 0, sizeof(conf));
 	ret = rte_eth_dev_configure(port, n_queues, n_queues, &conf);
 	if (ret != 0)
-		return fail(ret, "rte_eth_dev_configure(port %u): %s", port, rte_strerror(-ret));
+		return fail_bpf(ret, "rte_eth_dev_configure(port %u): %s", port, rte_strerror(-ret));
 	uint16_t nb_rxd = ring_size, nb_txd = ring_size;
 	ret = rte_eth_dev_adjust_nb_rx_tx_desc(port, &nb_rxd, &nb_txd);
 	if (ret != 0)
 		return fail(ret, "rte_eth_dev_adjust_nb_rx_tx_desc(port %u): %s", port,
 			    rte_strerror(-ret));
 	for (uint16_t q = 0; q < n_queues; q++) {
+		int before[XSK_SCAN_MAX], n_before = xdp_sockets(before);
 		ret = rte_eth_rx_queue_setup(port, q, nb_rxd, rte_eth_dev_socket_id(port), NULL,
 					     pool);
 		if (ret != 0)
-			return fail(ret, "rte_eth_rx_queue_setup(port %u, queue %u): %s", port, q,
+			return fail_bpf(ret, "rte_eth_rx_queue_setup(port %u, queue %u): %s", port, q,
 				    rte_strerror(-ret));
+		xsk_fds[q] = new_xdp_socket(before, n_before);
 		ret = rte_eth_tx_queue_setup(port, q, nb_txd, rte_eth_dev_socket_id(port), NULL);
 		if (ret != 0)
 			return fail(ret, "rte_eth_tx_queue_setup(port %u, queue %u): %s", port, q,
@@ -176,7 +283,7 @@ int pno_dp_port_start(uint16_t port, uint16_t n_queues, uint16_t ring_size)
 	}
 	ret = rte_eth_dev_start(port);
 	if (ret != 0)
-		return fail(ret, "rte_eth_dev_start(port %u): %s", port, rte_strerror(-ret));
+		return fail_bpf(ret, "rte_eth_dev_start(port %u): %s", port, rte_strerror(-ret));
 	ret = rte_eth_promiscuous_disable(port);
 	if (ret != 0 && ret != -ENOTSUP)
 		return fail(ret, "rte_eth_promiscuous_disable(port %u): %s", port,
@@ -283,6 +390,18 @@ int pno_dp_stats(uint16_t port, uint64_t *out)
 	out[7] = s.rx_nombuf;
 	out[8] = tx_dropped;
 	out[9] = rte_mempool_avail_count(pool);
+	/* net_af_xdp's imissed is the socket's rx_dropped only; frames the kernel could not hand
+	 * over because the RX ring was full or the fill ring empty are counted here. */
+	out[10] = 0;
+	out[11] = 0;
+	for (int q = 0; q < PNO_DP_MAX_QUEUES; q++) {
+		struct xdp_statistics xs;
+		socklen_t len = sizeof(xs);
+		if (xsk_fds[q] < 0 || getsockopt(xsk_fds[q], SOL_XDP, XDP_STATISTICS, &xs, &len) != 0)
+			continue;
+		out[10] += xs.rx_ring_full;
+		out[11] += xs.rx_fill_ring_empty_descs;
+	}
 	return 0;
 }
 

@@ -29,6 +29,7 @@ int pno_dp_shutdown(uint16_t port);
 #define PNO_DP_WOKE_KICK 2 /* the eventfd was written */
 int pno_dp_rx_intr_probe(uint16_t port, uint16_t queue);
 int pno_dp_wake_open(const char *ifname);
+int pno_dp_rx_wake_fd(uint16_t queue);
 int pno_dp_wake_arm(int fd, int armed);
 void pno_dp_wake_drain(int fd);
 int pno_dp_wait(int wake_fd, int event_fd, int timeout_ms);

@@ -11,7 +11,7 @@
  */
 import { openDp } from "../../ffi/dp.ts";
 import type { DmaKnobs } from "./dma.ts";
-import { type DpdkPort, type PortStats, startDpdkPort } from "./phy/dpdk_port.ts";
+import { type DpdkPort, type PortDriver, type PortStats, startDpdkPort } from "./phy/dpdk_port.ts";
 import type { FaultSettings } from "./phy/fault_injector.ts";
 import type { BpfProgram } from "./phy/bpf.ts";
 import type { CaptureSession } from "./phy/capture_tap.ts";
@@ -30,8 +30,13 @@ import { unmap } from "../rings/region.ts";
 
 /** What the bridge needs to start. */
 export interface BridgeOptions {
-  /** Interface DPDK takes over through net_af_packet (the NIC's wire end). */
+  /** Interface DPDK takes over (the NIC's wire end). */
   iface: string;
+  /**
+   * The DPDK driver that takes it (see PortDriver). Default: af_xdp with one worker; af_packet
+   * with more, since a veth has no RSS and af_packet's fanout hash stands in for it.
+   */
+  driver?: PortDriver;
   /** The bridge's address with its prefix, e.g. 10.88.0.2/24. */
   address: string;
   /** Queue pairs, one engine each; more than one runs them in Deno workers. */
@@ -108,6 +113,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const dp = openDp();
   const port = startDpdkPort(dp, {
     iface: opts.iface,
+    driver: opts.driver ?? (workers === 1 ? "af_xdp" : "af_packet"),
     queues: workers,
     filePrefix: opts.filePrefix ?? `pno-bridge-${Deno.pid}`,
   });
@@ -129,6 +135,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const config = (queue: number): QueueStackConfig => ({
     portId: port.portId,
     iface: opts.iface,
+    driver: port.driver,
     queue,
     mac: port.mac,
     ip: addr,

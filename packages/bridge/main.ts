@@ -9,6 +9,7 @@
 import { parseArgs } from "@std/cli";
 import { startBridge } from "./bridge.ts";
 import type { FaultSettings } from "./phy/fault_injector.ts";
+import { PORT_DRIVERS, type PortDriver } from "./phy/dpdk_port.ts";
 import { statsApp } from "./stats_server.ts";
 
 export const BRIDGE_HELP =
@@ -17,7 +18,10 @@ export const BRIDGE_HELP =
 Usage: pno bridge [options]
 
 Options:
-  --iface NAME        interface DPDK drives via net_af_packet   (default: pno1)
+  --iface NAME        interface DPDK drives                      (default: pno1)
+  --driver NAME       DPDK driver: af_xdp (one copy; the interface needs as many RX
+                      queues as workers) or af_packet (any interface; its fanout hash
+                      spreads flows over workers)   (default: af_xdp, af_packet if N > 1)
   --address CIDR      the bridge's IPv4 address                  (default: 10.88.0.2/24)
   --stats-port N      serve GET /stats on 127.0.0.1:N, 0 = any   (default: 7081)
   --workers N         queue pairs, one engine (Deno worker) each (default: 1)
@@ -47,11 +51,20 @@ Stops cleanly on SIGINT or SIGTERM. Run \`pno wire up\` first to create pno1.`;
 
 const FAULT_FLAGS = ["loss", "delay", "jitter", "reorder", "duplicate", "fault-seed"] as const;
 
+function portDriver(name: string): PortDriver {
+  const driver = PORT_DRIVERS.find((d) => d === name);
+  if (driver === undefined) {
+    throw new Error(`--driver ${name}: one of ${PORT_DRIVERS.join(", ")}`);
+  }
+  return driver;
+}
+
 /** Runs the bridge CLI with `args`; resolves with the exit code. */
 export async function bridgeMain(args: string[]): Promise<number> {
   const flags = parseArgs(args, {
     string: [
       "iface",
+      "driver",
       "address",
       "stats-port",
       "file-prefix",
@@ -86,6 +99,7 @@ export async function bridgeMain(args: string[]): Promise<number> {
     : flags.control || (Number(flags.workers) === 1 ? "/run/pno/bridge.sock" : undefined);
   const bridge = await startBridge({
     iface: flags.iface,
+    driver: flags.driver === undefined ? undefined : portDriver(flags.driver),
     address: flags.address,
     workers: Number(flags.workers),
     filePrefix: flags["file-prefix"],

@@ -19,6 +19,7 @@ import { MemoryReclaimer } from "./memory_reclaimer.ts";
 import { trimQuietBuffers } from "./tcp/autotune.ts";
 import { DEFAULT_BACKOFF, type Parking, PollLoop, WOKE_KICK } from "./poll_loop.ts";
 import { WireWake } from "./phy/wire_wake.ts";
+import type { PortDriver } from "./phy/dpdk_port.ts";
 import { Waker } from "../rings/waker.ts";
 import { RegionServer } from "./region_server.ts";
 import { RingService } from "./ring_service.ts";
@@ -34,6 +35,8 @@ export interface QueueStackConfig {
   portId: number;
   /** The interface DPDK drives: a frame on it wakes a sleeping loop (null: naps only). */
   iface: string | null;
+  /** The driver DPDK drives it with: how a frame wakes the loop (default af_packet). */
+  driver?: PortDriver;
   queue: number;
   mac: Uint8Array;
   ip: number;
@@ -133,9 +136,11 @@ export class QueueStack {
 
     const rs = this.regionServer, rings = this.rings;
     this.rxInterrupt = dp.pno_dp_rx_intr_probe(config.portId, config.queue);
-    const wake = this.wireWake = config.iface !== null && Deno.env.get("PNO_WIRE_WAKE") !== "0"
-      ? WireWake.open(dp, config.iface)
-      : null;
+    const wake = this.wireWake = config.iface === null || Deno.env.get("PNO_WIRE_WAKE") === "0"
+      ? null
+      : config.driver === "af_xdp"
+      ? WireWake.onXsk(dp, config.queue)
+      : WireWake.open(dp, config.iface);
     // The loop parks on the wire's wake socket (a frame ends the nap, as an RX interrupt would)
     // and on the region server's eventfd (an application posting commands to a parked bridge
     // kicks it); stop() kicks the eventfd, so a bridge without regions gets one of its own.

@@ -74,11 +74,25 @@ function metaView(ptr: Deno.PointerValue): Uint32Array {
   return new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(ptr, DP_BURST * 8));
 }
 
+/**
+ * The DPDK driver that takes the interface, as a NIC's PMD would on a DPU.
+ * - `af_xdp`: an XDP program hands each frame to an AF_XDP socket per queue (one copy into
+ *   the mbuf pool, no skb on receive); the interface needs as many queues as the bridge, and
+ *   the socket is the queue's RX interrupt (pno_dp_rx_wake_fd).
+ * - `af_packet`: a packet socket ring per queue (two copies and the kernel's packet path for
+ *   every frame); works on any interface, and wakes through a socket of its own (WireWake).
+ */
+export type PortDriver = "af_xdp" | "af_packet";
+
+export const PORT_DRIVERS: readonly PortDriver[] = ["af_xdp", "af_packet"];
+
 /** Options of the DPDK port. */
 export interface PortOptions {
-  /** Interface DPDK drives through net_af_packet. */
+  /** Interface DPDK drives. */
   iface: string;
-  /** RX/TX queue pairs (af_packet fanout spreads flows by hash). */
+  /** Which DPDK driver takes it. */
+  driver: PortDriver;
+  /** RX/TX queue pairs (af_packet: fanout spreads flows by hash; af_xdp: the NIC's queues). */
   queues: number;
   /** EAL --file-prefix, unique per bridge so several can run at once. */
   filePrefix: string;
@@ -91,6 +105,7 @@ export interface PortOptions {
 /** The started port: the pool view, the MAC, and access to counters. */
 export interface DpdkPort {
   readonly dp: DpLibrary;
+  readonly driver: PortDriver;
   readonly portId: number;
   readonly pool: Uint8Array;
   readonly mac: Uint8Array;
@@ -105,6 +120,7 @@ export interface DpdkPort {
  * checked and a failure names the step.
  */
 export function startDpdkPort(dp: DpLibrary, opts: PortOptions): DpdkPort {
+  if (opts.driver === "af_xdp") checkXdpQueues(opts.iface, opts.queues);
   const args = [
     "pno-bridge",
     "--no-huge",
@@ -113,13 +129,15 @@ export function startDpdkPort(dp: DpLibrary, opts: PortOptions): DpdkPort {
     "--no-pci",
     "--no-telemetry",
     `--file-prefix=${opts.filePrefix}`,
-    // A deep af_packet ring (8192 frames per queue, not 512): fewer drops under bursts, and
-    // fewer flows rolled over to another queue (DPDK sets PACKET_FANOUT_FLAG_ROLLOVER).
-    `--vdev=net_af_packet0,iface=${opts.iface},qpairs=${opts.queues},framecnt=8192`,
+    opts.driver === "af_xdp"
+      ? `--vdev=net_af_xdp0,iface=${opts.iface},start_queue=0,queue_count=${opts.queues}`
+      // A deep af_packet ring (8192 frames per queue, not 512): fewer drops under bursts, and
+      // fewer flows rolled over to another queue (DPDK sets PACKET_FANOUT_FLAG_ROLLOVER).
+      : `--vdev=net_af_packet0,iface=${opts.iface},qpairs=${opts.queues},framecnt=8192`,
     "-l",
     "0",
     "--log-level=lib.eal:error",
-    "--log-level=pmd.net.af_packet:error",
+    `--log-level=pmd.net.${opts.driver}:error`,
   ];
   const block = new TextEncoder().encode(args.join("\0") + "\0");
   check(dp, dp.pno_dp_eal_init(block, block.length), "EAL init");
@@ -129,7 +147,7 @@ export function startDpdkPort(dp: DpLibrary, opts: PortOptions): DpdkPort {
   const pool = new Uint8Array(
     Deno.UnsafePointerView.getArrayBuffer(base, Number(dp.pno_dp_pool_size())),
   );
-  const portId = check(dp, dp.pno_dp_port_by_name(encodeCString("net_af_packet0")), "port");
+  const portId = check(dp, dp.pno_dp_port_by_name(encodeCString(`net_${opts.driver}0`)), "port");
   check(dp, dp.pno_dp_port_start(portId, opts.queues, 1024), "port start");
   const mac = new Uint8Array(6);
   check(dp, dp.pno_dp_mac(portId, mac), "MAC address");
@@ -138,6 +156,7 @@ export function startDpdkPort(dp: DpLibrary, opts: PortOptions): DpdkPort {
   const linkBuf = new Uint32Array(3);
   return {
     dp,
+    driver: opts.driver,
     portId,
     pool,
     mac,
@@ -160,6 +179,28 @@ export function startDpdkPort(dp: DpLibrary, opts: PortOptions): DpdkPort {
       check(dp, dp.pno_dp_shutdown(portId), "port shutdown");
     },
   };
+}
+
+/**
+ * An XDP program sees one RX queue's frames, and net_af_xdp binds a socket to each of the
+ * first `queues` queues: frames on any other queue would go to the kernel instead of the
+ * bridge, so the interface must have exactly that many (veth: `numrxqueues` at creation).
+ */
+function checkXdpQueues(iface: string, queues: number): void {
+  let rx = 0;
+  try {
+    for (const e of Deno.readDirSync(`/sys/class/net/${iface}/queues`)) {
+      if (e.name.startsWith("rx-")) rx++;
+    }
+  } catch {
+    throw new Error(`--driver af_xdp: no interface ${iface}`);
+  }
+  if (rx !== queues) {
+    throw new Error(
+      `--driver af_xdp: ${iface} has ${rx} RX queue(s) and the bridge ${queues} worker(s); ` +
+        "they must match (or use --driver af_packet, whose fanout hash stands in for RSS)",
+    );
+  }
 }
 
 function check(dp: DpLibrary, ret: number, step: string): number {

@@ -8,6 +8,9 @@
  * A frame that arrived after the loop's last empty round but before `arm()` wakes nobody: the
  * loop runs one more round after arming (poll_loop.ts), which finds it.
  *
+ * net_af_xdp needs none of this: its queue's AF_XDP socket is readable exactly while its RX
+ * ring holds a frame, so `wait` polls that socket and arming costs nothing (`onXsk`).
+ *
  * @module
  */
 import { dpLastError, type DpLibrary } from "../../../ffi/dp.ts";
@@ -18,17 +21,30 @@ export class WireWake {
   /** Disarmed by the loop, filter not yet put back (see `disarm`). */
   private disarmPending = false;
 
-  private constructor(private readonly dp: DpLibrary, readonly fd: number) {}
+  private constructor(
+    private readonly dp: DpLibrary,
+    readonly fd: number,
+    /** The fd is DPDK's AF_XDP socket: level-triggered by its RX ring, and not ours to close. */
+    readonly xsk: boolean,
+  ) {}
 
-  /** Opens the wake socket on `iface` (the interface DPDK drives). */
+  /** Opens the wake socket on `iface` (the interface DPDK drives through net_af_packet). */
   static open(dp: DpLibrary, iface: string): WireWake {
     const fd = dp.pno_dp_wake_open(new TextEncoder().encode(`${iface}\0`));
     if (fd < 0) throw new Error(dpLastError(dp));
-    return new WireWake(dp, fd);
+    return new WireWake(dp, fd, false);
+  }
+
+  /** Waits on the AF_XDP socket net_af_xdp opened for `queue`. */
+  static onXsk(dp: DpLibrary, queue: number): WireWake {
+    const fd = dp.pno_dp_rx_wake_fd(queue);
+    if (fd < 0) throw new Error(dpLastError(dp));
+    return new WireWake(dp, fd, true);
   }
 
   /** From now on a frame on the wire ends `wait`. */
   arm(): void {
+    if (this.xsk) return;
     if (this.disarmPending) {
       // Still armed: only what queued since the last sleep goes.
       this.disarmPending = false;
@@ -76,6 +92,6 @@ export class WireWake {
   }
 
   close(): void {
-    libc().close(this.fd);
+    if (!this.xsk) libc().close(this.fd);
   }
 }
