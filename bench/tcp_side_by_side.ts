@@ -372,15 +372,18 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
   const MiB = 1 << 20;
   const report: string[] = [];
   let bridge: BridgeProcess | null = null;
+  let pnoDriver = "?";
   let kernel: Deno.ChildProcess | null = null;
   let kernelText = "";
   const startEndpoints = async (denoFlags: string[] = []): Promise<Endpoints> => {
-    bridge = await BridgeProcess.start(w, [], {
+    // net_af_xdp: one copy per frame where af_packet makes two (README, the bridge's driver).
+    bridge = await BridgeProcess.start(w, ["--driver", "af_xdp"], {
       denoFlags,
       // perf names JIT frames from /tmp/perf-PID.map (V8 also writes a log in the working
       // directory, removed with the map).
       v8Flags: o.profile ? ["--perf-basic-prof"] : [],
     });
+    pnoDriver = bridge.ready.driver;
     if (kernel === null) {
       kernel = new Deno.Command("python3", {
         args: ["-c", KERNEL_SERVICES, w.twin!.hostAddress.split("/")[0], ccs.join(",")],
@@ -529,7 +532,8 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
 
     const hostCc = (await Deno.readTextFile("/proc/sys/net/ipv4/tcp_congestion_control")).trim();
     report.push(
-      `TCP, one connection, PnO (the bridge's services on its DPDK port) and Linux (python3 ` +
+      `TCP, one connection, PnO (the bridge's services on its DPDK port, ` +
+        `net_${pnoDriver}) and Linux (python3 ` +
         `services on the host kernel, twin link), client: python3 in ${w.ns}`,
       `Linux's congestion control: ${ccs.join(", ")} (TCP_CONGESTION on both of its sockets; ` +
         `this host's default is ${hostCc}); PnO's engine runs CUBIC. Ratios are to Linux ` +

@@ -62,9 +62,10 @@ export async function wakeSideBySide(quietPings = 5): Promise<string[]> {
       idleCpuPercent: null,
       wireWakes: null,
     });
-    for (const wake of [false, true]) {
+    const runs = [[false, "af_xdp"], [true, "af_xdp"], [true, "af_packet"]] as const;
+    for (const [wake, driver] of runs) {
       Deno.env.set("PNO_WIRE_WAKE", wake ? "1" : "0");
-      bridge = await BridgeProcess.start(w);
+      bridge = await BridgeProcess.start(w, ["--driver", driver]);
       Deno.env.delete("PNO_WIRE_WAKE");
       const dst = w.bridgeAddress.split("/")[0];
       await ping(w, dst, 1, "0.2"); // ARP, both ways
@@ -77,7 +78,7 @@ export async function wakeSideBySide(quietPings = 5): Promise<string[]> {
       await new Promise((r) => setTimeout(r, 5000));
       const cpu = (cpuSeconds(bridge.ready.pid) - cpu0) / ((performance.now() - t0) / 1000);
       rows.push({
-        name: wake ? "PnO, wire wakeup armed" : "PnO, timer naps (PNO_WIRE_WAKE=0)",
+        name: `PnO ${driver}, ${wake ? "wire wakeup armed" : "timer naps (PNO_WIRE_WAKE=0)"}`,
         busy,
         quiet,
         idleCpuPercent: cpu * 100,
@@ -94,11 +95,11 @@ export async function wakeSideBySide(quietPings = 5): Promise<string[]> {
   const lines = [
     `ping RTT from ${w.ns}: busy (500 pings 1 ms apart) and after a quiet second ` +
     `(${quietPings} pings 1.2 s apart); the bridge's CPU over 5 s of silence`,
-    "target                             | busy avg ms | quiet avg ms | quiet max ms | quiet/busy | idle CPU % | woke on wire",
+    "target                                     | busy avg ms | quiet avg ms | quiet max ms | quiet/busy | idle CPU % | woke on wire",
   ];
   for (const r of rows) {
     lines.push(
-      `${r.name.padEnd(34)} | ${r.busy.avgMs.toFixed(3).padStart(11)} | ${
+      `${r.name.padEnd(42)} | ${r.busy.avgMs.toFixed(3).padStart(11)} | ${
         r.quiet.avgMs.toFixed(3).padStart(12)
       } | ${r.quiet.maxMs.toFixed(3).padStart(12)} | ${
         (r.quiet.avgMs / r.busy.avgMs).toFixed(1).padStart(10)

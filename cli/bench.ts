@@ -78,7 +78,8 @@ Options:
                         the only one on the clean wire; the faulty runs run each
   --wake      an idle bridge's answer time and cost: ping RTT while busy and after a quiet
               second, and the bridge's CPU while idle, with timer naps only
-              (PNO_WIRE_WAKE=0) and with the wire's wakeup armed; the host kernel alongside
+              (PNO_WIRE_WAKE=0) and with the wire's wakeup armed (net_af_xdp's socket, and
+              net_af_packet's wake socket); the host kernel alongside
   --stats     what serving the live stats costs the data path: the bridge's echo service
               driven without pause from a namespace (64 B request/response, then bulk) while
               readers switch on and off in 1 s windows: nobody, a client polling the proxy's

@@ -11,6 +11,8 @@ const ROOT = new URL("..", import.meta.url).pathname;
 /** The ready line the bridge prints. */
 export interface BridgeReady {
   pid: number;
+  /** The DPDK driver that took the interface (af_xdp, af_packet). */
+  driver: string;
   mac: string;
   address: string;
   stats: string;

@@ -1,8 +1,9 @@
 /**
  * An idle bridge wakes on the wire: after a quiet second its loop sleeps, and a ping then ends
- * the sleep through the wire's wake socket (packages/bridge/phy/wire_wake.ts), not through the
- * end of a nap. Asserted from the loop's counters, with and without application regions (the
- * loop then also waits on the region server's eventfd).
+ * the sleep through the wire's wakeup (packages/bridge/phy/wire_wake.ts: net_af_xdp's socket, or
+ * net_af_packet's wake socket), not through the end of a nap. Asserted from the loop's counters,
+ * with and without application regions (the loop then also waits on the region server's
+ * eventfd), with each driver.
  *
  * @module
  */
@@ -16,7 +17,12 @@ async function loop(bridge: BridgeProcess): Promise<Record<string, number>> {
   return stats.queues[0].loop;
 }
 
-async function pingsAfterQuiet(w: WireConfig, bridge: BridgeProcess): Promise<void> {
+async function pingsAfterQuiet(
+  w: WireConfig,
+  bridge: BridgeProcess,
+  driver: string,
+): Promise<void> {
+  assertEquals((await bridge.stats() as unknown as { driver: string }).driver, driver);
   const dst = addressOf(w.bridgeAddress);
   assertEquals(await ping(w, dst, 1), 1); // ARP both ways first
   const pings = 3;
@@ -38,13 +44,19 @@ async function pingsAfterQuiet(w: WireConfig, bridge: BridgeProcess): Promise<vo
 
 Deno.test("an idle bridge wakes on a frame, not at the end of a nap", async () => {
   await withBridge("twbw1", 74, async (w, bridge) => {
-    await pingsAfterQuiet(w, bridge);
-  });
+    await pingsAfterQuiet(w, bridge, "af_xdp");
+  }, ["--driver", "af_xdp"]);
 });
 
 Deno.test("an idle bridge serving regions wakes on a frame too", async () => {
   const control = `/tmp/pno-twbw2-${Deno.pid}.sock`;
   await withBridge("twbw2", 62, async (w, bridge) => {
-    await pingsAfterQuiet(w, bridge);
-  }, ["--control", control]);
+    await pingsAfterQuiet(w, bridge, "af_xdp");
+  }, ["--driver", "af_xdp", "--control", control]);
+});
+
+Deno.test("an idle bridge on net_af_packet wakes on a frame through its wake socket", async () => {
+  await withBridge("twbw3", 156, async (w, bridge) => {
+    await pingsAfterQuiet(w, bridge, "af_packet");
+  });
 });

@@ -33,8 +33,8 @@ export interface BridgeOptions {
   /** Interface DPDK takes over (the NIC's wire end). */
   iface: string;
   /**
-   * The DPDK driver that takes it (see PortDriver). Default: af_xdp with one worker; af_packet
-   * with more, since a veth has no RSS and af_packet's fanout hash stands in for it.
+   * The DPDK driver that takes it (see PortDriver); default af_packet, until the shim's epoll
+   * no longer races the bridge's event flush (see README, "Known limits").
    */
   driver?: PortDriver;
   /** The bridge's address with its prefix, e.g. 10.88.0.2/24. */
@@ -65,6 +65,8 @@ export interface BridgeStats {
   mac: string;
   address: string;
   workers: number;
+  /** The DPDK driver that took the interface. */
+  driver: PortDriver;
   port: PortStats;
   /** Interface counters summed over the queues. */
   iface: Record<string, number | Record<string, number>>;
@@ -113,7 +115,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const dp = openDp();
   const port = startDpdkPort(dp, {
     iface: opts.iface,
-    driver: opts.driver ?? (workers === 1 ? "af_xdp" : "af_packet"),
+    driver: opts.driver ?? "af_packet",
     queues: workers,
     filePrefix: opts.filePrefix ?? `pno-bridge-${Deno.pid}`,
   });
@@ -202,6 +204,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         mac: formatMac(port.mac),
         address: `${formatIpv4(addr)}/${prefix}`,
         workers,
+        driver: port.driver,
         port: port.stats(),
         iface: sumCounters(queues.map((q) => q.iface)),
         tcp: sumCounters(

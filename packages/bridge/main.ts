@@ -19,9 +19,9 @@ Usage: pno bridge [options]
 
 Options:
   --iface NAME        interface DPDK drives                      (default: pno1)
-  --driver NAME       DPDK driver: af_xdp (one copy; the interface needs as many RX
-                      queues as workers) or af_packet (any interface; its fanout hash
-                      spreads flows over workers)   (default: af_xdp, af_packet if N > 1)
+  --driver NAME       DPDK driver: af_xdp (one copy per frame; the interface needs as
+                      many RX queues as workers) or af_packet (any interface; its
+                      fanout hash spreads flows over workers)    (default: af_packet)
   --address CIDR      the bridge's IPv4 address                  (default: 10.88.0.2/24)
   --stats-port N      serve GET /stats on 127.0.0.1:N, 0 = any   (default: 7081)
   --workers N         queue pairs, one engine (Deno worker) each (default: 1)
@@ -123,11 +123,12 @@ export async function bridgeMain(args: string[]): Promise<number> {
   const stopped = new Promise<void>((resolve) => stop = resolve);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  const { mac, address, workers } = await bridge.stats();
+  const { mac, address, workers, driver } = await bridge.stats();
   console.log(JSON.stringify({
     event: "ready",
     pid: Deno.pid,
     iface: flags.iface,
+    driver,
     mac,
     address,
     workers,

@@ -75,6 +75,14 @@ const PORT: Record<string, [string, string]> = {
   oerrors: ["pno_port_tx_errors_total", "Transmit errors of the port"],
   rxNoMbuf: ["pno_port_rx_nombuf_total", "Receives that found no mbuf"],
   txDropped: ["pno_port_tx_dropped_total", "Frames the port could not send"],
+  rxRingFull: [
+    "pno_port_rx_ring_full_total",
+    "Frames the kernel dropped for a full AF_XDP RX ring (net_af_xdp)",
+  ],
+  rxFillEmpty: [
+    "pno_port_rx_fill_empty_total",
+    "Frames the kernel dropped for an empty AF_XDP fill ring (net_af_xdp)",
+  ],
 };
 
 /** The exposition of a snapshot. */
