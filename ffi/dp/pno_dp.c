@@ -55,8 +55,9 @@ static uintptr_t pool_base;
 static size_t pool_size;
 static struct pno_dp_queue queues[PNO_DP_MAX_QUEUES];
 static char last_error[256];
-/* Each queue's AF_XDP socket when the port is net_af_xdp (-1 otherwise): see pno_dp_rx_wake_fd. */
-static int xsk_fds[PNO_DP_MAX_QUEUES] = {-1, -1, -1, -1, -1, -1, -1, -1};
+/* Each queue's AF_XDP socket when the port is net_af_xdp (-1 otherwise, set at port start):
+ * see pno_dp_rx_wake_fd. */
+static int xsk_fds[PNO_DP_MAX_QUEUES];
 
 static int fail(int code, const char *fmt, ...)
 {
@@ -257,6 +258,10 @@ int pno_dp_port_start(uint16_t port, uint16_t n_queues, uint16_t ring_size)
 	if (n_queues > info.max_rx_queues || n_queues > info.max_tx_queues)
 		return fail(-1, "port %u has %u rx / %u tx queues; %u asked", port,
 			    info.max_rx_queues, info.max_tx_queues, n_queues);
+	/* Only net_af_xdp has sockets to note; other drivers' setups skip the fd listings. */
+	int af_xdp = strcmp(info.driver_name, "net_af_xdp") == 0;
+	for (int q = 0; q < PNO_DP_MAX_QUEUES; q++)
+		xsk_fds[q] = -1;
 	capture_bpf_messages();
 	bpf_message[0] = '\0';
 	memset(&conf, 0, sizeof(conf));
@@ -269,13 +274,14 @@ int pno_dp_port_start(uint16_t port, uint16_t n_queues, uint16_t ring_size)
 		return fail(ret, "rte_eth_dev_adjust_nb_rx_tx_desc(port %u): %s", port,
 			    rte_strerror(-ret));
 	for (uint16_t q = 0; q < n_queues; q++) {
-		int before[XSK_SCAN_MAX], n_before = xdp_sockets(before);
+		int before[XSK_SCAN_MAX], n_before = af_xdp ? xdp_sockets(before) : 0;
 		ret = rte_eth_rx_queue_setup(port, q, nb_rxd, rte_eth_dev_socket_id(port), NULL,
 					     pool);
 		if (ret != 0)
 			return fail_bpf(ret, "rte_eth_rx_queue_setup(port %u, queue %u): %s", port, q,
 				    rte_strerror(-ret));
-		xsk_fds[q] = new_xdp_socket(before, n_before);
+		if (af_xdp)
+			xsk_fds[q] = new_xdp_socket(before, n_before);
 		ret = rte_eth_tx_queue_setup(port, q, nb_txd, rte_eth_dev_socket_id(port), NULL);
 		if (ret != 0)
 			return fail(ret, "rte_eth_tx_queue_setup(port %u, queue %u): %s", port, q,
