@@ -3107,6 +3107,29 @@ struct poll_ctx {
 	nfds_t n;
 };
 
+/*
+ * A call that has seen an offloaded socket ready puts the socket's epoll items on their ready
+ * lists. The bridge makes received data visible in the RX ring while it works through a burst
+ * and posts the socket's event at the end of the round; without this, epoll_wait would not
+ * list a socket that poll() has just said is readable until that event lands. In the kernel
+ * the wakeup callback runs right after the data is queued, so the window is nanoseconds.
+ * The event still arrives and finds the items there already (ready_add is idempotent).
+ */
+static void note_ready(struct psock *p, uint32_t m)
+{
+	if (!m || !__atomic_load_n(&p->epis, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&g.mu); /* the socket's epoll list, taken before a set's as epoll_ctl */
+	for (struct epi *e = p->epis; e; e = e->sock_next) {
+		if (!(m & (e->events | EPOLLERR | EPOLLHUP)))
+			continue;
+		pthread_mutex_lock(&e->ep->mu);
+		ready_add(e->ep, e);
+		pthread_mutex_unlock(&e->ep->mu);
+	}
+	pthread_mutex_unlock(&g.mu);
+}
+
 static int poll_ours_ready(void *arg)
 {
 	struct poll_ctx *c = arg;
@@ -3178,8 +3201,10 @@ static int pno_poll(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *m
 			short kre = 0;
 			if (!p || p->loop_listening)
 				kre = r > 0 ? kf[k++].revents : 0;
-			fds[i].revents = p ? (short)(to_poll(sock_poll(p), fds[i].events) | (kre & POLLIN))
-				       : kre;
+			uint32_t m = p ? sock_poll(p) : 0;
+			if (p)
+				note_ready(p, m);
+			fds[i].revents = p ? (short)(to_poll(m, fds[i].events) | (kre & POLLIN)) : kre;
 			if (fds[i].revents)
 				ready++;
 		}

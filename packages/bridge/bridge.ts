@@ -33,8 +33,8 @@ export interface BridgeOptions {
   /** Interface DPDK takes over (the NIC's wire end). */
   iface: string;
   /**
-   * The DPDK driver that takes it (see PortDriver); default af_packet, until the shim's epoll
-   * no longer races the bridge's event flush (see README, "Known limits").
+   * The DPDK driver that takes it (see PortDriver); default af_packet, which takes any
+   * interface with any number of workers and wakes sooner after a quiet spell on this VM.
    */
   driver?: PortDriver;
   /** The bridge's address with its prefix, e.g. 10.88.0.2/24. */

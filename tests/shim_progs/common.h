@@ -190,6 +190,13 @@ static inline void msleep(int ms) {
   }
 }
 
+/* Milliseconds on the monotonic clock. */
+static inline uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static inline void write_all(int fd, const void *buf, size_t n) {
   const char *p = buf;
   while (n > 0) {

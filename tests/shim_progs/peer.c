@@ -14,6 +14,7 @@
  *   h      shutdown(SHUT_WR)                  x   close
  *   @<I>   make connection I current          B<N>  receive N bytes of the bulk pattern
  *   F      receive the sendfile scenario's stream until EOF and check it
+ *   E<N>   N times: receive one byte, send 'q'; one line at the end
  * Every step prints one line; the script's end prints `done`.
  */
 #include "common.h"
@@ -29,6 +30,7 @@ static const struct {
     {"epoll-nested", "c r1 sn r1 x"},
     {"epoll-mixed", "c r1 ss r1 st r1 x"},
     {"epoll-maxevents", "c r1 sm r1 x"},
+    {"epoll-after-poll", "c E600 r1 x"},
     {"poll-mixed", "c r1 sq r1 x"},
     {"select-mixed", "c r1 ss r1 x"},
     {"pselect-mixed", "c r1 ss r1 x"},
@@ -201,6 +203,15 @@ static void do_sendfile_stream(void) {
   say("recv until EOF: %zu %s", got, bad || got != 11100 ? "WRONG" : "file bytes in order");
 }
 
+static void do_echo_rounds(int n) {
+  for (int i = 0; i < n; i++) {
+    char b;
+    if (recv(current(), &b, 1, MSG_WAITALL) != 1) fail("echo round %d: no byte", i);
+    if (send(current(), "q", 1, MSG_NOSIGNAL) != 1) fail("echo round %d: send", i);
+  }
+  say("echoed: %d", n);
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
     fprintf(stderr, "usage: %s SCENARIO ADDRESS PORT\n", argv[0]);
@@ -247,6 +258,7 @@ int main(int argc, char **argv) {
       break;
     case 'B': do_bulk((size_t)atol(arg)); break;
     case 'F': do_sendfile_stream(); break;
+    case 'E': do_echo_rounds(atoi(arg)); break;
     default: fail("bad step %s", step);
     }
   }

@@ -278,12 +278,6 @@ static void accept_all(int tid) {
   if (epoll_ctl(g_ep, EPOLL_CTL_MOD, g_listener, &ev) < 0) error_once("epoll_ctl MOD L", errno);
 }
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Ten seconds without an event: the peer is not coming back; the totals say what was seen. */
 #define IDLE_END_MS 10000
 static int64_t g_last_event_ms;
@@ -298,7 +292,7 @@ static void *worker(void *arg) {
       error_once("epoll_wait", errno);
       break;
     }
-    int64_t now = now_ms();
+    int64_t now = (int64_t)now_ms();
     if (n > 0) {
       __atomic_store_n(&g_last_event_ms, now, __ATOMIC_RELAXED);
     } else if (now - __atomic_load_n(&g_last_event_ms, __ATOMIC_RELAXED) > IDLE_END_MS) {
@@ -337,7 +331,7 @@ static void sc_shared_epoll(void) {
   if (g_ep < 0) fail("epoll_create1");
   struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = &g_listener_tag};
   if (epoll_ctl(g_ep, EPOLL_CTL_ADD, g_listener, &ev) < 0) fail("epoll_ctl ADD listener");
-  g_last_event_ms = now_ms();
+  g_last_event_ms = (int64_t)now_ms();
   pthread_t th[TC_THREADS];
   for (int i = 0; i < TC_THREADS; i++) {
     if (pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i) != 0) fail("pthread_create");
