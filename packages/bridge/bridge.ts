@@ -33,8 +33,8 @@ export interface BridgeOptions {
   /** Interface DPDK takes over (the NIC's wire end). */
   iface: string;
   /**
-   * The DPDK driver that takes it (see PortDriver); default af_packet, which takes any
-   * interface with any number of workers and wakes sooner after a quiet spell on this VM.
+   * The DPDK driver that takes it (see PortDriver). Default: af_xdp with one worker; af_packet
+   * with more, since a veth has no RSS and af_packet's fanout hash stands in for it.
    */
   driver?: PortDriver;
   /** The bridge's address with its prefix, e.g. 10.88.0.2/24. */
@@ -115,7 +115,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const dp = openDp();
   const port = startDpdkPort(dp, {
     iface: opts.iface,
-    driver: opts.driver ?? "af_packet",
+    driver: opts.driver ?? (workers === 1 ? "af_xdp" : "af_packet"),
     queues: workers,
     filePrefix: opts.filePrefix ?? `pno-bridge-${Deno.pid}`,
   });

@@ -21,7 +21,8 @@ Options:
   --iface NAME        interface DPDK drives                      (default: pno1)
   --driver NAME       DPDK driver: af_xdp (one copy per frame; the interface needs as
                       many RX queues as workers) or af_packet (any interface; its
-                      fanout hash spreads flows over workers)    (default: af_packet)
+                      fanout hash spreads flows over workers)
+                                        (default: af_xdp, af_packet with --workers > 1)
   --address CIDR      the bridge's IPv4 address                  (default: 10.88.0.2/24)
   --stats-port N      serve GET /stats on 127.0.0.1:N, 0 = any   (default: 7081)
   --workers N         queue pairs, one engine (Deno worker) each (default: 1)
