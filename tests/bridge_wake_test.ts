@@ -58,5 +58,5 @@ Deno.test("an idle bridge serving regions wakes on a frame too", async () => {
 Deno.test("an idle bridge on net_af_packet wakes on a frame through its wake socket", async () => {
   await withBridge("twbw3", 156, async (w, bridge) => {
     await pingsAfterQuiet(w, bridge, "af_packet");
-  });
+  }, ["--driver", "af_packet"]);
 });
