@@ -221,6 +221,30 @@ interface Endpoints {
   kernelLines: () => Promise<string>;
 }
 
+/**
+ * Where frames for PnO were lost before its engine saw them, over the bridge's life so far:
+ * the port's counters (DPDK's imissed; with net_af_xdp, the AF_XDP socket's full RX ring and
+ * empty fill ring) and the drops the kernel counted on the bridge's veth (with an XDP program
+ * a veth queues at most 256 frames for its NAPI).
+ */
+async function portDropCounters(w: WireConfig, bridge: BridgeProcess): Promise<string> {
+  const port = (await bridge.stats()).port;
+  const parts = (["imissed", "rxRingFull", "rxFillEmpty", "rxNoMbuf", "txDropped"] as const)
+    .map((k) => `${k} ${port[k]}`);
+  const ethtool = await sh(["ethtool", "-S", w.bridge], true).catch(() => "");
+  for (const m of ethtool.matchAll(/^\s*(\S*(?:drop|err|full)\S*): (\d+)$/gm)) {
+    if (m[2] !== "0") parts.push(`${w.bridge} ${m[1]} ${m[2]}`);
+  }
+  const link = await sh(inNs(w, "ip", "-s", "-j", "link", "show"), true).catch(() => "[]");
+  for (
+    const l of JSON.parse(link) as { ifname: string; stats64?: { tx?: { dropped: number } } }[]
+  ) {
+    const dropped = l.stats64?.tx?.dropped ?? 0;
+    if (dropped > 0) parts.push(`${w.ns}/${l.ifname} tx dropped ${dropped}`);
+  }
+  return parts.join(", ");
+}
+
 /** One run against one stack: client in the namespace; repair counters from both ends. */
 async function runOnce(
   w: WireConfig,
@@ -449,6 +473,7 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
     const pairRatios: string[] = [];
     let direct: Run[] = [], profile: string[] = [], cpuProfile: string[] = [];
     let fwd: Awaited<ReturnType<typeof forwarderCounters>> = {};
+    let portDrops = "";
     if (parts.has("clean")) {
       // 1. The links joined directly: what the forwarder costs.
       o.log("direct links (no forwarder)");
@@ -493,6 +518,7 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
         );
       }
       fwd = await forwarderCounters(w);
+      portDrops = await portDropCounters(w, ep.bridge);
       if (o.cpuProf) {
         // A bridge of its own, so the profile holds its start, this run and its stop only.
         await stopBridge();
@@ -555,7 +581,8 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
         ...table(`clean wire through the forwarders, ${o.mib} MiB, seed ${o.seed}`, forwarded),
       );
       report.push(...pairRatios);
-      report.push(`  forwarder frames: ${summariseFwd(fwd)}`, "");
+      report.push(`  forwarder frames: ${summariseFwd(fwd)}`);
+      report.push(`  frames lost on the way into PnO, clean forwarded runs: ${portDrops}`, "");
     }
     if (parts.has("lossy")) {
       report.push(
