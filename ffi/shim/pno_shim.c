@@ -193,7 +193,9 @@ struct thr {
 };
 
 static struct {
-	pthread_mutex_t mu;   /* fd table and attach; never held on the data path */
+	/* fd table, attach, sockets' epoll lists; on the data path only where poll() or select()
+	 * finds ready a socket that is also in an epoll set (note_ready) */
+	pthread_mutex_t mu;
 	pthread_mutex_t ctl_mu; /* frames on the control socket */
 	int attached;          /* 1 attached, -1 failed, 0 not tried */
 	uint8_t *base;
