@@ -30,6 +30,7 @@
 import { BridgeProcess } from "../cli/bridge_process.ts";
 import { summariseCpuProfile } from "./_cpu_profile.ts";
 import {
+  bridgeReceiveThread,
   forwarderCounters,
   type Impairments,
   inNs,
@@ -399,7 +400,12 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
   let pnoDriver = "?";
   let kernel: Deno.ChildProcess | null = null;
   let kernelText = "";
-  const startEndpoints = async (denoFlags: string[] = []): Promise<Endpoints> => {
+  /** Whether the bridge's veth end had a NAPI thread of its own in the forwarded runs. */
+  let bridgeNapiThread: boolean | null = null;
+  const startEndpoints = async (
+    denoFlags: string[] = [],
+    forwarded = true,
+  ): Promise<Endpoints> => {
     // net_af_xdp: one copy per frame where af_packet makes two (README, the bridge's driver).
     bridge = await BridgeProcess.start(w, ["--driver", "af_xdp"], {
       denoFlags,
@@ -408,6 +414,8 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       v8Flags: o.profile ? ["--perf-basic-prof"] : [],
     });
     pnoDriver = bridge.ready.driver;
+    // Both links' host ends receive in a NAPI thread of their own, as the kernel's end does.
+    if (forwarded) bridgeNapiThread = await bridgeReceiveThread(w);
     if (kernel === null) {
       kernel = new Deno.Command("python3", {
         args: ["-c", KERNEL_SERVICES, w.twin!.hostAddress.split("/")[0], ccs.join(",")],
@@ -478,7 +486,7 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       // 1. The links joined directly: what the forwarder costs.
       o.log("direct links (no forwarder)");
       await wireUp(w);
-      ep = await startEndpoints();
+      ep = await startEndpoints([], false);
       direct = [
         ...await both(ep, "discard", o.mib * MiB, null),
         ...await both(ep, "source", o.mib * MiB, null),
@@ -561,6 +569,10 @@ export async function tcpSideBySide(o: TcpBenchOptions): Promise<string[]> {
       `TCP, one connection, PnO (the bridge's services on its DPDK port, ` +
         `net_${pnoDriver}) and Linux (python3 ` +
         `services on the host kernel, twin link), client: python3 in ${w.ns}`,
+      `through the forwarders both host ends receive in a NAPI thread of their own: the ` +
+        `kernel's with GRO, the bridge's ${
+          bridgeNapiThread ? "behind its XDP program" : "NOT (its veth has no NAPI)"
+        }`,
       `Linux's congestion control: ${ccs.join(", ")} (TCP_CONGESTION on both of its sockets; ` +
         `this host's default is ${hostCc}); PnO's engine runs CUBIC. Ratios are to Linux ` +
         `${ccs[0]}.`,
