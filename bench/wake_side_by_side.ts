@@ -5,9 +5,10 @@
  *
  * For each: ping RTT while busy (pings 1 ms apart: the loop never gets to sleep), ping RTT
  * after a quiet second (pings 1.2 s apart), and the bridge's CPU over 5 s of silence. The
- * ratio is of medians: a busy bridge's average is pulled up by the few pings that meet its I/O
- * turn (a zero-delay timer every 100 ms, 1 to 4 ms deaf to the wire; 15 of 500 here), and the
- * quiet figure is about the wakeup, not those.
+ * ratio is of medians: a busy bridge's average is pulled up by the few pings that meet a pause
+ * of its loop (15 of 500 here while its I/O turn every 100 ms was a zero-delay timer, 1 to 4 ms
+ * deaf to the wire; a few still meet the timer every tenth turn), and the quiet figure is
+ * about the wakeup, not those.
  *
  * Run: ./pno bench --wake
  *

@@ -312,18 +312,17 @@ export class PollLoop {
     });
   }
 
+  /** A zero-delay timer: the runtime always parks until it fires. */
   private timerTurn(): Promise<void> {
-    return new Promise((resolve) => {
-      this.wake = resolve;
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.resume();
-      }, 0);
-    });
+    return this.timerNap(0);
   }
 
   private sleep(ms: number): Promise<void> {
-    if (ms <= 0) return this.yieldNow();
+    return ms <= 0 ? this.yieldNow() : this.timerNap(ms);
+  }
+
+  /** Resumes the loop when a timer of `ms` fires (or at stop()). */
+  private timerNap(ms: number): Promise<void> {
     return new Promise((resolve) => {
       this.wake = resolve;
       this.timer = setTimeout(() => {

@@ -116,10 +116,6 @@ export interface DpdkPort {
 }
 
 /**
- * Brings up EAL, the mbuf pool and the port, in DPDK's plain order (l2fwd's): each step is
- * checked and a failure names the step.
- */
-/**
  * Descriptors per RX and TX queue. With 1,024, the AF_XDP socket's RX ring overflowed while the
  * bridge was off its core (it shares 2 cores with the sender and the forwarder): 430 frames
  * over 6 forwarded bulk runs, each a retransmission. 4,096 (12 ms of frames at 300 MB/s)
@@ -129,6 +125,10 @@ const PORT_RING_SIZE = 4096;
 /** Mbufs in the pool by default (2^n - 1, as DPDK's mempool prefers). */
 const POOL_MBUFS = 16383;
 
+/**
+ * Brings up EAL, the mbuf pool and the port, in DPDK's plain order (l2fwd's): each step is
+ * checked and a failure names the step.
+ */
 export function startDpdkPort(dp: DpLibrary, opts: PortOptions): DpdkPort {
   if (opts.driver === "af_xdp") checkXdpQueues(opts.iface, opts.queues);
   const args = [
