@@ -1480,15 +1480,20 @@ export class RingService {
       Atomics.or(app.words, shutWord, SHUT_RCV);
       edges |= D.EPOLLIN | D.EPOLLRDHUP;
     }
-    if (ev & (EV_RESET | EV_CLOSED)) {
-      if (s.error !== 0) {
-        app.setError(i, Math.abs(s.error));
-        edges |= D.EPOLLERR;
-      }
+    const ended = (ev & (EV_RESET | EV_CLOSED)) !== 0;
+    if (ended && s.error !== 0) {
+      app.setError(i, Math.abs(s.error));
+      edges |= D.EPOLLERR;
+    }
+    // At an end, Linux's order (tcp_reset, then tcp_done): the error, the state, the shutdown.
+    // The host's poll() reads the three words without a lock: with the state stored last, one
+    // between the stores saw a refused connect shut both ways yet still SYN-SENT, so POLLERR|
+    // POLLHUP without POLLOUT (the shim oracle's connect-refused, once in a CI run).
+    app.setSock(i, SOCK_TCP_STATE, s.state);
+    if (ended) {
       Atomics.store(app.words, shutWord, SHUT_RCV | SHUT_SEND);
       edges |= D.EPOLLIN | D.EPOLLOUT | D.EPOLLHUP | D.EPOLLRDHUP;
     }
-    app.setSock(i, SOCK_TCP_STATE, s.state);
     if (edges !== 0) app.queueEdges(slot, edges);
   }
 
